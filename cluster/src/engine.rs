@@ -1,0 +1,141 @@
+//! The one place that decides where a plan runs.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use ballista::prelude::{SessionConfigExt, SessionContextExt};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::datasource::provider_as_source;
+use url::Url;
+
+use crate::ClusterError;
+use crate::codec::{UbmLogicalCodec, UbmPhysicalCodec};
+use crate::review_source::{ReviewCsvTable, ReviewLocation};
+use crate::stores::object_store_for;
+
+/// Where plans run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineKind {
+    /// In this process, on DataFusion's multi-threaded executor. No servers.
+    #[default]
+    Local,
+    /// A Ballista scheduler and executor started inside this process: the same plans, shipped
+    /// through Ballista's serialization and scheduling as on a real cluster.
+    Standalone,
+}
+
+impl FromStr for EngineKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "local" => Ok(EngineKind::Local),
+            "standalone" => Ok(EngineKind::Standalone),
+            other => Err(format!("unknown engine `{other}`: use `local` or `standalone`")),
+        }
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EngineKind::Local => "local",
+            EngineKind::Standalone => "standalone",
+        })
+    }
+}
+
+/// A session ready to run ubm's plans: ubm's functions registered, ubm's codecs set (so a
+/// Ballista cluster can ship its plan nodes) and object stores added as locations are used.
+#[derive(Clone)]
+pub struct Engine {
+    kind: EngineKind,
+    ctx: SessionContext,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine").field("kind", &self.kind).finish()
+    }
+}
+
+impl Engine {
+    /// Starts an engine of `kind`. `Standalone` starts Ballista's scheduler and executor
+    /// in-process on loopback ports chosen by the OS.
+    pub async fn start(kind: EngineKind) -> Result<Self, ClusterError> {
+        let config = SessionConfig::new()
+            .with_information_schema(false)
+            .with_ballista_logical_extension_codec(Arc::new(UbmLogicalCodec::default()))
+            .with_ballista_physical_extension_codec(Arc::new(UbmPhysicalCodec::default()));
+        let runtime = RuntimeEnvBuilder::new().build_arc().map_err(ClusterError::engine("creating the runtime"))?;
+        let mut state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .build();
+        ubm_jobs::udf::register_all(&mut state).map_err(ClusterError::engine("registering functions"))?;
+        let ctx = match kind {
+            EngineKind::Local => SessionContext::new_with_state(state),
+            EngineKind::Standalone => SessionContext::standalone_with_state(state)
+                .await
+                .map_err(ClusterError::engine("starting the in-process Ballista cluster"))?,
+        };
+        Ok(Self { kind, ctx })
+    }
+
+    pub fn kind(&self) -> EngineKind {
+        self.kind
+    }
+
+    /// The underlying session, for callers that need DataFusion directly (tests, SQL).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Makes `url`'s store (an S3 bucket, the local file system) known to this engine.
+    pub fn use_location(&self, url: &Url) -> Result<(), ClusterError> {
+        if url.scheme() == "file" {
+            return Ok(()); // DataFusion always has the local file system
+        }
+        let store = object_store_for(url)?;
+        let base = Url::parse(&url[..url::Position::BeforePath]).map_err(|e| ClusterError::BadLocation {
+            location: url.to_string(),
+            reason: e.to_string(),
+        })?;
+        self.ctx.runtime_env().register_object_store(&base, store);
+        Ok(())
+    }
+
+    /// A scan of the review file at `url`; fails early on a missing file or a bad header.
+    pub async fn review_records(&self, url: &Url) -> Result<LogicalPlan, ClusterError> {
+        self.use_location(url)?;
+        let location = ReviewLocation::parse(url.as_str()).map_err(ClusterError::engine("naming the review file"))?;
+        let table = ReviewCsvTable::open(location, self.ctx.runtime_env().as_ref())
+            .await
+            .map_err(|source| ClusterError::Input { what: url.to_string(), source })?;
+        LogicalPlanBuilder::scan("movie_review", provider_as_source(Arc::new(table)), None)
+            .and_then(|b| b.build())
+            .map_err(ClusterError::engine("planning the review scan"))
+    }
+
+    /// A scan of the Parquet files under `url` (a partition directory).
+    pub async fn parquet(&self, url: &Url) -> Result<LogicalPlan, ClusterError> {
+        self.use_location(url)?;
+        let df = self
+            .ctx
+            .read_parquet(url.as_str(), ParquetReadOptions::default().file_extension(".parquet"))
+            .await
+            .map_err(|source| ClusterError::Input { what: url.to_string(), source })?;
+        Ok(df.into_unoptimized_plan())
+    }
+
+    /// Runs `plan` and streams its result back to the caller.
+    pub async fn execute(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream, ClusterError> {
+        let df = self.ctx.execute_logical_plan(plan).await.map_err(ClusterError::engine("planning"))?;
+        df.execute_stream().await.map_err(ClusterError::engine("starting execution"))
+    }
+}

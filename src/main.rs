@@ -1,0 +1,41 @@
+//! `ubm`: the `user_behavior_metric` pipeline as DataFusion plans.
+
+mod cli;
+mod datagen;
+mod lake;
+mod oltp;
+mod pipeline;
+mod secret;
+mod summary;
+mod warehouse;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    init_logging(args.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::dispatch(args.command)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides the default (`ubm=info`, or `ubm=debug` with -v).
+fn init_logging(verbose: bool) {
+    let default = if verbose { "ubm=debug,ubm_cluster=debug,warn" } else { "ubm=info,warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}

@@ -1,0 +1,315 @@
+//! The OLTP source `retail.user_purchase`: Postgres in production, SQLite embedded by default.
+//!
+//! Extraction reads the as-of snapshot (`invoice_date < D + 1 day`) straight into Arrow:
+//! from Postgres with `COPY (SELECT …) TO STDOUT (FORMAT binary)`, so no value goes through
+//! text and `numeric` arrives as an exact decimal; from SQLite with one query. SQLite has no
+//! exact decimal type, so the embedded database stores `unit_price` as text (`'2.550'`).
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use datafusion::arrow::array::{ArrayRef, Decimal128Builder, Int32Builder, StringBuilder, TimestampMicrosecondBuilder};
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::{SinkExt, TryStreamExt};
+use rust_decimal::Decimal;
+use tokio_postgres::binary_copy::BinaryCopyOutStream;
+use tokio_postgres::types::Type;
+use ubm_jobs::RunDate;
+use ubm_jobs::schema::{UNIT_PRICE, USER_PURCHASE};
+
+use crate::secret::SecretUrl;
+
+/// Rows per Arrow batch produced by an extract.
+const BATCH_ROWS: usize = 64 * 1024;
+
+/// Where `retail.user_purchase` lives.
+#[derive(Debug, Clone)]
+pub enum Oltp {
+    /// `postgres://user:password@host:port/db`: the table `retail.user_purchase`.
+    Postgres(SecretUrl),
+    /// `sqlite://path`: the embedded database, table `user_purchase`.
+    Sqlite(PathBuf),
+}
+
+impl FromStr for Oltp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(Oltp::Postgres(SecretUrl::new(s)))
+        } else if let Some(path) = s.strip_prefix("sqlite://") {
+            Ok(Oltp::Sqlite(PathBuf::from(path)))
+        } else {
+            Err(format!(
+                "`{}` is not an OLTP database URL: use postgres://user@host:5432/db or sqlite://path/to/file.sqlite",
+                crate::secret::redact(s)
+            ))
+        }
+    }
+}
+
+impl std::fmt::Display for Oltp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Oltp::Postgres(url) => write!(f, "{url}"),
+            Oltp::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+        }
+    }
+}
+
+/// The original DDL of the OLTP table.
+pub const POSTGRES_DDL: &str = "CREATE TABLE retail.user_purchase (
+    invoice_number varchar(10), stock_code varchar(20), detail varchar(1000),
+    quantity int, invoice_date timestamp, unit_price numeric(8,3),
+    customer_id int, country varchar(20))";
+
+/// The same table in SQLite; `unit_price` is text so that it stays exact.
+const SQLITE_DDL: &str = "CREATE TABLE user_purchase (
+    invoice_number TEXT, stock_code TEXT, detail TEXT, quantity INTEGER,
+    invoice_date TEXT, unit_price TEXT, customer_id INTEGER, country TEXT)";
+
+/// Opens a Postgres session; the connection task lives as long as the client.
+pub async fn connect_postgres(url: &SecretUrl) -> Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url.expose(), tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connecting to Postgres at {url}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!("Postgres connection closed: {e}");
+        }
+    });
+    Ok(client)
+}
+
+impl Oltp {
+    /// Replaces the table with the rows of `csv` (a `user_purchase.csv` with a header).
+    pub async fn load_csv(&self, csv: &Path) -> Result<u64> {
+        match self {
+            Oltp::Postgres(url) => load_postgres(url, csv).await,
+            Oltp::Sqlite(path) => {
+                let (db, csv) = (path.clone(), csv.to_path_buf());
+                tokio::task::spawn_blocking(move || load_sqlite(&db, &csv)).await?
+            }
+        }
+    }
+
+    /// The as-of snapshot for `date`: every row with `invoice_date < date + 1 day`.
+    pub async fn extract(&self, date: RunDate) -> Result<Vec<RecordBatch>> {
+        match self {
+            Oltp::Postgres(url) => extract_postgres(url, date).await,
+            Oltp::Sqlite(path) => {
+                let db = path.clone();
+                tokio::task::spawn_blocking(move || extract_sqlite(&db, date)).await?
+            }
+        }
+    }
+}
+
+async fn load_postgres(url: &SecretUrl, csv: &Path) -> Result<u64> {
+    let mut client = connect_postgres(url).await?;
+    let tx = client.transaction().await?;
+    tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS retail; DROP TABLE IF EXISTS retail.user_purchase; {POSTGRES_DDL};"))
+        .await
+        .context("creating retail.user_purchase")?;
+    let sink = tx.copy_in("COPY retail.user_purchase FROM STDIN WITH (FORMAT csv, HEADER true)").await?;
+    let file = tokio::fs::File::open(csv).await.with_context(|| format!("opening {}", csv.display()))?;
+    let chunks = tokio_util_like::chunks(file);
+    futures::pin_mut!(sink);
+    let mut chunks = chunks;
+    while let Some(chunk) = chunks.try_next().await? {
+        sink.send(chunk).await?;
+    }
+    let rows = sink.finish().await.context("loading retail.user_purchase")?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// Reading a file as a stream of byte chunks without another dependency.
+mod tokio_util_like {
+    use bytes::Bytes;
+    use futures::Stream;
+    use tokio::io::AsyncReadExt;
+
+    pub fn chunks(file: tokio::fs::File) -> impl Stream<Item = std::io::Result<Bytes>> {
+        futures::stream::try_unfold(file, |mut file| async move {
+            let mut buf = vec![0u8; 1 << 20];
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            buf.truncate(n);
+            Ok(Some((Bytes::from(buf), file)))
+        })
+    }
+}
+
+fn load_sqlite(db: &Path, csv: &Path) -> Result<u64> {
+    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut conn = rusqlite::Connection::open(db).with_context(|| format!("opening {}", db.display()))?;
+    let tx = conn.transaction()?;
+    tx.execute_batch(&format!("DROP TABLE IF EXISTS user_purchase; {SQLITE_DDL};"))?;
+    let mut rows = 0u64;
+    {
+        let mut insert = tx.prepare("INSERT INTO user_purchase VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?;
+        let bytes = std::fs::read(csv).with_context(|| format!("reading {}", csv.display()))?;
+        let spans = ubm_jobs::csv::record_spans(&bytes);
+        let mut fields = Vec::new();
+        for span in spans.iter().skip(1) {
+            ubm_jobs::csv::parse_record(&bytes, span, &mut fields)
+                .map_err(|r| anyhow::anyhow!("{} line {}: {}", csv.display(), r.line, r.reason))?;
+            if fields.len() != 8 {
+                bail!("{} line {}: expected 8 fields, found {}", csv.display(), span.line, fields.len());
+            }
+            let text = |i: usize| fields[i].as_deref();
+            let int = |i: usize| -> Result<Option<i64>> {
+                text(i).map(|t| t.parse::<i64>()).transpose().with_context(|| format!("{} line {}", csv.display(), span.line))
+            };
+            insert.execute(rusqlite::params![text(0), text(1), text(2), int(3)?, text(4), text(5), int(6)?, text(7)])?;
+            rows += 1;
+        }
+    }
+    tx.execute_batch("CREATE INDEX user_purchase_invoice_date ON user_purchase (invoice_date)")?;
+    tx.commit()?;
+    Ok(rows)
+}
+
+/// Arrow builders for [`USER_PURCHASE`].
+struct PurchaseBatch {
+    invoice_number: StringBuilder,
+    stock_code: StringBuilder,
+    detail: StringBuilder,
+    quantity: Int32Builder,
+    invoice_date: TimestampMicrosecondBuilder,
+    unit_price: Decimal128Builder,
+    customer_id: Int32Builder,
+    country: StringBuilder,
+    rows: usize,
+}
+
+impl PurchaseBatch {
+    fn new() -> Self {
+        Self {
+            invoice_number: StringBuilder::new(),
+            stock_code: StringBuilder::new(),
+            detail: StringBuilder::new(),
+            quantity: Int32Builder::new(),
+            invoice_date: TimestampMicrosecondBuilder::new(),
+            unit_price: Decimal128Builder::new(),
+            customer_id: Int32Builder::new(),
+            country: StringBuilder::new(),
+            rows: 0,
+        }
+    }
+
+    fn finish(&mut self) -> Result<RecordBatch> {
+        self.rows = 0;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.invoice_number.finish()),
+            Arc::new(self.stock_code.finish()),
+            Arc::new(self.detail.finish()),
+            Arc::new(self.quantity.finish()),
+            Arc::new(self.invoice_date.finish()),
+            Arc::new(self.unit_price.finish().with_precision_and_scale(UNIT_PRICE.0, UNIT_PRICE.1)?),
+            Arc::new(self.customer_id.finish()),
+            Arc::new(self.country.finish()),
+        ];
+        Ok(RecordBatch::try_new(USER_PURCHASE.clone(), columns)?)
+    }
+
+    /// Appends the batch to `out` when it is full.
+    fn flush_if_full(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.rows += 1;
+        if self.rows >= BATCH_ROWS {
+            out.push(self.finish()?);
+        }
+        Ok(())
+    }
+
+    fn finish_into(mut self, mut out: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        if self.rows > 0 || out.is_empty() {
+            out.push(self.finish()?);
+        }
+        Ok(out)
+    }
+}
+
+/// `unit_price` as the integer of thousandths Arrow's `Decimal128(8,3)` stores.
+fn price_thousandths(price: Decimal) -> Result<i128> {
+    let mut scaled = price;
+    scaled.rescale(UNIT_PRICE.1 as u32);
+    if scaled != price {
+        bail!("unit_price {price} has more than {} decimal places", UNIT_PRICE.1);
+    }
+    Ok(scaled.mantissa())
+}
+
+async fn extract_postgres(url: &SecretUrl, date: RunDate) -> Result<Vec<RecordBatch>> {
+    let client = connect_postgres(url).await?;
+    // `date` is a validated RunDate, so formatting it into the statement is safe; COPY takes
+    // no bind parameters.
+    let sql = format!(
+        "COPY (SELECT invoice_number::varchar, stock_code::varchar, detail::varchar, quantity::int4, \
+         invoice_date::timestamp, unit_price::numeric, customer_id::int4, country::varchar \
+         FROM retail.user_purchase WHERE invoice_date < DATE '{}') TO STDOUT (FORMAT binary)",
+        date.next_day()
+    );
+    let copy = client.copy_out(&sql).await.with_context(|| format!("reading retail.user_purchase from {url}"))?;
+    let types = [Type::VARCHAR, Type::VARCHAR, Type::VARCHAR, Type::INT4, Type::TIMESTAMP, Type::NUMERIC, Type::INT4, Type::VARCHAR];
+    let rows = BinaryCopyOutStream::new(copy, &types);
+    futures::pin_mut!(rows);
+    let mut batch = PurchaseBatch::new();
+    let mut out = Vec::new();
+    while let Some(row) = rows.try_next().await.context("reading retail.user_purchase")? {
+        batch.invoice_number.append_option(row.try_get::<Option<&str>>(0)?);
+        batch.stock_code.append_option(row.try_get::<Option<&str>>(1)?);
+        batch.detail.append_option(row.try_get::<Option<&str>>(2)?);
+        batch.quantity.append_option(row.try_get::<Option<i32>>(3)?);
+        let at: Option<chrono::NaiveDateTime> = row.try_get(4)?;
+        batch.invoice_date.append_option(at.map(|t| t.and_utc().timestamp_micros()));
+        let price: Option<Decimal> = row.try_get(5)?;
+        batch.unit_price.append_option(price.map(price_thousandths).transpose()?);
+        batch.customer_id.append_option(row.try_get::<Option<i32>>(6)?);
+        batch.country.append_option(row.try_get::<Option<&str>>(7)?);
+        batch.flush_if_full(&mut out)?;
+    }
+    batch.finish_into(out)
+}
+
+fn extract_sqlite(db: &Path, date: RunDate) -> Result<Vec<RecordBatch>> {
+    if !db.exists() {
+        bail!("the embedded OLTP database {} does not exist; create it with `ubm datagen --oltp sqlite://{}`", db.display(), db.display());
+    }
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("opening {}", db.display()))?;
+    let mut query = conn
+        .prepare(
+            "SELECT invoice_number, stock_code, detail, quantity, invoice_date, unit_price, customer_id, country \
+             FROM user_purchase WHERE invoice_date < ?1",
+        )
+        .with_context(|| format!("{} has no user_purchase table; create it with `ubm datagen`", db.display()))?;
+    let mut rows = query.query([date.next_day().to_string()])?;
+    let mut batch = PurchaseBatch::new();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        batch.invoice_number.append_option(row.get_ref(0)?.as_str_or_null()?);
+        batch.stock_code.append_option(row.get_ref(1)?.as_str_or_null()?);
+        batch.detail.append_option(row.get_ref(2)?.as_str_or_null()?);
+        batch.quantity.append_option(row.get::<_, Option<i32>>(3)?);
+        let at = row.get_ref(4)?.as_str_or_null()?;
+        let at = at
+            .map(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S"))
+            .transpose()
+            .context("invoice_date in the embedded database is not YYYY-MM-DD HH:MM:SS")?;
+        batch.invoice_date.append_option(at.map(|t| t.and_utc().timestamp_micros()));
+        let price = row.get_ref(5)?.as_str_or_null()?;
+        let price = price.map(|p| Decimal::from_str(p).with_context(|| format!("unit_price `{p}` is not a decimal"))).transpose()?;
+        batch.unit_price.append_option(price.map(price_thousandths).transpose()?);
+        batch.customer_id.append_option(row.get::<_, Option<i32>>(6)?);
+        batch.country.append_option(row.get_ref(7)?.as_str_or_null()?);
+        batch.flush_if_full(&mut out)?;
+    }
+    batch.finish_into(out)
+}

@@ -1,0 +1,411 @@
+//! One run of the daily pipeline for date D: ingest, extract, classify, metric, load.
+//!
+//! ingest → classify and extract run concurrently; metric needs both; load needs metric.
+//! Every task is retried with exponential backoff before the run fails, except when the
+//! error is the input's fault (a missing file, a bad header): retrying cannot fix those.
+//! Every task writes a whole partition or nothing, so rerunning a date is always safe.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::{cast, filter_record_batch, is_not_null, is_null};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use futures::TryStreamExt;
+use serde::Serialize;
+use ubm_cluster::{ClusterError, Engine};
+use ubm_jobs::metric::{INVALID_CID, NO_CUSTOMER, REVIEWS, review_matches};
+use ubm_jobs::schema::{CLASSIFIED, USER_PURCHASE, col};
+use ubm_jobs::{RunDate, Semantics, classify_reviews, user_behavior_metric};
+use url::Url;
+
+use crate::lake::{Lake, Table};
+use crate::oltp::Oltp;
+use crate::secret::SecretUrl;
+
+/// An error that is the input's fault: the run fails at once instead of retrying.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputError(pub String);
+
+/// How often and how patiently a failing task is retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (1 = no retry).
+    pub attempts: u32,
+    /// Wait before the second attempt; it doubles for every further one.
+    pub first_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { attempts: 3, first_backoff: Duration::from_secs(1) }
+    }
+}
+
+/// Everything a run needs besides the date.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The vendor file; `{date}` in it is replaced by the run date.
+    pub reviews: String,
+    pub oltp: Oltp,
+    pub lake: Lake,
+    pub warehouse: Option<SecretUrl>,
+    pub semantics: Semantics,
+    pub retry: RetryPolicy,
+}
+
+/// One task's outcome, as the run report shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskReport {
+    pub name: &'static str,
+    /// `succeeded`, `failed`, or `skipped` (a task it needs failed, or nothing to do).
+    pub status: &'static str,
+    pub started_at: Option<DateTime<Utc>>,
+    pub duration_ms: u128,
+    pub attempts: u32,
+    pub error: Option<String>,
+}
+
+/// The counts of a run; the review counts reconcile: read = classified + rejected.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    pub review_records_read: u64,
+    pub reviews_classified: u64,
+    pub reviews_rejected: u64,
+    pub null_reviews: u64,
+    pub positive_reviews: u64,
+    /// Reviews whose cid is not an integer (`abc`, `12.0`, empty): they match no customer.
+    pub reviews_invalid_cid: u64,
+    /// Reviews with an integer cid that bought nothing in the snapshot.
+    pub reviews_without_customer: u64,
+    pub purchase_rows_extracted: u64,
+    pub metric_rows_written: u64,
+    pub warehouse_rows_loaded: Option<u64>,
+}
+
+/// What a run did, written to `<lake>/_runs/D.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_date: String,
+    pub status: &'static str,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u128,
+    pub engine: String,
+    pub semantics: String,
+    pub reviews: String,
+    pub oltp: String,
+    pub lake: String,
+    pub warehouse: Option<String>,
+    pub tasks: Vec<TaskReport>,
+    pub counts: Counts,
+    /// `review_records_read == reviews_classified + reviews_rejected`.
+    pub counts_reconcile: bool,
+    /// Where the day's table is in the lake.
+    pub metric_partition: Option<String>,
+    /// The day's rows, for the summary (not serialized: the lake holds them).
+    #[serde(skip)]
+    pub metric: Vec<RecordBatch>,
+}
+
+/// What classify wrote and counted.
+#[derive(Debug, Clone, Default)]
+pub struct ClassifyCounts {
+    pub read: u64,
+    pub classified: u64,
+    pub rejected: u64,
+    pub null_reviews: u64,
+    pub positive: u64,
+    pub partition: Option<Url>,
+}
+
+fn is_input_error(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<InputError>().is_some()
+            || matches!(e.downcast_ref::<ClusterError>(), Some(ClusterError::Input { .. } | ClusterError::BadLocation { .. }))
+    })
+}
+
+/// Runs `work` until it succeeds, the attempts run out, or it fails for an input error.
+async fn run_task<T, F, Fut>(name: &'static str, policy: RetryPolicy, mut work: F) -> (TaskReport, Option<T>)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let mut attempts = 0;
+    let mut backoff = policy.first_backoff;
+    tracing::info!(task = name, "started");
+    let outcome = loop {
+        attempts += 1;
+        match work().await {
+            Ok(value) => break Ok(value),
+            Err(err) if attempts < policy.attempts.max(1) && !is_input_error(&err) => {
+                tracing::warn!(task = name, attempt = attempts, "failed, retrying in {backoff:?}: {err:#}");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            Err(err) => break Err(err),
+        }
+    };
+    let duration_ms = clock.elapsed().as_millis();
+    let (status, error, value) = match outcome {
+        Ok(value) => {
+            tracing::info!(task = name, duration_ms, attempts, "succeeded");
+            ("succeeded", None, Some(value))
+        }
+        Err(err) => {
+            tracing::error!(task = name, attempts, "failed: {err:#}");
+            ("failed", Some(format!("{err:#}")), None)
+        }
+    };
+    (TaskReport { name, status, started_at: Some(started_at), duration_ms, attempts, error }, value)
+}
+
+fn skipped(name: &'static str, why: &str) -> TaskReport {
+    TaskReport { name, status: "skipped", started_at: None, duration_ms: 0, attempts: 0, error: Some(why.to_string()) }
+}
+
+/// The review file for `date`: `{date}` in the configured location is replaced.
+pub fn reviews_for(location: &str, date: RunDate) -> Result<Url> {
+    Ok(ubm_cluster::stores::location_url(&location.replace("{date}", &date.to_string()))?)
+}
+
+/// Runs every task of `date` and writes the run report into the lake.
+pub async fn run_date(engine: &Engine, config: &RunConfig, date: RunDate) -> Result<RunReport> {
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let lake = &config.lake;
+    let policy = config.retry;
+
+    let review_side = async {
+        let source = match reviews_for(&config.reviews, date) {
+            Ok(source) => source,
+            Err(e) => return (skipped("ingest", &format!("{e:#}")), skipped("classify", "ingest failed"), None),
+        };
+        let (ingest, raw) = run_task("ingest", policy, || ingest(lake, &source, date)).await;
+        let Some(raw) = raw else {
+            return (ingest, skipped("classify", "ingest failed"), None);
+        };
+        let (classify, counts) = run_task("classify", policy, || {
+            classify_into(engine, lake, &raw, date, Table::STAGE_REVIEWS, Table::REJECTS)
+        })
+        .await;
+        (ingest, classify, counts)
+    };
+    let purchase_side = run_task("extract", policy, || extract(&config.oltp, lake, date));
+    let ((ingest, classify, classified), (extract, purchases)) = tokio::join!(review_side, purchase_side);
+
+    let mut tasks = vec![ingest, extract, classify];
+    let mut counts = Counts::default();
+    if let Some(c) = &classified {
+        counts.review_records_read = c.read;
+        counts.reviews_classified = c.classified;
+        counts.reviews_rejected = c.rejected;
+        counts.null_reviews = c.null_reviews;
+        counts.positive_reviews = c.positive;
+    }
+    counts.purchase_rows_extracted = purchases.unwrap_or(0);
+
+    let mut metric_rows = Vec::new();
+    let mut metric_partition = None;
+    if classified.is_some() && purchases.is_some() {
+        let (report, metric) = run_task("metric", policy, || metric(engine, lake, date, config.semantics)).await;
+        tasks.push(report);
+        if let Some(m) = metric {
+            counts.metric_rows_written = m.rows;
+            counts.reviews_invalid_cid = m.invalid_cid;
+            counts.reviews_without_customer = m.no_customer;
+            metric_partition = Some(m.partition.to_string());
+            metric_rows = m.batches;
+        }
+    } else {
+        tasks.push(skipped("metric", "classify or extract failed"));
+    }
+    tasks.push(match (&config.warehouse, metric_partition.is_some()) {
+        (None, _) => skipped("load", "no --warehouse configured; the lake table is the output"),
+        (Some(_), false) => skipped("load", "metric failed"),
+        (Some(url), true) => {
+            let (report, rows) = run_task("load", policy, || crate::warehouse::load_metric(url, date, &metric_rows)).await;
+            counts.warehouse_rows_loaded = rows;
+            report
+        }
+    });
+
+    let failed = tasks.iter().any(|t| t.status == "failed") || metric_partition.is_none();
+    let report = RunReport {
+        run_date: date.to_string(),
+        status: if failed { "failed" } else { "succeeded" },
+        started_at,
+        duration_ms: clock.elapsed().as_millis(),
+        engine: engine.kind().to_string(),
+        semantics: config.semantics.to_string(),
+        reviews: config.reviews.clone(),
+        oltp: config.oltp.to_string(),
+        lake: lake.root().to_string(),
+        warehouse: config.warehouse.as_ref().map(|w| w.redacted()),
+        counts_reconcile: counts.review_records_read == counts.reviews_classified + counts.reviews_rejected,
+        tasks,
+        counts,
+        metric_partition,
+        metric: metric_rows,
+    };
+    let json = serde_json::to_vec_pretty(&report)?;
+    lake.put(&format!("_runs/{date}.json"), json).await.context("writing the run report")?;
+    Ok(report)
+}
+
+/// ingest: the day's vendor file into `<lake>/raw/movie_review/insert_date=D/`.
+async fn ingest(lake: &Lake, source: &Url, date: RunDate) -> Result<Url> {
+    if let Ok(path) = source.to_file_path() {
+        if !path.is_file() {
+            return Err(InputError(format!(
+                "the review file {} does not exist; pass the vendor's file with --reviews",
+                path.display()
+            ))
+            .into());
+        }
+    }
+    let mut partition = lake.begin(Table::RAW_REVIEWS, date)?;
+    let bytes = partition.copy_in("movie_review.csv", source).await?;
+    let url = partition.commit().await?;
+    tracing::info!(bytes, "ingested {source}");
+    Ok(url.join("movie_review.csv")?)
+}
+
+/// extract: the as-of snapshot of `retail.user_purchase` into the stage zone.
+async fn extract(oltp: &Oltp, lake: &Lake, date: RunDate) -> Result<u64> {
+    let batches = oltp.extract(date).await?;
+    let mut partition = lake.begin(Table::STAGE_PURCHASES, date)?;
+    let mut file = partition.parquet("part-00000.parquet", USER_PURCHASE.clone())?;
+    for batch in &batches {
+        file.write(batch).await?;
+    }
+    let rows = file.close().await?;
+    partition.commit().await?;
+    Ok(rows)
+}
+
+/// classify: the review file at `source` into `out` (classified rows) and `rejects`
+/// (unreadable records, one JSON object a line, with line number, reason and the record).
+pub async fn classify_into(
+    engine: &Engine,
+    lake: &Lake,
+    source: &Url,
+    date: RunDate,
+    out: Table,
+    rejects: Table,
+) -> Result<ClassifyCounts> {
+    let plan = classify_reviews(engine.review_records(source).await?)?;
+    let mut stream = engine.execute(plan).await?;
+    let mut partition = lake.begin(out, date)?;
+    let mut file = partition.parquet("part-00000.parquet", CLASSIFIED.clone())?;
+    let mut counts = ClassifyCounts::default();
+    let mut rejected = Vec::new();
+    while let Some(batch) = stream.try_next().await.with_context(|| format!("classifying {source}"))? {
+        counts.read += batch.num_rows() as u64;
+        let reasons = column(&batch, col::REJECT_REASON)?;
+        let good = filter_record_batch(&batch, &is_null(reasons.as_ref())?)?;
+        counts.classified += good.num_rows() as u64;
+        counts.positive += true_count(&good, col::POSITIVE_REVIEW)?;
+        counts.null_reviews += true_count(&good, col::REVIEW_IS_NULL)?;
+        let classified = RecordBatch::try_new(
+            CLASSIFIED.clone(),
+            vec![cast(&column(&good, col::CID)?, &DataType::Utf8)?, column(&good, col::POSITIVE_REVIEW)?],
+        )?;
+        file.write(&classified).await?;
+        if reasons.null_count() < batch.num_rows() {
+            let bad = filter_record_batch(&batch, &is_not_null(reasons.as_ref())?)?;
+            counts.rejected += bad.num_rows() as u64;
+            append_rejects(&bad, &mut rejected)?;
+        }
+    }
+    file.close().await?;
+    let mut rejects_partition = lake.begin(rejects, date)?;
+    rejects_partition.put("rejects.jsonl", rejected).await?;
+    rejects_partition.commit().await?;
+    counts.partition = Some(partition.commit().await?);
+    if counts.rejected > 0 {
+        tracing::warn!(rejected = counts.rejected, "records could not be read; see {}", lake.partition_url(rejects, date));
+    }
+    Ok(counts)
+}
+
+fn column(batch: &RecordBatch, name: &str) -> Result<datafusion::arrow::array::ArrayRef> {
+    batch.column_by_name(name).cloned().with_context(|| format!("the plan's output has no column `{name}`"))
+}
+
+fn true_count(batch: &RecordBatch, name: &str) -> Result<u64> {
+    let values = column(batch, name)?;
+    let flags: &BooleanArray = values.as_boolean_opt().with_context(|| format!("`{name}` is not boolean"))?;
+    Ok(flags.true_count() as u64)
+}
+
+/// One JSON object per rejected record: `line`, `reason` and the record, as text when it is
+/// UTF-8 and as `record_base64` otherwise, so that nothing of it is lost.
+fn append_rejects(bad: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+    let lines = column(bad, col::LINE)?;
+    let lines = lines.as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>().context("line")?;
+    let reasons = column(bad, col::REJECT_REASON)?;
+    let reasons = reasons.as_string_opt::<i32>().context("reject_reason")?;
+    let records = column(bad, col::REJECTED_RECORD)?;
+    let records = records.as_binary_opt::<i32>().context("rejected_record")?;
+    for i in 0..bad.num_rows() {
+        let raw = records.value(i);
+        let mut entry = serde_json::json!({"line": lines.value(i), "reason": reasons.value(i)});
+        match std::str::from_utf8(raw) {
+            Ok(text) => entry["record"] = text.into(),
+            Err(_) => entry["record_base64"] = base64::engine::general_purpose::STANDARD.encode(raw).into(),
+        }
+        serde_json::to_writer(&mut *out, &entry)?;
+        out.push(b'\n');
+    }
+    Ok(())
+}
+
+struct MetricOutput {
+    rows: u64,
+    invalid_cid: u64,
+    no_customer: u64,
+    partition: Url,
+    batches: Vec<RecordBatch>,
+}
+
+/// metric: the day's staged purchases and reviews into the warehouse table of the lake.
+async fn metric(engine: &Engine, lake: &Lake, date: RunDate, semantics: Semantics) -> Result<MetricOutput> {
+    let purchases = engine.parquet(&lake.partition_url(Table::STAGE_PURCHASES, date)).await?;
+    let classified = engine.parquet(&lake.partition_url(Table::STAGE_REVIEWS, date)).await?;
+    let plan = user_behavior_metric(purchases.clone(), classified.clone(), date, semantics)?;
+    let batches: Vec<RecordBatch> = engine.execute(plan).await?.try_collect().await?;
+    let matches: Vec<RecordBatch> = engine.execute(review_matches(purchases, classified)?).await?.try_collect().await?;
+    let sum_of = |name: &str| -> Result<u64> {
+        let mut total = 0;
+        for batch in &matches {
+            let values = cast(&column(batch, name)?, &DataType::Int64)?;
+            total += values.as_primitive::<Int64Type>().iter().flatten().sum::<i64>() as u64;
+        }
+        Ok(total)
+    };
+    let reviews = sum_of(REVIEWS)?;
+    tracing::debug!(reviews, "matched reviews against customers");
+    let mut partition = lake.begin(Table::METRIC, date)?;
+    // As Spark's partitionBy, the partition column lives in the directory name only.
+    let schema = ubm_jobs::schema::USER_BEHAVIOR_METRIC.clone();
+    let without_date: Vec<usize> = (0..schema.fields().len()).filter(|i| schema.field(*i).name() != col::INSERT_DATE).collect();
+    let mut file = partition.parquet("part-00000.parquet", std::sync::Arc::new(schema.project(&without_date)?))?;
+    for batch in &batches {
+        file.write(&batch.project(&without_date)?).await?;
+    }
+    let rows = file.close().await?;
+    Ok(MetricOutput {
+        rows,
+        invalid_cid: sum_of(INVALID_CID)?,
+        no_customer: sum_of(NO_CUSTOMER)?,
+        partition: partition.commit().await?,
+        batches,
+    })
+}

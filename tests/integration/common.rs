@@ -1,0 +1,191 @@
+//! Shared fixtures: the `ubm` binary, sample data, the Python peers and a Postgres database.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+
+/// Under CI a missing service or peer is a failure, never a skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// Skips the calling test outside CI (saying why, loudly), fails it under CI.
+pub fn missing(what: &str) {
+    if in_ci() {
+        panic!("CI=true and {what}: nothing may be skipped in CI");
+    }
+    eprintln!("\n*** SKIPPED: {what} (run the tests with tests/run.sh to have it) ***\n");
+}
+
+pub fn ubm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ubm"))
+}
+
+/// Runs `ubm args…`, failing the test with its output when it does not succeed.
+pub fn ubm_ok(args: &[&str]) -> Output {
+    let output = ubm().args(args).output().expect("ubm starts");
+    assert!(
+        output.status.success(),
+        "ubm {args:?} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Generated sample data in a temporary directory (`movie_review.csv`, `user_purchase.csv`,
+/// and an embedded database `oltp.sqlite` loaded with the purchases).
+pub struct Sample {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sample {
+    pub fn new(scale: &str) -> Sample {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sqlite = format!("sqlite://{}", dir.path().join("oltp.sqlite").display());
+        ubm_ok(&["datagen", "--scale", scale, "--out", &dir.path().display().to_string(), "--seed", "7", "--oltp", &sqlite]);
+        Sample { dir }
+    }
+
+    pub fn reviews(&self) -> String {
+        self.dir.path().join("movie_review.csv").display().to_string()
+    }
+
+    pub fn purchases_csv(&self) -> PathBuf {
+        self.dir.path().join("user_purchase.csv")
+    }
+
+    pub fn sqlite(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("oltp.sqlite").display())
+    }
+
+    /// A fresh lake directory inside the sample's directory.
+    pub fn lake(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+/// The Python with pyspark and duckdb that `tests/run.sh` sets up, if any.
+pub fn peer_python() -> Option<PathBuf> {
+    match std::env::var_os("UBM_PYTHON").map(PathBuf::from) {
+        Some(python) if python.exists() => Some(python),
+        _ => {
+            missing("UBM_PYTHON does not name a Python with pyspark and duckdb");
+            None
+        }
+    }
+}
+
+pub fn peer_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(name)
+}
+
+/// A database of its own on the local Postgres, dropped at the end of the test.
+pub struct TestDb {
+    pub name: String,
+    admin: String,
+}
+
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+fn admin_url() -> String {
+    std::env::var("UBM_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn psql(url: &str, sql: &str) -> Output {
+    Command::new("psql").args([url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql]).output().expect("psql runs")
+}
+
+impl TestDb {
+    /// `None` (after saying why) when Postgres is not reachable outside CI.
+    pub fn create() -> Option<TestDb> {
+        let admin = admin_url();
+        let name = format!("ubm_test_{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::SeqCst));
+        let out = Command::new("psql").args([admin.as_str(), "-qAtc", &format!("CREATE DATABASE {name}")]).output();
+        match out {
+            Ok(o) if o.status.success() => Some(TestDb { name, admin }),
+            Ok(o) => {
+                missing(&format!("Postgres at {admin} refused CREATE DATABASE: {}", text(&o.stderr)));
+                None
+            }
+            Err(e) => {
+                missing(&format!("psql cannot run: {e}"));
+                None
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        let base = self.admin.rsplit_once('/').map_or(self.admin.as_str(), |(b, _)| b);
+        format!("{base}/{}", self.name)
+    }
+
+    /// Rows of `sql`, one string per row, fields separated by `|`.
+    pub fn query(&self, sql: &str) -> Vec<String> {
+        let out = psql(&self.url(), sql);
+        assert!(out.status.success(), "psql {sql}: {}", text(&out.stderr));
+        text(&out.stdout).lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = psql(&self.admin, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
+/// Every row of the Parquet files in `dir` as text (`a|b|c`), sorted, for whole-table
+/// comparisons.
+pub fn parquet_rows(dir: &Path) -> Vec<String> {
+    let mut rows = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no parquet files in {}", dir.display());
+    for file in files {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&file).expect("open parquet"),
+        )
+        .expect("parquet")
+        .build()
+        .expect("reader");
+        for batch in reader {
+            rows.extend(batch_rows(&batch.expect("batch")));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+pub fn batch_rows(batch: &RecordBatch) -> Vec<String> {
+    let options = FormatOptions::default().with_null("NULL");
+    let formatters: Vec<_> = batch
+        .columns()
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
+        .collect();
+    (0..batch.num_rows())
+        .map(|i| formatters.iter().map(|f| f.value(i).to_string()).collect::<Vec<_>>().join("|"))
+        .collect()
+}
+
+/// The run report `<lake>/_runs/D.json`.
+pub fn report(lake: &str, date: &str) -> serde_json::Value {
+    let path = Path::new(lake).join("_runs").join(format!("{date}.json"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_slice(&bytes).expect("report is JSON")
+}
+
+pub fn partition(lake: &str, table: &str, date: &str) -> PathBuf {
+    Path::new(lake).join(table).join(format!("insert_date={date}"))
+}

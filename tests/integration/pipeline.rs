@@ -1,0 +1,133 @@
+//! The whole run: Postgres for real, idempotent reruns, both engines, backfills, secrets.
+
+use std::path::Path;
+
+use crate::common::{Sample, TestDb, parquet_rows, partition, report, text, ubm, ubm_ok};
+
+const DATE: &str = "2011-12-31";
+
+/// Every table of a date in the lake, as sorted rows.
+fn lake_tables(lake: &str, date: &str) -> Vec<(String, Vec<String>)> {
+    ["stage/user_purchase", "stage/movie_review", "warehouse/user_behavior_metric"]
+        .iter()
+        .map(|t| (t.to_string(), parquet_rows(&partition(lake, t, date))))
+        .collect()
+}
+
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path.strip_prefix(dir).expect("prefix").display().to_string());
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn postgres_source_and_warehouse_and_a_rerun_changes_nothing() {
+    let Some(db) = TestDb::create() else { return };
+    let sample = Sample::new("0.02");
+    ubm_ok(&["datagen", "--scale", "0.02", "--seed", "7", "--out", &sample.lake("pg-data"), "--oltp", &db.url()]);
+    let lake = sample.lake("lake");
+    let run = || {
+        ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &db.url(), "--lake", &lake, "--warehouse", &db.url()])
+    };
+    run();
+    let warehouse_once = db.query("SELECT * FROM public.user_behavior_metric ORDER BY customerid");
+    let lake_once = lake_tables(&lake, DATE);
+    let files_once = files_under(Path::new(&lake));
+    run();
+    assert_eq!(db.query("SELECT * FROM public.user_behavior_metric ORDER BY customerid"), warehouse_once);
+    assert_eq!(lake_tables(&lake, DATE), lake_once);
+    assert_eq!(files_under(Path::new(&lake)), files_once, "a rerun leaves no extra files");
+
+    let report = report(&lake, DATE);
+    let counts = &report["counts"];
+    assert_eq!(report["status"], "succeeded");
+    assert_eq!(report["counts_reconcile"], true);
+    assert_eq!(counts["purchase_rows_extracted"], 10838);
+    assert_eq!(counts["warehouse_rows_loaded"], counts["metric_rows_written"]);
+    assert_eq!(warehouse_once.len() as u64, counts["metric_rows_written"].as_u64().expect("rows"));
+    // The exact decimal survives Postgres → Arrow → DECIMAL(18,5) → Postgres.
+    let total_pg = db.query("SELECT SUM(amount_spent) FROM public.user_behavior_metric");
+    let lake_rows = &lake_once[2].1;
+    assert!(lake_rows.iter().all(|r| r.split('|').nth(1).is_some_and(|a| a.contains('.') && a.split('.').nth(1).map(str::len) == Some(5))), "amount_spent has 5 decimals");
+    assert!(!total_pg[0].is_empty());
+
+    // The embedded database gives the same tables as Postgres for the same data.
+    let embedded = sample.lake("lake-sqlite");
+    ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &embedded]);
+    assert_eq!(lake_tables(&embedded, DATE), lake_once);
+}
+
+#[test]
+fn local_and_ballista_standalone_give_identical_tables() {
+    let sample = Sample::new("0.02");
+    let mut tables = Vec::new();
+    for engine in ["local", "standalone"] {
+        let lake = sample.lake(&format!("lake-{engine}"));
+        ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &lake, "--engine", engine]);
+        assert_eq!(report(&lake, DATE)["engine"], engine);
+        tables.push(lake_tables(&lake, DATE));
+    }
+    assert!(tables[0][2].1.len() > 100, "the metric has rows");
+    assert_eq!(tables[0], tables[1]);
+}
+
+#[test]
+fn a_backfill_runs_every_date_on_its_own_snapshot() {
+    let sample = Sample::new("0.01");
+    let lake = sample.lake("lake");
+    let out = ubm_ok(&["run", "--from", "2011-06-01", "--to", "2011-06-03", "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &lake, "--json"]);
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let extracted: Vec<u64> = reports
+        .as_array()
+        .expect("reports")
+        .iter()
+        .map(|r| r["counts"]["purchase_rows_extracted"].as_u64().expect("count"))
+        .collect();
+    assert_eq!(extracted.len(), 3);
+    assert!(extracted[0] < extracted[2], "the as-of snapshot grows with the date: {extracted:?}");
+    assert!(extracted[0] < 5419, "a mid-year snapshot is not the whole table");
+    for date in ["2011-06-01", "2011-06-02", "2011-06-03"] {
+        assert!(partition(&lake, "warehouse/user_behavior_metric", date).join("_SUCCESS").exists());
+    }
+}
+
+#[test]
+fn passwords_never_reach_errors_logs_or_reports() {
+    let sample = Sample::new("0.001");
+    let lake = sample.lake("lake");
+    let secret = "Sup3rSecretPw";
+    let url = format!("postgres://ubm:{secret}@127.0.0.1:1/nothing");
+    let output = ubm()
+        .args(["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &url, "--lake", &lake, "--warehouse", &url, "--attempts", "2", "--retry-backoff-ms", "10"])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success(), "an unreachable database fails the run");
+    let everything = format!("{}{}{}", text(&output.stdout), text(&output.stderr), report(&lake, DATE));
+    assert!(everything.contains("postgres://ubm:***@127.0.0.1:1/nothing"), "the redacted URL is shown: {everything}");
+    assert!(!everything.contains(secret), "the password leaked: {everything}");
+    assert_eq!(report(&lake, DATE)["tasks"][1]["attempts"], 2, "a connection error is retried");
+}
+
+#[test]
+fn no_flags_runs_on_embedded_defaults() {
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let output = ubm().args(["run", "--date", DATE]).current_dir(cwd.path()).output().expect("runs");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let summary = text(&output.stdout);
+    assert!(summary.contains("reconciled") && summary.contains("top customers"), "{summary}");
+    let lake = cwd.path().join("ubm-data/lake").display().to_string();
+    let counts = &report(&lake, DATE)["counts"];
+    assert_eq!(counts["review_records_read"], 100_000);
+    assert_eq!(counts["purchase_rows_extracted"], 541_909);
+}
