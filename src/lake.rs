@@ -25,7 +25,6 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::AsyncArrowWriter;
-use parquet::arrow::async_writer::ParquetObjectWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use ubm_cluster::stores::{location_url, object_store_for};
@@ -111,16 +110,6 @@ impl Lake {
             .with_context(|| format!("writing {url}"))?;
         Ok(url)
     }
-
-    /// Whether a partition exists and was completed (`_SUCCESS` is there).
-    pub async fn is_complete(&self, table: Table, date: RunDate) -> Result<bool> {
-        let marker = self.partition_url(table, date).join(SUCCESS)?;
-        match self.store.head(&self.path_of(&marker)?).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e).with_context(|| format!("checking {marker}")),
-        }
-    }
 }
 
 /// A partition being written: files go to a staging area until [`PartitionWrite::commit`].
@@ -142,7 +131,7 @@ impl PartitionWrite {
     /// Opens a snappy Parquet file `name` in the partition.
     pub fn parquet(&mut self, name: &str, schema: SchemaRef) -> Result<ParquetFile> {
         let path = self.staged(name)?;
-        let sink = ParquetObjectWriter::new(self.lake.store.clone(), path);
+        let sink = object_store::buffered::BufWriter::new(self.lake.store.clone(), path);
         let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
         let writer = AsyncArrowWriter::try_new(sink, schema, Some(props))?;
         Ok(ParquetFile { writer, rows: 0 })
@@ -262,7 +251,7 @@ fn exchange_dirs(a: &FsPath, b: &FsPath) -> Result<()> {
 
 /// A Parquet file being written into a partition.
 pub struct ParquetFile {
-    writer: AsyncArrowWriter<ParquetObjectWriter>,
+    writer: AsyncArrowWriter<object_store::buffered::BufWriter>,
     rows: u64,
 }
 

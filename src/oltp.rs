@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use datafusion::arrow::array::{ArrayRef, Decimal128Builder, Int32Builder, StringBuilder, TimestampMicrosecondBuilder};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::{SinkExt, TryStreamExt};
+use tokio::io::AsyncReadExt;
 use rust_decimal::Decimal;
 use tokio_postgres::binary_copy::BinaryCopyOutStream;
 use tokio_postgres::types::Type;
@@ -113,35 +114,19 @@ async fn load_postgres(url: &SecretUrl, csv: &Path) -> Result<u64> {
         .await
         .context("creating retail.user_purchase")?;
     let sink = tx.copy_in("COPY retail.user_purchase FROM STDIN WITH (FORMAT csv, HEADER true)").await?;
-    let file = tokio::fs::File::open(csv).await.with_context(|| format!("opening {}", csv.display()))?;
-    let chunks = tokio_util_like::chunks(file);
+    let mut file = tokio::fs::File::open(csv).await.with_context(|| format!("opening {}", csv.display()))?;
     futures::pin_mut!(sink);
-    let mut chunks = chunks;
-    while let Some(chunk) = chunks.try_next().await? {
-        sink.send(chunk).await?;
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut chunk).await.with_context(|| format!("reading {}", csv.display()))?;
+        if n == 0 {
+            break;
+        }
+        sink.send(bytes::Bytes::copy_from_slice(&chunk[..n])).await?;
     }
     let rows = sink.finish().await.context("loading retail.user_purchase")?;
     tx.commit().await?;
     Ok(rows)
-}
-
-/// Reading a file as a stream of byte chunks without another dependency.
-mod tokio_util_like {
-    use bytes::Bytes;
-    use futures::Stream;
-    use tokio::io::AsyncReadExt;
-
-    pub fn chunks(file: tokio::fs::File) -> impl Stream<Item = std::io::Result<Bytes>> {
-        futures::stream::try_unfold(file, |mut file| async move {
-            let mut buf = vec![0u8; 1 << 20];
-            let n = file.read(&mut buf).await?;
-            if n == 0 {
-                return Ok(None);
-            }
-            buf.truncate(n);
-            Ok(Some((Bytes::from(buf), file)))
-        })
-    }
 }
 
 fn load_sqlite(db: &Path, csv: &Path) -> Result<u64> {

@@ -58,10 +58,6 @@ impl Sample {
         self.dir.path().join("movie_review.csv").display().to_string()
     }
 
-    pub fn purchases_csv(&self) -> PathBuf {
-        self.dir.path().join("user_purchase.csv")
-    }
-
     pub fn sqlite(&self) -> String {
         format!("sqlite://{}", self.dir.path().join("oltp.sqlite").display())
     }

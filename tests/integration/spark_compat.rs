@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, UInt64Type};
 use futures::TryStreamExt;
