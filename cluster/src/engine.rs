@@ -67,10 +67,17 @@ impl Engine {
     /// Starts an engine of `kind`. `Standalone` starts Ballista's scheduler and executor
     /// in-process on loopback ports chosen by the OS.
     pub async fn start(kind: EngineKind) -> Result<Self, ClusterError> {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_information_schema(false)
             .with_ballista_logical_extension_codec(Arc::new(UbmLogicalCodec::default()))
             .with_ballista_physical_extension_codec(Arc::new(UbmPhysicalCodec::default()));
+        if kind != EngineKind::Local {
+            // Ballista 55's adaptive planner may swap a hash join's inputs after DataFusion has
+            // attached a join dynamic filter, which DataFusion refuses ("Cannot swap HashJoinExec
+            // inputs after dynamic filters have been constructed"); the task then fails and the
+            // job never finishes. Without the filter the join is the same, only unpruned.
+            config.options_mut().optimizer.enable_join_dynamic_filter_pushdown = false;
+        }
         let runtime = RuntimeEnvBuilder::new().build_arc().map_err(ClusterError::engine("creating the runtime"))?;
         let mut state = SessionStateBuilder::new()
             .with_config(config)
@@ -116,7 +123,7 @@ impl Engine {
         let location = ReviewLocation::parse(url.as_str()).map_err(ClusterError::engine("naming the review file"))?;
         let table = ReviewCsvTable::open(location, self.ctx.runtime_env().as_ref())
             .await
-            .map_err(|source| ClusterError::Input { what: url.to_string(), source })?;
+            .map_err(|e| ClusterError::input(url.as_str(), e))?;
         LogicalPlanBuilder::scan("movie_review", provider_as_source(Arc::new(table)), None)
             .and_then(|b| b.build())
             .map_err(ClusterError::engine("planning the review scan"))
@@ -129,7 +136,7 @@ impl Engine {
             .ctx
             .read_parquet(url.as_str(), ParquetReadOptions::default().file_extension(".parquet"))
             .await
-            .map_err(|source| ClusterError::Input { what: url.to_string(), source })?;
+            .map_err(|e| ClusterError::input(url.as_str(), e))?;
         Ok(df.into_unoptimized_plan())
     }
 

@@ -20,15 +20,24 @@ pub enum ClusterError {
     /// A location a user named cannot be used.
     #[error("`{location}`: {reason}")]
     BadLocation { location: String, reason: String },
-    /// An input could not be opened or is malformed (its own message says which and how).
-    #[error("{what}: {source}")]
-    Input { what: String, source: DataFusionError },
-    /// The engine failed while doing `doing`.
-    #[error("{doing}: {source}")]
+    /// An input could not be opened or is malformed; `reason` says which and what to do.
+    #[error("{reason}")]
+    Input { what: String, reason: String },
+    /// The engine failed while doing `doing` (the source says how).
+    #[error("{doing}")]
     Engine { doing: &'static str, source: DataFusionError },
 }
 
 impl ClusterError {
+    /// An input error, worded without DataFusion's category prefixes.
+    pub fn input(what: impl Into<String>, error: DataFusionError) -> ClusterError {
+        let reason = match error {
+            DataFusionError::Plan(m) | DataFusionError::Execution(m) | DataFusionError::Configuration(m) => m,
+            other => other.to_string(),
+        };
+        ClusterError::Input { what: what.into(), reason }
+    }
+
     /// Adapter for `map_err`: an engine error while doing `doing`.
     pub fn engine(doing: &'static str) -> impl FnOnce(DataFusionError) -> ClusterError {
         move |source| ClusterError::Engine { doing, source }

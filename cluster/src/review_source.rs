@@ -74,6 +74,9 @@ impl ReviewLocation {
             DataFusionError::Plan(format!("cannot read the review file {}: {e}", self.url))
         })?;
         let end = meta.size.min(HEADER_PROBE_BYTES);
+        if end == 0 {
+            return Ok(Bytes::new());
+        }
         store.get_range(&path, 0..end).await.map_err(|e| {
             DataFusionError::Execution(format!("reading the review file {} broke off: {e}", self.url))
         })
