@@ -49,7 +49,7 @@ WITH reviews AS (
            SUM(CASE WHEN positive_review THEN 1 ELSE 0 END) AS score, COUNT(*) AS cnt
     FROM classified GROUP BY 1
 )
-SELECT count(*), sum(CAST(p.spent AS DECIMAL(18,5))) FROM p JOIN r ON p.customer_id = r.cid
+SELECT count(*), sum(CAST(p.spent AS DECIMAL(18,5))), sum(r.score), sum(r.cnt) FROM p JOIN r ON p.customer_id = r.cid
 """
 
 

@@ -14,6 +14,7 @@ use datafusion::arrow::array::{ArrayRef, Decimal128Builder, Int32Builder, String
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::{SinkExt, TryStreamExt};
 use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc::Sender;
 use rust_decimal::Decimal;
 use tokio_postgres::binary_copy::BinaryCopyOutStream;
 use tokio_postgres::types::Type;
@@ -95,13 +96,15 @@ impl Oltp {
         }
     }
 
-    /// The as-of snapshot for `date`: every row with `invoice_date < date + 1 day`.
-    pub async fn extract(&self, date: RunDate) -> Result<Vec<RecordBatch>> {
+    /// Streams the as-of snapshot for `date` (every row with `invoice_date < date + 1 day`)
+    /// into `batches`, a bounded channel, so that the snapshot is never held whole in memory
+    /// and the consumer encodes while this decodes.
+    pub async fn extract(&self, date: RunDate, batches: Sender<RecordBatch>) -> Result<()> {
         match self {
-            Oltp::Postgres(url) => extract_postgres(url, date).await,
+            Oltp::Postgres(url) => extract_postgres(url, date, batches).await,
             Oltp::Sqlite(path) => {
                 let db = path.clone();
-                tokio::task::spawn_blocking(move || extract_sqlite(&db, date)).await?
+                tokio::task::spawn_blocking(move || extract_sqlite(&db, date, batches)).await?
             }
         }
     }
@@ -204,20 +207,16 @@ impl PurchaseBatch {
         Ok(RecordBatch::try_new(USER_PURCHASE.clone(), columns)?)
     }
 
-    /// Appends the batch to `out` when it is full.
-    fn flush_if_full(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+    /// Counts the row just appended; returns a full batch when it is time to send one.
+    fn row_done(&mut self) -> Result<Option<RecordBatch>> {
         self.rows += 1;
-        if self.rows >= BATCH_ROWS {
-            out.push(self.finish()?);
-        }
-        Ok(())
+        if self.rows >= BATCH_ROWS { self.finish().map(Some) } else { Ok(None) }
     }
 
-    fn finish_into(mut self, mut out: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
-        if self.rows > 0 || out.is_empty() {
-            out.push(self.finish()?);
-        }
-        Ok(out)
+    /// The last, partial batch (an empty one when there were no rows at all, so that the
+    /// consumer still learns the schema).
+    fn last(mut self, sent_any: bool) -> Result<Option<RecordBatch>> {
+        if self.rows > 0 || !sent_any { self.finish().map(Some) } else { Ok(None) }
     }
 }
 
@@ -231,7 +230,11 @@ fn price_thousandths(price: Decimal) -> Result<i128> {
     Ok(scaled.mantissa())
 }
 
-async fn extract_postgres(url: &SecretUrl, date: RunDate) -> Result<Vec<RecordBatch>> {
+fn consumer_gone() -> anyhow::Error {
+    anyhow::anyhow!("the writer of the staged snapshot stopped")
+}
+
+async fn extract_postgres(url: &SecretUrl, date: RunDate, out: Sender<RecordBatch>) -> Result<()> {
     let client = connect_postgres(url).await?;
     // `date` is a validated RunDate, so formatting it into the statement is safe; COPY takes
     // no bind parameters.
@@ -246,7 +249,7 @@ async fn extract_postgres(url: &SecretUrl, date: RunDate) -> Result<Vec<RecordBa
     let rows = BinaryCopyOutStream::new(copy, &types);
     futures::pin_mut!(rows);
     let mut batch = PurchaseBatch::new();
-    let mut out = Vec::new();
+    let mut sent_any = false;
     while let Some(row) = rows.try_next().await.context("reading retail.user_purchase")? {
         batch.invoice_number.append_option(row.try_get::<Option<&str>>(0)?);
         batch.stock_code.append_option(row.try_get::<Option<&str>>(1)?);
@@ -258,12 +261,18 @@ async fn extract_postgres(url: &SecretUrl, date: RunDate) -> Result<Vec<RecordBa
         batch.unit_price.append_option(price.map(price_thousandths).transpose()?);
         batch.customer_id.append_option(row.try_get::<Option<i32>>(6)?);
         batch.country.append_option(row.try_get::<Option<&str>>(7)?);
-        batch.flush_if_full(&mut out)?;
+        if let Some(full) = batch.row_done()? {
+            out.send(full).await.map_err(|_| consumer_gone())?;
+            sent_any = true;
+        }
     }
-    batch.finish_into(out)
+    if let Some(last) = batch.last(sent_any)? {
+        out.send(last).await.map_err(|_| consumer_gone())?;
+    }
+    Ok(())
 }
 
-fn extract_sqlite(db: &Path, date: RunDate) -> Result<Vec<RecordBatch>> {
+fn extract_sqlite(db: &Path, date: RunDate, out: Sender<RecordBatch>) -> Result<()> {
     if !db.exists() {
         bail!("the embedded OLTP database {} does not exist; create it with `ubm datagen --oltp sqlite://{}`", db.display(), db.display());
     }
@@ -277,7 +286,7 @@ fn extract_sqlite(db: &Path, date: RunDate) -> Result<Vec<RecordBatch>> {
         .with_context(|| format!("{} has no user_purchase table; create it with `ubm datagen`", db.display()))?;
     let mut rows = query.query([date.next_day().to_string()])?;
     let mut batch = PurchaseBatch::new();
-    let mut out = Vec::new();
+    let mut sent_any = false;
     while let Some(row) = rows.next()? {
         batch.invoice_number.append_option(row.get_ref(0)?.as_str_or_null()?);
         batch.stock_code.append_option(row.get_ref(1)?.as_str_or_null()?);
@@ -294,7 +303,13 @@ fn extract_sqlite(db: &Path, date: RunDate) -> Result<Vec<RecordBatch>> {
         batch.unit_price.append_option(price.map(price_thousandths).transpose()?);
         batch.customer_id.append_option(row.get::<_, Option<i32>>(6)?);
         batch.country.append_option(row.get_ref(7)?.as_str_or_null()?);
-        batch.flush_if_full(&mut out)?;
+        if let Some(full) = batch.row_done()? {
+            out.blocking_send(full).map_err(|_| consumer_gone())?;
+            sent_any = true;
+        }
     }
-    batch.finish_into(out)
+    if let Some(last) = batch.last(sent_any)? {
+        out.blocking_send(last).map_err(|_| consumer_gone())?;
+    }
+    Ok(())
 }

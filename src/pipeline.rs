@@ -277,16 +277,22 @@ async fn ingest(lake: &Lake, source: &Url, date: RunDate) -> Result<Url> {
     Ok(url.join("movie_review.csv")?)
 }
 
-/// extract: the as-of snapshot of `retail.user_purchase` into the stage zone.
+/// extract: the as-of snapshot of `retail.user_purchase` into the stage zone. The source is
+/// read on its own task while this one encodes Parquet, through a channel of a few batches.
 async fn extract(oltp: &Oltp, lake: &Lake, date: RunDate) -> Result<u64> {
-    let batches = oltp.extract(date).await?;
+    let clock = Instant::now();
+    let (batches, mut received) = tokio::sync::mpsc::channel(4);
+    let source = oltp.clone();
+    let reader = tokio::spawn(async move { source.extract(date, batches).await });
     let mut partition = lake.begin(Table::STAGE_PURCHASES, date)?;
     let mut file = partition.parquet("part-00000.parquet", USER_PURCHASE.clone())?;
-    for batch in &batches {
-        file.write(batch).await?;
+    while let Some(batch) = received.recv().await {
+        file.write(&batch).await?;
     }
+    reader.await.context("the OLTP reader panicked")??;
     let rows = file.close().await?;
     partition.commit().await?;
+    tracing::debug!(elapsed_ms = clock.elapsed().as_millis(), rows, "staged the snapshot from {oltp}");
     Ok(rows)
 }
 

@@ -185,3 +185,60 @@ pub fn report(lake: &str, date: &str) -> serde_json::Value {
 pub fn partition(lake: &str, table: &str, date: &str) -> PathBuf {
     Path::new(lake).join(table).join(format!("insert_date={date}"))
 }
+
+/// A moto S3 server on a free loopback port, stopped when dropped.
+pub struct Moto {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    /// `None` (after saying why) when the peer venv is missing outside CI.
+    pub fn start() -> Option<Moto> {
+        let python = peer_python()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let child = Command::new(&python)
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto starts");
+        let moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "moto did not listen on {port} within 30s");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Some(moto)
+    }
+
+    /// The variables a client needs to use this server as S3.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+
+    /// Runs a boto3 snippet against this server, with `s3` bound to a client.
+    pub fn boto3(&self, code: &str) -> String {
+        let python = peer_python().expect("python");
+        let script = format!(
+            "import boto3\ns3 = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', \
+             aws_access_key_id='testing', aws_secret_access_key='testing')\n{code}",
+            self.endpoint
+        );
+        let out = Command::new(python).args(["-c", &script]).output().expect("python runs");
+        assert!(out.status.success(), "boto3: {}", text(&out.stderr));
+        text(&out.stdout)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -4,5 +4,6 @@
 mod bad_input;
 mod common;
 mod metric_peer;
+mod object_store;
 mod pipeline;
 mod spark_compat;
