@@ -98,7 +98,7 @@ impl Lake {
     /// Starts writing a new version of `table`'s partition for `date`.
     pub fn begin(&self, table: Table, date: RunDate) -> Result<PartitionWrite> {
         let staging = self.root.join(&format!("_staging/{}/", uuid::Uuid::new_v4()))?;
-        Ok(PartitionWrite { lake: self.clone(), table, date, staging, files: Vec::new() })
+        Ok(PartitionWrite { lake: self.clone(), table, date, staging, files: Vec::new(), committed: false })
     }
 
     /// Writes a whole small object (the run report) in one request.
@@ -120,6 +120,22 @@ pub struct PartitionWrite {
     date: RunDate,
     staging: Url,
     files: Vec<String>,
+    /// Whether the staged files became the partition; if not, dropping removes them.
+    committed: bool,
+}
+
+impl Drop for PartitionWrite {
+    /// A write that failed or was abandoned leaves nothing behind on a local lake. (On an
+    /// object store the staged objects stay under `_staging/`, outside every table.)
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        let staging = self.lake.path_of(&self.staging).and_then(|p| self.lake.local_path(&p));
+        if let Ok(dir) = staging {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 impl PartitionWrite {
@@ -150,10 +166,13 @@ impl PartitionWrite {
         let target = self.staged(name)?;
         if let (Ok(from), Some(_)) = (source.to_file_path(), &self.lake.local_root) {
             let to = self.lake.local_path(&target)?;
-            if let Some(dir) = to.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            return std::fs::copy(&from, &to).with_context(|| format!("copying {} into the lake", from.display()));
+            return tokio::task::spawn_blocking(move || {
+                if let Some(dir) = to.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::copy(&from, &to).with_context(|| format!("copying {} into the lake", from.display()))
+            })
+            .await?;
         }
         let source_store = object_store_for(source)?;
         let source_path = Path::from_url_path(source.path())?;
@@ -178,6 +197,7 @@ impl PartitionWrite {
             Some(_) => self.swap_local(&target)?,
             None => self.swap_remote(&target).await?,
         }
+        self.committed = true;
         Ok(target)
     }
 
