@@ -43,13 +43,18 @@ pub enum Command {
     Classify(ClassifyArgs),
     /// Generate deterministic sample data (movie_review.csv, user_purchase.csv) and load the OLTP table.
     Datagen(DatagenArgs),
+    /// Run a Ballista scheduler or executor that carries ubm's functions, codecs and object
+    /// stores; point `ubm run --engine df://HOST:PORT` at the scheduler.
+    #[command(subcommand)]
+    Cluster(crate::cluster_cli::ClusterCommand),
 }
 
 #[derive(Debug, Args)]
 pub struct EngineArgs {
-    /// Where plans run: `local` (in this process) or `standalone` (an in-process Ballista
-    /// scheduler and executor: the same plans, shipped as on a cluster).
-    #[arg(long, default_value = "local", value_name = "local|standalone")]
+    /// Where plans run: `local` (in this process), `standalone` (an in-process Ballista
+    /// scheduler and executor: the same plans, shipped as on a cluster), or the `df://HOST:PORT`
+    /// of a scheduler started with `ubm cluster scheduler`.
+    #[arg(long, default_value = "local", value_name = "local|standalone|df://HOST:PORT")]
     pub engine: EngineKind,
 }
 
@@ -143,6 +148,7 @@ pub async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Run(args) => run(args).await,
         Command::Classify(args) => classify(args).await,
         Command::Datagen(args) => datagen(args).await,
+        Command::Cluster(command) => crate::cluster_cli::dispatch(command).await,
     }
 }
 

@@ -1,6 +1,7 @@
 //! `ubm`: the `user_behavior_metric` pipeline as DataFusion plans.
 
 mod cli;
+mod cluster_cli;
 mod datagen;
 mod lake;
 mod oltp;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use ballista::prelude::{SessionConfigExt, SessionContextExt};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::SessionStateBuilder;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use datafusion::datasource::provider_as_source;
@@ -16,10 +15,9 @@ use url::Url;
 use crate::ClusterError;
 use crate::codec::{UbmLogicalCodec, UbmPhysicalCodec};
 use crate::review_source::{ReviewCsvTable, ReviewLocation};
-use crate::stores::object_store_for;
 
 /// Where plans run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum EngineKind {
     /// In this process, on DataFusion's multi-threaded executor. No servers.
     #[default]
@@ -27,6 +25,8 @@ pub enum EngineKind {
     /// A Ballista scheduler and executor started inside this process: the same plans, shipped
     /// through Ballista's serialization and scheduling as on a real cluster.
     Standalone,
+    /// A Ballista cluster of `ubm cluster` processes, at its scheduler's `df://host:port`.
+    Remote(String),
 }
 
 impl FromStr for EngineKind {
@@ -35,17 +35,21 @@ impl FromStr for EngineKind {
         match s {
             "local" => Ok(EngineKind::Local),
             "standalone" => Ok(EngineKind::Standalone),
-            other => Err(format!("unknown engine `{other}`: use `local` or `standalone`")),
+            url if url.starts_with("df://") => Ok(EngineKind::Remote(url.to_string())),
+            other => Err(format!(
+                "unknown engine `{other}`: use `local`, `standalone` or a scheduler's df://host:port"
+            )),
         }
     }
 }
 
 impl fmt::Display for EngineKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            EngineKind::Local => "local",
-            EngineKind::Standalone => "standalone",
-        })
+        match self {
+            EngineKind::Local => f.write_str("local"),
+            EngineKind::Standalone => f.write_str("standalone"),
+            EngineKind::Remote(url) => f.write_str(url),
+        }
     }
 }
 
@@ -78,24 +82,30 @@ impl Engine {
             // job never finishes. Without the filter the join is the same, only unpruned.
             config.options_mut().optimizer.enable_join_dynamic_filter_pushdown = false;
         }
-        let runtime = RuntimeEnvBuilder::new().build_arc().map_err(ClusterError::engine("creating the runtime"))?;
+        let runtime = crate::node::runtime().map_err(ClusterError::engine("creating the runtime"))?;
         let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
             .build();
         ubm_jobs::udf::register_all(&mut state).map_err(ClusterError::engine("registering functions"))?;
-        let ctx = match kind {
+        let ctx = match &kind {
             EngineKind::Local => SessionContext::new_with_state(state),
             EngineKind::Standalone => SessionContext::standalone_with_state(state)
                 .await
                 .map_err(ClusterError::engine("starting the in-process Ballista cluster"))?,
+            EngineKind::Remote(url) => {
+                check_reachable(url).await?;
+                SessionContext::remote_with_state(url, state)
+                    .await
+                    .map_err(ClusterError::engine("connecting to the Ballista scheduler"))?
+            }
         };
         Ok(Self { kind, ctx })
     }
 
-    pub fn kind(&self) -> EngineKind {
-        self.kind
+    pub fn kind(&self) -> &EngineKind {
+        &self.kind
     }
 
     /// The underlying session, for callers that need DataFusion directly (tests, SQL).
@@ -103,23 +113,8 @@ impl Engine {
         &self.ctx
     }
 
-    /// Makes `url`'s store (an S3 bucket, the local file system) known to this engine.
-    pub fn use_location(&self, url: &Url) -> Result<(), ClusterError> {
-        if url.scheme() == "file" {
-            return Ok(()); // DataFusion always has the local file system
-        }
-        let store = object_store_for(url)?;
-        let base = Url::parse(&url[..url::Position::BeforePath]).map_err(|e| ClusterError::BadLocation {
-            location: url.to_string(),
-            reason: e.to_string(),
-        })?;
-        self.ctx.runtime_env().register_object_store(&base, store);
-        Ok(())
-    }
-
     /// A scan of the review file at `url`; fails early on a missing file or a bad header.
     pub async fn review_records(&self, url: &Url) -> Result<LogicalPlan, ClusterError> {
-        self.use_location(url)?;
         let location = ReviewLocation::parse(url.as_str()).map_err(ClusterError::engine("naming the review file"))?;
         let table = ReviewCsvTable::open(location, self.ctx.runtime_env().as_ref())
             .await
@@ -131,7 +126,6 @@ impl Engine {
 
     /// A scan of the Parquet files under `url` (a partition directory).
     pub async fn parquet(&self, url: &Url) -> Result<LogicalPlan, ClusterError> {
-        self.use_location(url)?;
         let df = self
             .ctx
             .read_parquet(url.as_str(), ParquetReadOptions::default().file_extension(".parquet"))
@@ -144,5 +138,23 @@ impl Engine {
     pub async fn execute(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream, ClusterError> {
         let df = self.ctx.execute_logical_plan(plan).await.map_err(ClusterError::engine("planning"))?;
         df.execute_stream().await.map_err(ClusterError::engine("starting execution"))
+    }
+}
+
+/// Fails at once, naming the address, when nothing answers at a scheduler's `df://host:port`:
+/// Ballista itself would only notice when the first plan is submitted.
+async fn check_reachable(url: &str) -> Result<(), ClusterError> {
+    let address = url.trim_start_matches("df://").trim_end_matches('/');
+    let unreachable = |reason: String| ClusterError::BadLocation {
+        location: url.to_string(),
+        reason: format!(
+            "no Ballista scheduler answers there ({reason}); start one with `ubm cluster scheduler` \
+             or check the address"
+        ),
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::TcpStream::connect(address)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(unreachable(e.to_string())),
+        Err(_) => Err(unreachable("no answer within 5 s".to_string())),
     }
 }

@@ -1,11 +1,14 @@
-//! Where ubm's plans run: in-process DataFusion or Ballista, behind one type ([`Engine`]).
+//! Where ubm's plans run: in-process DataFusion, an in-process Ballista, or a Ballista cluster,
+//! behind one type ([`Engine`]).
 //!
 //! Also home to what every node needs to run the plans: ubm's review source
-//! ([`review_source`]), the codecs that ship it ([`codec`]) and the object stores
-//! ([`stores`]).
+//! ([`review_source`]), the codecs that ship it ([`codec`]), the object stores ([`stores`],
+//! [`registry`]) and the scheduler and executor processes that carry all of it ([`node`]).
 
 pub mod codec;
 pub mod engine;
+pub mod node;
+pub mod registry;
 pub mod review_source;
 pub mod stores;
 
@@ -26,6 +29,9 @@ pub enum ClusterError {
     /// The engine failed while doing `doing` (the source says how).
     #[error("{doing}")]
     Engine { doing: &'static str, source: DataFusionError },
+    /// A scheduler or executor process failed while doing `doing`.
+    #[error("{doing}")]
+    Node { doing: &'static str, source: ballista_core::error::BallistaError },
 }
 
 impl ClusterError {
@@ -36,6 +42,11 @@ impl ClusterError {
             other => other.to_string(),
         };
         ClusterError::Input { what: what.into(), reason }
+    }
+
+    /// Adapter for `map_err`: a scheduler or executor error while doing `doing`.
+    pub fn node(doing: &'static str) -> impl FnOnce(ballista_core::error::BallistaError) -> ClusterError {
+        move |source| ClusterError::Node { doing, source }
     }
 
     /// Adapter for `map_err`: an engine error while doing `doing`.

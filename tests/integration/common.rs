@@ -242,3 +242,57 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// A Ballista cluster of `ubm cluster` processes on loopback: one scheduler and `executors`
+/// executors, killed when dropped.
+pub struct Cluster {
+    children: Vec<std::process::Child>,
+    pub engine: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port()
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "nothing listens on {port} after 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+impl Cluster {
+    pub fn start(executors: usize) -> Cluster {
+        let scheduler_port = free_port();
+        let scheduler = format!("127.0.0.1:{scheduler_port}");
+        let spawn = |args: &[&str]| {
+            ubm().args(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().expect("ubm starts")
+        };
+        let mut cluster = Cluster { children: vec![spawn(&["cluster", "scheduler", "--bind", &scheduler])], engine: format!("df://{scheduler}") };
+        wait_for_port(scheduler_port);
+        for _ in 0..executors {
+            // The executor's gRPC service takes the port after its Flight port.
+            let port = loop {
+                let p = free_port();
+                if std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+                    break p;
+                }
+            };
+            cluster.children.push(spawn(&["cluster", "executor", "--scheduler", &scheduler, "--bind", &format!("127.0.0.1:{port}")]));
+            wait_for_port(port);
+        }
+        // Executors register right after they start listening; give them a moment.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        cluster
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

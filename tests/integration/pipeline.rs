@@ -69,17 +69,33 @@ fn postgres_source_and_warehouse_and_a_rerun_changes_nothing() {
 }
 
 #[test]
-fn local_and_ballista_standalone_give_identical_tables() {
+fn local_standalone_and_a_cluster_of_processes_give_identical_tables() {
     let sample = Sample::new("0.02");
+    let cluster = crate::common::Cluster::start(2);
     let mut tables = Vec::new();
-    for engine in ["local", "standalone"] {
-        let lake = sample.lake(&format!("lake-{engine}"));
+    for (name, engine) in [("local", "local"), ("standalone", "standalone"), ("cluster", cluster.engine.as_str())] {
+        let lake = sample.lake(&format!("lake-{name}"));
         ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &lake, "--engine", engine]);
         assert_eq!(report(&lake, DATE)["engine"], engine);
         tables.push(lake_tables(&lake, DATE));
     }
     assert!(tables[0][2].1.len() > 100, "the metric has rows");
-    assert_eq!(tables[0], tables[1]);
+    assert_eq!(tables[0], tables[1], "standalone differs from in-process");
+    assert_eq!(tables[0], tables[2], "the cluster differs from in-process");
+}
+
+#[test]
+fn an_unreachable_scheduler_is_a_clear_error_before_any_work() {
+    let sample = Sample::new("0.001");
+    let lake = sample.lake("lake");
+    let output = ubm()
+        .args(["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &lake, "--engine", "df://127.0.0.1:1"])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("df://127.0.0.1:1") && stderr.contains("ubm cluster scheduler"), "{stderr}");
+    assert!(!Path::new(&lake).join("raw").exists(), "no task ran");
 }
 
 #[test]

@@ -1,0 +1,155 @@
+//! `ubm cluster …`: Ballista's scheduler and executor, embedded in `ubm` so that every node has
+//! ubm's functions, codecs and object stores.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use ubm_cluster::node::{ExecutorOptions, SchedulerOptions, run_executor, run_scheduler};
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Run a scheduler (gRPC on --bind). Clients and executors connect to it.
+    Scheduler(SchedulerArgs),
+    /// Run an executor that registers with --scheduler and runs tasks.
+    Executor(ExecutorArgs),
+    /// Start a scheduler and N executors as child processes on this machine, for development;
+    /// Ctrl-C stops them all.
+    Local(LocalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    /// Address to listen on. Only loopback by default: listening on other interfaces is an
+    /// explicit choice (e.g. 0.0.0.0:50050 on a cluster's private network).
+    #[arg(long, default_value = "127.0.0.1:50050", value_name = "HOST:PORT")]
+    pub bind: SocketAddr,
+    /// The name executors and clients use to reach this scheduler.
+    #[arg(long, default_value = "localhost")]
+    pub external_host: String,
+    /// Seconds without a heartbeat before an executor is declared dead and its tasks are run
+    /// elsewhere. Keep it a few heartbeats long (see `executor --heartbeat-seconds`).
+    #[arg(long, default_value_t = 180, value_name = "SECONDS")]
+    pub executor_timeout_seconds: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecutorArgs {
+    /// The scheduler to register with.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub scheduler: String,
+    /// Address of the Arrow Flight service that serves shuffle data; the executor's gRPC
+    /// service listens on the next port. Only loopback by default.
+    #[arg(long, default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
+    pub bind: SocketAddr,
+    /// The name the scheduler and other executors use to reach this executor.
+    #[arg(long)]
+    pub external_host: Option<String>,
+    /// Directory for shuffle files (default: a temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Tasks run at once (default: the number of cores).
+    #[arg(long)]
+    pub slots: Option<usize>,
+    /// Seconds between heartbeats to the scheduler.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub heartbeat_seconds: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    /// Number of executor processes.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub executors: u16,
+    /// The scheduler's port; executors take the ports after it, two each.
+    #[arg(long, default_value_t = 50050)]
+    pub port: u16,
+}
+
+pub async fn dispatch(command: ClusterCommand) -> Result<ExitCode> {
+    match command {
+        ClusterCommand::Scheduler(args) => {
+            eprintln!("ubm scheduler listening on {} (df://{}:{})", args.bind, args.external_host, args.bind.port());
+            run_scheduler(SchedulerOptions {
+                bind: args.bind,
+                external_host: args.external_host,
+                executor_timeout_seconds: args.executor_timeout_seconds,
+            })
+            .await?;
+        }
+        ClusterCommand::Executor(args) => {
+            let (host, port) = split_host_port(&args.scheduler)?;
+            run_executor(ExecutorOptions {
+                scheduler_host: host,
+                scheduler_port: port,
+                bind: args.bind,
+                external_host: args.external_host,
+                work_dir: args.work_dir.map(|d| d.display().to_string()),
+                slots: args.slots.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                heartbeat_seconds: args.heartbeat_seconds,
+            })
+            .await?;
+        }
+        ClusterCommand::Local(args) => return local_cluster(args).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn split_host_port(address: &str) -> Result<(String, u16)> {
+    let address = address.strip_prefix("df://").unwrap_or(address);
+    let (host, port) = address
+        .rsplit_once(':')
+        .with_context(|| format!("`{address}` is not HOST:PORT (e.g. 127.0.0.1:50050)"))?;
+    let port = port.parse().with_context(|| format!("`{port}` in `{address}` is not a port number"))?;
+    Ok((host.to_string(), port))
+}
+
+/// A scheduler and executors as child processes of this one, stopped together.
+async fn local_cluster(args: LocalArgs) -> Result<ExitCode> {
+    let exe = std::env::current_exe().context("finding the ubm executable")?;
+    let scheduler = format!("127.0.0.1:{}", args.port);
+    let mut children = vec![
+        tokio::process::Command::new(&exe)
+            .args(["cluster", "scheduler", "--bind", &scheduler])
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the scheduler")?,
+    ];
+    wait_for_port(&scheduler).await?;
+    for i in 0..args.executors {
+        let port = args.port + 1 + 2 * i;
+        children.push(
+            tokio::process::Command::new(&exe)
+                .args(["cluster", "executor", "--scheduler", &scheduler, "--bind", &format!("127.0.0.1:{port}")])
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("starting executor {}", i + 1))?,
+        );
+    }
+    eprintln!(
+        "local cluster: scheduler df://{scheduler} and {} executors; run `ubm run --engine df://{scheduler}`; Ctrl-C stops them",
+        args.executors
+    );
+    let mut exits = futures::future::select_all(children.iter_mut().map(|c| Box::pin(c.wait())));
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("stopping the local cluster");
+            Ok(ExitCode::SUCCESS)
+        }
+        (status, index, _) = &mut exits => {
+            bail!("process {index} of the local cluster exited ({status:?}); stopping the others")
+        }
+    }
+}
+
+async fn wait_for_port(address: &str) -> Result<()> {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(address).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    bail!("nothing listens on {address} after 10 s")
+}
