@@ -331,6 +331,9 @@ pub async fn classify_into(
         }
     }
     file.close().await?;
+    // Partitions finish in any order; a person reads rejects in file order.
+    rejected.sort_by_key(|(line, _)| *line);
+    let rejected: Vec<u8> = rejected.into_iter().flat_map(|(_, entry)| entry).collect();
     let mut rejects_partition = lake.begin(rejects, date)?;
     rejects_partition.put("rejects.jsonl", rejected).await?;
     rejects_partition.commit().await?;
@@ -351,9 +354,10 @@ fn true_count(batch: &RecordBatch, name: &str) -> Result<u64> {
     Ok(flags.true_count() as u64)
 }
 
-/// One JSON object per rejected record: `line`, `reason` and the record, as text when it is
-/// UTF-8 and as `record_base64` otherwise, so that nothing of it is lost.
-fn append_rejects(bad: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+/// One JSON line per rejected record: `line`, `reason` and the record, as text when it is
+/// UTF-8 and as `record_base64` otherwise, so that nothing of it is lost. Kept with its line
+/// number for sorting.
+fn append_rejects(bad: &RecordBatch, out: &mut Vec<(u64, Vec<u8>)>) -> Result<()> {
     let lines = column(bad, col::LINE)?;
     let lines = lines.as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>().context("line")?;
     let reasons = column(bad, col::REJECT_REASON)?;
@@ -367,8 +371,9 @@ fn append_rejects(bad: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
             Ok(text) => entry["record"] = text.into(),
             Err(_) => entry["record_base64"] = base64::engine::general_purpose::STANDARD.encode(raw).into(),
         }
-        serde_json::to_writer(&mut *out, &entry)?;
-        out.push(b'\n');
+        let mut json = serde_json::to_vec(&entry)?;
+        json.push(b'\n');
+        out.push((lines.value(i), json));
     }
     Ok(())
 }
