@@ -264,10 +264,21 @@ fn wait_for_port(port: u16) {
 
 impl Cluster {
     pub fn start(executors: usize) -> Cluster {
+        Cluster::start_with_env(executors, Vec::new())
+    }
+
+    /// A cluster whose every process has `env` (e.g. the S3 endpoint and credentials).
+    pub fn start_with_env(executors: usize, env: Vec<(&'static str, String)>) -> Cluster {
         let scheduler_port = free_port();
         let scheduler = format!("127.0.0.1:{scheduler_port}");
         let spawn = |args: &[&str]| {
-            ubm().args(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().expect("ubm starts")
+            ubm()
+                .args(args)
+                .envs(env.iter().cloned())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("ubm starts")
         };
         let mut cluster = Cluster { children: vec![spawn(&["cluster", "scheduler", "--bind", &scheduler])], engine: format!("df://{scheduler}") };
         wait_for_port(scheduler_port);
