@@ -152,10 +152,16 @@ pub async fn dispatch(command: Command) -> Result<ExitCode> {
     }
 }
 
-async fn datagen(args: DatagenArgs) -> Result<ExitCode> {
-    if !(args.scale > 0.0 && args.scale <= 1000.0) {
-        bail!("--scale {} is out of range: use a number above 0 and at most 1000", args.scale);
+/// A scale factor datagen can make: above 0, at most 1000 (about 100 GB of reviews).
+fn check_scale(flag: &str, scale: f64) -> Result<()> {
+    if !(scale > 0.0 && scale <= 1000.0) {
+        bail!("{flag} {scale} is out of range: use a number above 0 and at most 1000");
     }
+    Ok(())
+}
+
+async fn datagen(args: DatagenArgs) -> Result<ExitCode> {
+    check_scale("--scale", args.scale)?;
     let clock = std::time::Instant::now();
     let config = DatagenConfig { scale: args.scale, seed: args.seed, out: args.out };
     let generated = tokio::task::spawn_blocking(move || generate(&config)).await??;
@@ -206,6 +212,7 @@ async fn ensure_sample(data_dir: &Path, scale: f64) -> Result<(PathBuf, PathBuf)
     if reviews.is_file() && db.is_file() {
         return Ok((reviews, db));
     }
+    check_scale("--sample-scale", scale)?;
     eprintln!("making sample data (scale {scale}) under {} on first use…", data_dir.display());
     let config = DatagenConfig { scale, seed: 42, out: sample };
     let generated = tokio::task::spawn_blocking(move || generate(&config)).await??;

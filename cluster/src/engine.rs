@@ -54,7 +54,8 @@ impl fmt::Display for EngineKind {
 }
 
 /// A session ready to run ubm's plans: ubm's functions registered, ubm's codecs set (so a
-/// Ballista cluster can ship its plan nodes) and object stores added as locations are used.
+/// Ballista cluster can ship its plan nodes) and object stores built for any location on first
+/// use ([`crate::registry::UbmObjectStoreRegistry`]).
 #[derive(Clone)]
 pub struct Engine {
     kind: EngineKind,
@@ -69,7 +70,8 @@ impl fmt::Debug for Engine {
 
 impl Engine {
     /// Starts an engine of `kind`. `Standalone` starts Ballista's scheduler and executor
-    /// in-process on loopback ports chosen by the OS.
+    /// in-process on loopback ports chosen by the OS; `Remote` first checks that the scheduler
+    /// answers.
     pub async fn start(kind: EngineKind) -> Result<Self, ClusterError> {
         let mut config = SessionConfig::new()
             .with_information_schema(false)
