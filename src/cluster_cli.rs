@@ -33,6 +33,9 @@ pub struct SchedulerArgs {
     /// elsewhere. Keep it a few heartbeats long (see `executor --heartbeat-seconds`).
     #[arg(long, default_value_t = 180, value_name = "SECONDS")]
     pub executor_timeout_seconds: u64,
+    /// How often to look for executors past that timeout; keep it below the timeout.
+    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
+    pub expire_dead_executor_interval_seconds: u64,
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +79,7 @@ pub async fn dispatch(command: ClusterCommand) -> Result<ExitCode> {
                 bind: args.bind,
                 external_host: args.external_host,
                 executor_timeout_seconds: args.executor_timeout_seconds,
+                expire_dead_executor_interval_seconds: args.expire_dead_executor_interval_seconds,
             })
             .await?;
         }

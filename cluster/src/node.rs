@@ -42,6 +42,9 @@ pub struct SchedulerOptions {
     /// Seconds without a heartbeat after which an executor is considered dead and its tasks
     /// are rescheduled (Ballista's default: 180).
     pub executor_timeout_seconds: u64,
+    /// How often the scheduler looks for dead executors, in seconds (Ballista's default: 15).
+    /// Keep it below `executor_timeout_seconds`, or a dead executor is noticed late.
+    pub expire_dead_executor_interval_seconds: u64,
 }
 
 /// Runs a scheduler until the process is stopped.
@@ -51,6 +54,7 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<(), ClusterError
         bind_port: options.bind.port(),
         external_host: options.external_host,
         executor_timeout_seconds: options.executor_timeout_seconds,
+        expire_dead_executor_interval_seconds: options.expire_dead_executor_interval_seconds,
         override_session_builder: Some(Arc::new(session_state)),
         override_logical_codec: Some(Arc::new(UbmLogicalCodec::default())),
         override_physical_codec: Some(Arc::new(UbmPhysicalCodec::default())),
