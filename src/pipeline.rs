@@ -170,6 +170,11 @@ fn skipped(name: &'static str, why: &str) -> TaskReport {
     TaskReport { name, status: "skipped", started_at: None, duration_ms: 0, attempts: 0, error: Some(why.to_string()) }
 }
 
+/// A task that could not even start (its input cannot be named): failed, with no attempt.
+fn failed_before_start(name: &'static str, err: &anyhow::Error) -> TaskReport {
+    TaskReport { status: "failed", error: Some(format!("{err:#}")), ..skipped(name, "") }
+}
+
 /// The review file for `date`: `{date}` in the configured location is replaced.
 pub fn reviews_for(location: &str, date: RunDate) -> Result<Url> {
     Ok(ubm_cluster::stores::location_url(&location.replace("{date}", &date.to_string()))?)
@@ -185,7 +190,7 @@ pub async fn run_date(engine: &Engine, config: &RunConfig, date: RunDate) -> Res
     let review_side = async {
         let source = match reviews_for(&config.reviews, date) {
             Ok(source) => source,
-            Err(e) => return (skipped("ingest", &format!("{e:#}")), skipped("classify", "ingest failed"), None),
+            Err(e) => return (failed_before_start("ingest", &e), skipped("classify", "ingest failed"), None),
         };
         let (ingest, raw) = run_task("ingest", policy, || ingest(lake, &source, date)).await;
         let Some(raw) = raw else {
