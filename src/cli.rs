@@ -229,10 +229,10 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         (Some(date), _, _) => vec![date],
         _ => vec![RunDate::new(chrono::Utc::now().date_naive())],
     };
-    if let Some(w) = &args.warehouse {
-        if !(w.starts_with("postgres://") || w.starts_with("postgresql://")) {
-            bail!("--warehouse `{}` is not a postgres:// URL", crate::secret::redact(w));
-        }
+    if let Some(w) = &args.warehouse
+        && !(w.starts_with("postgres://") || w.starts_with("postgresql://"))
+    {
+        bail!("--warehouse `{}` is not a postgres:// URL", crate::secret::redact(w));
     }
     let (reviews, oltp) = match (args.reviews, args.oltp) {
         (Some(reviews), Some(oltp)) => (reviews, oltp),

@@ -266,14 +266,14 @@ pub async fn run_date(engine: &Engine, config: &RunConfig, date: RunDate) -> Res
 
 /// ingest: the day's vendor file into `<lake>/raw/movie_review/insert_date=D/`.
 async fn ingest(lake: &Lake, source: &Url, date: RunDate) -> Result<Url> {
-    if let Ok(path) = source.to_file_path() {
-        if !path.is_file() {
-            return Err(InputError(format!(
-                "the review file {} does not exist; pass the vendor's file with --reviews",
-                path.display()
-            ))
-            .into());
-        }
+    if let Ok(path) = source.to_file_path()
+        && !path.is_file()
+    {
+        return Err(InputError(format!(
+            "the review file {} does not exist; pass the vendor's file with --reviews",
+            path.display()
+        ))
+        .into());
     }
     let mut partition = lake.begin(Table::RAW_REVIEWS, date)?;
     let bytes = partition.copy_in("movie_review.csv", source).await?;

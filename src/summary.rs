@@ -66,7 +66,7 @@ fn print_top_customers(report: &RunReport) -> Result<()> {
             }
         }
     }
-    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.0));
     if rows.is_empty() {
         return Ok(());
     }
