@@ -255,13 +255,21 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let engine = Engine::start(args.engine.engine).await?;
     let mut reports = Vec::new();
-    for date in dates {
-        let report = run_date(&engine, &config, date).await?;
-        let failed = report.status != "succeeded";
-        reports.push(report);
-        if failed {
-            break; // later dates of a backfill would build on a broken day
+    let all_dates = async {
+        for date in dates {
+            let report = run_date(&engine, &config, date).await?;
+            let failed = report.status != "succeeded";
+            reports.push(report);
+            if failed {
+                break; // later dates of a backfill would build on a broken day
+            }
         }
+        anyhow::Ok(())
+    };
+    // On Ctrl-C the run is dropped, which removes its unfinished staging; committed partitions stay.
+    tokio::select! {
+        done = all_dates => done?,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted: every partition is either replaced whole or as it was; rerun the date to finish it"),
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
