@@ -317,7 +317,9 @@ pub async fn classify_into(
     let mut file = partition.parquet("part-00000.parquet", CLASSIFIED.clone())?;
     let mut counts = ClassifyCounts::default();
     let mut rejected = Vec::new();
+    let mut seen = LineSet::default();
     while let Some(batch) = stream.try_next().await.with_context(|| format!("classifying {source}"))? {
+        seen.insert_all(&batch)?;
         counts.read += batch.num_rows() as u64;
         let reasons = column(&batch, col::REJECT_REASON)?;
         let good = filter_record_batch(&batch, &is_null(reasons.as_ref())?)?;
@@ -347,6 +349,51 @@ pub async fn classify_into(
         tracing::warn!(rejected = counts.rejected, "records could not be read; see {}", lake.partition_url(rejects, date));
     }
     Ok(counts)
+}
+
+/// The line numbers of the records received so far. Every record of the file has its own
+/// line, so a line seen twice means the engine delivered rows twice: Ballista 55 has been seen
+/// to list a job's result files twice when its executors have a single slot. The task then
+/// fails (and is retried) instead of writing doubled numbers.
+#[derive(Default)]
+struct LineSet {
+    bits: Vec<u64>,
+}
+
+impl LineSet {
+    fn insert_all(&mut self, batch: &RecordBatch) -> Result<()> {
+        let lines = column(batch, col::LINE)?;
+        let lines = lines.as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>().context("line")?;
+        for line in lines.values().iter().map(|l| *l as usize) {
+            let (word, bit) = (line / 64, 1u64 << (line % 64));
+            if word >= self.bits.len() {
+                self.bits.resize(word + 1, 0);
+            }
+            if self.bits[word] & bit != 0 {
+                anyhow::bail!(
+                    "the engine delivered the record on line {line} twice; refusing to write doubled \
+                     numbers (seen with Ballista 55 executors that have a single slot; see the README)"
+                );
+            }
+            self.bits[word] |= bit;
+        }
+        Ok(())
+    }
+}
+
+/// The metric has one row per customer; more means the engine delivered rows twice.
+fn check_one_row_per_customer(batches: &[RecordBatch]) -> Result<()> {
+    let mut customers = std::collections::HashSet::new();
+    for batch in batches {
+        let ids = column(batch, col::CUSTOMERID)?;
+        let ids = ids.as_primitive_opt::<datafusion::arrow::datatypes::Int32Type>().context("customerid")?;
+        for id in ids.iter().flatten() {
+            if !customers.insert(id) {
+                anyhow::bail!("the engine delivered customer {id} twice; refusing to write doubled numbers");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn column(batch: &RecordBatch, name: &str) -> Result<datafusion::arrow::array::ArrayRef> {
@@ -397,7 +444,10 @@ async fn metric(engine: &Engine, lake: &Lake, date: RunDate, semantics: Semantic
     let classified = engine.parquet(&lake.partition_url(Table::STAGE_REVIEWS, date)).await?;
     let plan = user_behavior_metric(purchases.clone(), classified.clone(), date, semantics)?;
     let batches: Vec<RecordBatch> = engine.execute(plan).await?.try_collect().await?;
+    check_one_row_per_customer(&batches)?;
     let matches: Vec<RecordBatch> = engine.execute(review_matches(purchases, classified)?).await?.try_collect().await?;
+    let match_rows: usize = matches.iter().map(RecordBatch::num_rows).sum();
+    anyhow::ensure!(match_rows == 1, "the engine delivered {match_rows} rows for a one-row aggregate");
     let sum_of = |name: &str| -> Result<u64> {
         let mut total = 0;
         for batch in &matches {

@@ -269,6 +269,11 @@ impl Cluster {
 
     /// A cluster whose every process has `env` (e.g. the S3 endpoint and credentials).
     pub fn start_with_env(executors: usize, env: Vec<(&'static str, String)>) -> Cluster {
+        Cluster::start_with(executors, env, &[])
+    }
+
+    /// A cluster whose executors also get `executor_args` (e.g. `--slots 1`).
+    pub fn start_with(executors: usize, env: Vec<(&'static str, String)>, executor_args: &[&str]) -> Cluster {
         let scheduler_port = free_port();
         let scheduler = format!("127.0.0.1:{scheduler_port}");
         let spawn = |args: &[&str]| {
@@ -290,7 +295,10 @@ impl Cluster {
                     break p;
                 }
             };
-            cluster.children.push(spawn(&["cluster", "executor", "--scheduler", &scheduler, "--bind", &format!("127.0.0.1:{port}")]));
+            let bind = format!("127.0.0.1:{port}");
+            let mut args = vec!["cluster", "executor", "--scheduler", &scheduler, "--bind", &bind];
+            args.extend_from_slice(executor_args);
+            cluster.children.push(spawn(&args));
             wait_for_port(port);
         }
         // Executors register right after they start listening; give them a moment.
