@@ -352,8 +352,8 @@ pub async fn classify_into(
 }
 
 /// The line numbers of the records received so far. Every record of the file has its own
-/// line, so a line seen twice means the engine delivered rows twice: Ballista 55 has been seen
-/// to list a job's result files twice when its executors have a single slot. The task then
+/// line, so a line seen twice means the engine delivered rows twice (as happened when Ballista
+/// ran a multi-partition review scan whole in every task; see `ReviewCsvTable`). The task then
 /// fails (and is retried) instead of writing doubled numbers.
 #[derive(Default)]
 struct LineSet {
@@ -372,7 +372,7 @@ impl LineSet {
             if self.bits[word] & bit != 0 {
                 anyhow::bail!(
                     "the engine delivered the record on line {line} twice; refusing to write doubled \
-                     numbers (seen with Ballista 55 executors that have a single slot; see the README)"
+                     numbers (a task read more than its share of the file: please report this)"
                 );
             }
             self.bits[word] |= bit;

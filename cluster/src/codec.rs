@@ -92,7 +92,8 @@ impl LogicalExtensionCodec for UbmLogicalCodec {
         match decode(buf) {
             Some(value) => {
                 let value = value?;
-                let table = ReviewCsvTable::from_parts(location_from_json(&value)?, header_from_json(&value["header"])?);
+                let single_partition = value["single_partition"].as_bool().unwrap_or(true);
+                let table = ReviewCsvTable::from_parts(location_from_json(&value)?, header_from_json(&value["header"])?, single_partition);
                 Ok(Arc::new(table))
             }
             None => self.ballista.try_decode_table_provider(buf, table_ref, schema, ctx),
@@ -107,7 +108,11 @@ impl LogicalExtensionCodec for UbmLogicalCodec {
     ) -> Result<()> {
         match node.downcast_ref::<ReviewCsvTable>() {
             Some(table) => encode(
-                &json!({"location": table.location().as_str(), "header": header_json(table.header())}),
+                &json!({
+                    "location": table.location().as_str(),
+                    "header": header_json(table.header()),
+                    "single_partition": table.single_partition(),
+                }),
                 buf,
             ),
             None => self.ballista.try_encode_table_provider(table_ref, node, buf),

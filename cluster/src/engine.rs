@@ -118,7 +118,8 @@ impl Engine {
     /// A scan of the review file at `url`; fails early on a missing file or a bad header.
     pub async fn review_records(&self, url: &Url) -> Result<LogicalPlan, ClusterError> {
         let location = ReviewLocation::parse(url.as_str()).map_err(ClusterError::engine("naming the review file"))?;
-        let table = ReviewCsvTable::open(location, self.ctx.runtime_env().as_ref())
+        let on_ballista = self.kind != EngineKind::Local;
+        let table = ReviewCsvTable::open(location, self.ctx.runtime_env().as_ref(), on_ballista)
             .await
             .map_err(|e| ClusterError::input(url.as_str(), e))?;
         LogicalPlanBuilder::scan("movie_review", provider_as_source(Arc::new(table)), None)

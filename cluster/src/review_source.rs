@@ -100,6 +100,12 @@ impl ReviewLocation {
 pub struct ReviewCsvTable {
     location: ReviewLocation,
     header: ReviewHeader,
+    /// Scan in one partition. Ballista restricts each task to its share of a stage's
+    /// partitions by rewriting the leaf scans it knows (file and memory scans); any other leaf
+    /// is left whole, so every task of a multi-partition ReviewCsvExec would read every
+    /// partition and deliver rows twice. With one partition there is one task; the stage
+    /// above is still spread over the cluster after the engine repartitions.
+    single_partition: bool,
 }
 
 /// How much of the file is read to find the header; a longer header is read whole.
@@ -107,7 +113,8 @@ const HEADER_PROBE_BYTES: u64 = 64 * 1024;
 
 impl ReviewCsvTable {
     /// Opens `location` through the object stores registered in `runtime` and checks its header.
-    pub async fn open(location: ReviewLocation, runtime: &RuntimeEnv) -> Result<Self> {
+    /// `single_partition` is for Ballista (see the field's comment).
+    pub async fn open(location: ReviewLocation, runtime: &RuntimeEnv, single_partition: bool) -> Result<Self> {
         let store = location.store(runtime)?;
         let head = location.read_head(store.as_ref()).await?;
         let header = match header_of(&head, &location) {
@@ -116,12 +123,16 @@ impl ReviewCsvTable {
             }
             other => other?,
         };
-        Ok(Self { location, header })
+        Ok(Self { location, header, single_partition })
     }
 
     /// Rebuilds a table from what [`crate::codec`] shipped; the header was checked already.
-    pub fn from_parts(location: ReviewLocation, header: ReviewHeader) -> Self {
-        Self { location, header }
+    pub fn from_parts(location: ReviewLocation, header: ReviewHeader, single_partition: bool) -> Self {
+        Self { location, header, single_partition }
+    }
+
+    pub fn single_partition(&self) -> bool {
+        self.single_partition
     }
 
     pub fn location(&self) -> &ReviewLocation {
@@ -165,7 +176,7 @@ impl TableProvider for ReviewCsvTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let partitions = state.config().target_partitions().max(1);
+        let partitions = if self.single_partition { 1 } else { state.config().target_partitions().max(1) };
         Ok(Arc::new(ReviewCsvExec::new(
             self.location.clone(),
             self.header.clone(),
