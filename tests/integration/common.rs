@@ -274,6 +274,16 @@ impl Cluster {
 
     /// A cluster whose executors also get `executor_args` (e.g. `--slots 1`).
     pub fn start_with(executors: usize, env: Vec<(&'static str, String)>, executor_args: &[&str]) -> Cluster {
+        Cluster::start_full(executors, env, &[], executor_args)
+    }
+
+    /// The general form: extra arguments for the scheduler and for every executor.
+    pub fn start_full(
+        executors: usize,
+        env: Vec<(&'static str, String)>,
+        scheduler_args: &[&str],
+        executor_args: &[&str],
+    ) -> Cluster {
         let scheduler_port = free_port();
         let scheduler = format!("127.0.0.1:{scheduler_port}");
         let spawn = |args: &[&str]| {
@@ -285,7 +295,9 @@ impl Cluster {
                 .spawn()
                 .expect("ubm starts")
         };
-        let mut cluster = Cluster { children: vec![spawn(&["cluster", "scheduler", "--bind", &scheduler])], engine: format!("df://{scheduler}") };
+        let mut scheduler_command = vec!["cluster", "scheduler", "--bind", &scheduler];
+        scheduler_command.extend_from_slice(scheduler_args);
+        let mut cluster = Cluster { children: vec![spawn(&scheduler_command)], engine: format!("df://{scheduler}") };
         wait_for_port(scheduler_port);
         for _ in 0..executors {
             // The executor's gRPC service takes the port after its Flight port.
@@ -305,6 +317,22 @@ impl Cluster {
         std::thread::sleep(std::time::Duration::from_millis(500));
         cluster
     }
+}
+
+impl Cluster {
+    /// Process ids of the executors (the scheduler is the first child).
+    pub fn executor_pids(&self) -> Vec<u32> {
+        self.children.iter().skip(1).map(std::process::Child::id).collect()
+    }
+}
+
+/// CPU time a process has used so far, in clock ticks (Linux `/proc/PID/stat`).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12) // utime + stime
 }
 
 impl Drop for Cluster {

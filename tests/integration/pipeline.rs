@@ -162,3 +162,46 @@ fn one_slot_executors_read_every_record_once() {
     assert_eq!(report(&lake, DATE)["counts"], report(&local, DATE)["counts"]);
     assert_eq!(lake_tables(&lake, DATE), lake_tables(&local, DATE));
 }
+
+/// kill -9 of the executor running the review scan: the scheduler notices (short timeouts for
+/// the test), runs the task again on the other executor, and the run ends with the right table.
+#[test]
+fn a_run_survives_the_loss_of_an_executor() {
+    let sample = Sample::new("2");
+    let local = sample.lake("lake-local");
+    ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &local]);
+    let cluster = crate::common::Cluster::start_full(
+        2,
+        Vec::new(),
+        &["--executor-timeout-seconds", "3", "--expire-dead-executor-interval-seconds", "1"],
+        &["--slots", "1", "--heartbeat-seconds", "1"],
+    );
+    let lake = sample.lake("lake-cluster");
+    let run = ubm()
+        .args(["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &lake, "--engine", &cluster.engine, "--attempts", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("runs");
+    // Wait for classify: the raw partition is committed just before it starts.
+    let raw = partition(&lake, "raw/movie_review", DATE).join("_SUCCESS");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !raw.exists() {
+        assert!(std::time::Instant::now() < deadline, "classify never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The executor that burns CPU now is the one scanning the reviews: kill it.
+    let pids = cluster.executor_pids();
+    let before: Vec<u64> = pids.iter().map(|p| crate::common::cpu_ticks(*p)).collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let used: Vec<(u32, u64)> = pids.iter().zip(&before).map(|(p, b)| (*p, crate::common::cpu_ticks(*p) - b)).collect();
+    let (busiest, ticks) = used.iter().copied().max_by_key(|(_, t)| *t).expect("executors");
+    eprintln!("executor CPU ticks over 300 ms: {used:?}; killing {busiest}");
+    assert!(ticks >= 5, "no executor was working when classify ran: {used:?}");
+    let killed = std::process::Command::new("kill").args(["-9", &busiest.to_string()]).status().expect("kill");
+    assert!(killed.success());
+    let output = run.wait_with_output().expect("run ends");
+    assert!(output.status.success(), "the run failed after an executor was lost:\n{}", text(&output.stdout));
+    assert_eq!(report(&lake, DATE)["counts"], report(&local, DATE)["counts"]);
+    assert_eq!(lake_tables(&lake, DATE), lake_tables(&local, DATE));
+}
