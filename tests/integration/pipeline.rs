@@ -190,14 +190,20 @@ fn a_run_survives_the_loss_of_an_executor() {
         assert!(std::time::Instant::now() < deadline, "classify never started");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    // The executor that burns CPU now is the one scanning the reviews: kill it.
+    // The executor that burns CPU now is the one scanning the reviews (about a second of CPU at
+    // this scale): kill it once it has used 100 ms, however loaded the machine is.
     let pids = cluster.executor_pids();
     let before: Vec<u64> = pids.iter().map(|p| crate::common::cpu_ticks(*p)).collect();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let used: Vec<(u32, u64)> = pids.iter().zip(&before).map(|(p, b)| (*p, crate::common::cpu_ticks(*p) - b)).collect();
-    let (busiest, ticks) = used.iter().copied().max_by_key(|(_, t)| *t).expect("executors");
-    eprintln!("executor CPU ticks over 300 ms: {used:?}; killing {busiest}");
-    assert!(ticks >= 5, "no executor was working when classify ran: {used:?}");
+    let (busiest, used) = loop {
+        let used: Vec<(u32, u64)> = pids.iter().zip(&before).map(|(p, b)| (*p, crate::common::cpu_ticks(*p) - b)).collect();
+        let (pid, ticks) = used.iter().copied().max_by_key(|(_, t)| *t).expect("executors");
+        if ticks >= 10 {
+            break (pid, used);
+        }
+        assert!(std::time::Instant::now() < deadline, "no executor started working: {used:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    eprintln!("executor CPU ticks since classify started: {used:?}; killing {busiest}");
     let killed = std::process::Command::new("kill").args(["-9", &busiest.to_string()]).status().expect("kill");
     assert!(killed.success());
     let output = run.wait_with_output().expect("run ends");
