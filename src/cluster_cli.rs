@@ -112,6 +112,11 @@ fn split_host_port(address: &str) -> Result<(String, u16)> {
 
 /// A scheduler and executors as child processes of this one, stopped together.
 async fn local_cluster(args: LocalArgs) -> Result<ExitCode> {
+    // Each executor takes two ports after the scheduler's: Flight, then gRPC.
+    let executor_ports: Vec<u16> = (0..args.executors)
+        .map(|i| args.port.checked_add(1 + 2 * i).filter(|p| *p < u16::MAX))
+        .collect::<Option<_>>()
+        .with_context(|| format!("--port {} leaves no room for {} executors (two ports each)", args.port, args.executors))?;
     let exe = std::env::current_exe().context("finding the ubm executable")?;
     let scheduler = format!("127.0.0.1:{}", args.port);
     let mut children = vec![
@@ -122,8 +127,7 @@ async fn local_cluster(args: LocalArgs) -> Result<ExitCode> {
             .context("starting the scheduler")?,
     ];
     wait_for_port(&scheduler).await?;
-    for i in 0..args.executors {
-        let port = args.port + 1 + 2 * i;
+    for (i, port) in executor_ports.into_iter().enumerate() {
         children.push(
             tokio::process::Command::new(&exe)
                 .args(["cluster", "executor", "--scheduler", &scheduler, "--bind", &format!("127.0.0.1:{port}")])

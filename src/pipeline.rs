@@ -475,3 +475,39 @@ async fn metric(engine: &Engine, lake: &Lake, date: RunDate, semantics: Semantic
         batches,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int32Array, UInt64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn lines(values: &[u64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new(col::LINE, DataType::UInt64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(UInt64Array::from(values.to_vec()))]).expect("batch")
+    }
+
+    fn customers(values: &[i32]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new(col::CUSTOMERID, DataType::Int32, true)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(values.to_vec()))]).expect("batch")
+    }
+
+    #[test]
+    fn a_record_delivered_twice_is_refused_across_batches() {
+        let mut seen = LineSet::default();
+        seen.insert_all(&lines(&[2, 3, 700])).expect("first delivery");
+        seen.insert_all(&lines(&[4, 65, 64])).expect("new lines");
+        let err = seen.insert_all(&lines(&[5, 700])).expect_err("line 700 again");
+        assert!(err.to_string().contains("line 700 twice"), "{err}");
+    }
+
+    #[test]
+    fn a_customer_delivered_twice_is_refused() {
+        check_one_row_per_customer(&[customers(&[1, 2]), customers(&[3])]).expect("distinct");
+        let err = check_one_row_per_customer(&[customers(&[1, 2]), customers(&[2])]).expect_err("2 again");
+        assert!(err.to_string().contains("customer 2 twice"), "{err}");
+    }
+}

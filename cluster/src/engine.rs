@@ -78,11 +78,7 @@ impl Engine {
             .with_ballista_logical_extension_codec(Arc::new(UbmLogicalCodec::default()))
             .with_ballista_physical_extension_codec(Arc::new(UbmPhysicalCodec::default()));
         if kind != EngineKind::Local {
-            // Ballista 55's adaptive planner may swap a hash join's inputs after DataFusion has
-            // attached a join dynamic filter, which DataFusion refuses ("Cannot swap HashJoinExec
-            // inputs after dynamic filters have been constructed"); the task then fails and the
-            // job never finishes. Without the filter the join is the same, only unpruned.
-            config.options_mut().optimizer.enable_join_dynamic_filter_pushdown = false;
+            config = crate::node::for_ballista(config);
         }
         let runtime = crate::node::runtime().map_err(ClusterError::engine("creating the runtime"))?;
         let mut state = SessionStateBuilder::new()

@@ -23,9 +23,19 @@ pub fn runtime() -> datafusion::common::Result<Arc<RuntimeEnv>> {
     RuntimeEnvBuilder::new().with_object_store_registry(Arc::new(UbmObjectStoreRegistry::default())).build_arc()
 }
 
+/// Settings every session that plans for Ballista needs, on the client and on the scheduler.
+pub fn for_ballista(mut config: SessionConfig) -> SessionConfig {
+    // Ballista 55's adaptive planner may swap a hash join's inputs after DataFusion has attached
+    // a join dynamic filter, which DataFusion refuses ("Cannot swap HashJoinExec inputs after
+    // dynamic filters have been constructed"); the task then fails and the job never finishes.
+    // Without the filter the join is the same, only unpruned.
+    config.options_mut().optimizer.enable_join_dynamic_filter_pushdown = false;
+    config
+}
+
 /// Ballista's default session for `config`, plus ubm's functions and object stores.
 pub fn session_state(config: SessionConfig) -> datafusion::common::Result<SessionState> {
-    let base = ballista_core::utils::default_session_builder(config)?;
+    let base = ballista_core::utils::default_session_builder(for_ballista(config))?;
     let mut state = datafusion::execution::SessionStateBuilder::new_from_existing(base).with_runtime_env(runtime()?).build();
     ubm_jobs::udf::register_all(&mut state)?;
     Ok(state)
