@@ -44,9 +44,20 @@ pub enum Command {
     /// Generate deterministic sample data (movie_review.csv, user_purchase.csv) and load the OLTP table.
     Datagen(DatagenArgs),
     /// Run a Ballista scheduler or executor that carries ubm's functions, codecs and object
-    /// stores; point `ubm run --engine df://HOST:PORT` at the scheduler.
+    /// stores; point `ubm submit --scheduler df://HOST:PORT` at the scheduler.
     #[command(subcommand)]
     Cluster(crate::cluster_cli::ClusterCommand),
+    /// Run the daily pipeline on a Ballista cluster from this machine, showing each job's id and
+    /// progress; --detach returns once the first job is submitted.
+    Submit(crate::submit::SubmitArgs),
+    /// Show the jobs a scheduler knows, or one job's stages and tasks.
+    Status(crate::submit::StatusArgs),
+    /// Cancel a job on a scheduler; a run waiting for it fails and commits nothing.
+    Cancel(crate::submit::CancelArgs),
+    /// Run ubm on AWS EMR: `up` (cluster), `run` (daily steps), `status`, `down`, `steps`,
+    /// `airflow-dag`.
+    #[command(subcommand)]
+    Deploy(crate::deploy_cli::DeployCommand),
 }
 
 #[derive(Debug, Args)]
@@ -60,6 +71,15 @@ pub struct EngineArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub data: RunData,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// What to run and on which data: the flags `run` and `submit` share.
+#[derive(Debug, Args)]
+pub struct RunData {
     /// The run date, YYYY-MM-DD. Defaults to today (UTC). Conflicts with --from/--to.
     #[arg(long, conflicts_with_all = ["from", "to"])]
     pub date: Option<RunDate>,
@@ -88,8 +108,6 @@ pub struct RunArgs {
     /// fan-out (join first, then aggregate) so that old numbers can be reconciled.
     #[arg(long, default_value = "correct", value_name = "correct|seed")]
     pub semantics: Semantics,
-    #[command(flatten)]
-    pub engine: EngineArgs,
     /// Attempts per task before the run fails (1 = no retry). Input errors are never retried.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub attempts: u32,
@@ -149,6 +167,10 @@ pub async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Classify(args) => classify(args).await,
         Command::Datagen(args) => datagen(args).await,
         Command::Cluster(command) => crate::cluster_cli::dispatch(command).await,
+        Command::Submit(args) => crate::submit::submit(args).await,
+        Command::Status(args) => crate::submit::status(args).await,
+        Command::Cancel(args) => crate::submit::cancel(args).await,
+        Command::Deploy(command) => crate::deploy_cli::dispatch(command).await,
     }
 }
 
@@ -223,59 +245,81 @@ async fn ensure_sample(data_dir: &Path, scale: f64) -> Result<(PathBuf, PathBuf)
 }
 
 async fn run(args: RunArgs) -> Result<ExitCode> {
-    let dates = match (args.date, args.from, args.to) {
+    let json = args.data.json;
+    let (dates, config) = run_config(args.data).await?;
+    let engine = Engine::start(args.engine.engine).await?.with_job_observer(std::sync::Arc::new(crate::submit::LogJobs));
+    run_dates(&engine, &config, dates, json).await
+}
+
+/// The dates and configuration the data flags name; makes the sample data when a default
+/// needs it.
+pub async fn run_config(data: RunData) -> Result<(Vec<RunDate>, RunConfig)> {
+    let dates = match (data.date, data.from, data.to) {
         (_, Some(from), Some(to)) if from > to => bail!("--from {from} is after --to {to}"),
         (_, Some(from), Some(to)) => from.through(to),
         (Some(date), _, _) => vec![date],
         _ => vec![RunDate::new(chrono::Utc::now().date_naive())],
     };
-    if let Some(w) = &args.warehouse
+    if let Some(w) = &data.warehouse
         && !(w.starts_with("postgres://") || w.starts_with("postgresql://"))
     {
         bail!("--warehouse `{}` is not a postgres:// URL", crate::secret::redact(w));
     }
-    let (reviews, oltp) = match (args.reviews, args.oltp) {
+    let (reviews, oltp) = match (data.reviews, data.oltp) {
         (Some(reviews), Some(oltp)) => (reviews, oltp),
         (reviews, oltp) => {
-            let (sample_reviews, db) = ensure_sample(&args.data_dir, args.sample_scale).await?;
+            let (sample_reviews, db) = ensure_sample(&data.data_dir, data.sample_scale).await?;
             (
                 reviews.unwrap_or_else(|| sample_reviews.display().to_string()),
                 oltp.unwrap_or(Oltp::Sqlite(db)),
             )
         }
     };
-    let lake_location = args.lake.unwrap_or_else(|| args.data_dir.join("lake").display().to_string());
+    let lake_location = data.lake.unwrap_or_else(|| data.data_dir.join("lake").display().to_string());
     let config = RunConfig {
         reviews,
         oltp,
         lake: Lake::open(&lake_location)?,
-        warehouse: args.warehouse.map(SecretUrl::new),
-        semantics: args.semantics,
-        retry: RetryPolicy { attempts: args.attempts, first_backoff: Duration::from_millis(args.retry_backoff_ms) },
+        warehouse: data.warehouse.map(SecretUrl::new),
+        semantics: data.semantics,
+        retry: RetryPolicy { attempts: data.attempts, first_backoff: Duration::from_millis(data.retry_backoff_ms) },
     };
-    let engine = Engine::start(args.engine.engine).await?;
-    let mut reports = Vec::new();
+    Ok((dates, config))
+}
+
+/// Runs `dates` in order on `engine`, stopping at the first failed date, and prints the
+/// reports. Ctrl-C cancels the engine's running jobs and leaves every partition as it was.
+pub async fn run_dates(engine: &Engine, config: &RunConfig, dates: Vec<RunDate>, json: bool) -> Result<ExitCode> {
     let all_dates = async {
+        let mut reports = Vec::new();
         for date in dates {
-            let report = run_date(&engine, &config, date).await?;
+            let report = run_date(engine, config, date).await?;
             let failed = report.status != "succeeded";
             reports.push(report);
             if failed {
                 break; // later dates of a backfill would build on a broken day
             }
         }
-        anyhow::Ok(())
+        anyhow::Ok(reports)
     };
-    // On Ctrl-C the run is dropped, which removes its unfinished staging; committed partitions stay.
-    tokio::select! {
-        done = all_dates => done?,
-        _ = tokio::signal::ctrl_c() => bail!("interrupted: every partition is either replaced whole or as it was; rerun the date to finish it"),
-    }
-    if args.json {
+    // Kept alive through the Ctrl-C branch, so that its jobs are cancelled while they are still
+    // followed; dropping it then removes its unfinished staging. Committed partitions stay.
+    tokio::pin!(all_dates);
+    let reports = tokio::select! {
+        done = &mut all_dates => done?,
+        _ = tokio::signal::ctrl_c() => {
+            for job in engine.cancel_running_jobs().await {
+                eprintln!("cancelled job {job}");
+            }
+            bail!("interrupted: every partition is either replaced whole or as it was; rerun the date to finish it");
+        }
+    };
+    engine.settle_jobs().await;
+    if json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         for report in &reports {
-            summary::print(report, &config)?;
+            summary::print(report, config)?;
         }
     }
     let all_ok = reports.iter().all(|r| r.status == "succeeded");

@@ -137,7 +137,7 @@ async fn local_cluster(args: LocalArgs) -> Result<ExitCode> {
         );
     }
     eprintln!(
-        "local cluster: scheduler df://{scheduler} and {} executors; run `ubm run --engine df://{scheduler}`; Ctrl-C stops them",
+        "local cluster: scheduler df://{scheduler} and {} executors; submit with `ubm submit --scheduler df://{scheduler}`; Ctrl-C stops them",
         args.executors
     );
     let mut exits = futures::future::select_all(children.iter_mut().map(|c| Box::pin(c.wait())));

@@ -3,10 +3,12 @@
 mod cli;
 mod cluster_cli;
 mod datagen;
+mod deploy_cli;
 mod lake;
 mod oltp;
 mod pipeline;
 mod secret;
+mod submit;
 mod summary;
 mod warehouse;
 
@@ -39,10 +41,31 @@ fn init_logging(verbose: bool) {
     let default = if verbose { "ubm=debug,ubm_cluster=debug,warn" } else { "ubm=info,warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let terminal = std::io::stderr().is_terminal();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(move || LogWriter { clear_line: terminal })
+        .with_ansi(terminal)
         .with_target(false)
         .init();
+}
+
+/// Writes one log event to stderr. On a terminal it first clears the current line, where
+/// `ubm submit` may be redrawing a job's progress, so that the two never run together.
+struct LogWriter {
+    clear_line: bool,
+}
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut stderr = std::io::stderr().lock();
+        if std::mem::take(&mut self.clear_line) {
+            stderr.write_all(b"\r\x1b[2K")?;
+        }
+        stderr.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }

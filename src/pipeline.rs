@@ -122,14 +122,19 @@ pub struct ClassifyCounts {
     pub partition: Option<Url>,
 }
 
-fn is_input_error(err: &anyhow::Error) -> bool {
+/// Errors a retry cannot fix: the input's fault, or a job someone cancelled on purpose.
+fn is_final_error(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.downcast_ref::<InputError>().is_some()
-            || matches!(e.downcast_ref::<ClusterError>(), Some(ClusterError::Input { .. } | ClusterError::BadLocation { .. }))
+            || matches!(
+                e.downcast_ref::<ClusterError>(),
+                Some(ClusterError::Input { .. } | ClusterError::BadLocation { .. } | ClusterError::Cancelled { .. })
+            )
     })
 }
 
-/// Runs `work` until it succeeds, the attempts run out, or it fails for an input error.
+/// Runs `work` until it succeeds, the attempts run out, or it fails for a reason a retry
+/// cannot fix.
 async fn run_task<T, F, Fut>(name: &'static str, policy: RetryPolicy, mut work: F) -> (TaskReport, Option<T>)
 where
     F: FnMut() -> Fut,
@@ -144,7 +149,7 @@ where
         attempts += 1;
         match work().await {
             Ok(value) => break Ok(value),
-            Err(err) if attempts < policy.attempts.max(1) && !is_input_error(&err) => {
+            Err(err) if attempts < policy.attempts.max(1) && !is_final_error(&err) => {
                 tracing::warn!(task = name, attempt = attempts, "failed, retrying in {backoff:?}: {err:#}");
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;
@@ -312,7 +317,7 @@ pub async fn classify_into(
     rejects: Table,
 ) -> Result<ClassifyCounts> {
     let plan = classify_reviews(engine.review_records(source).await?)?;
-    let mut stream = engine.execute(plan).await?;
+    let mut stream = engine.execute(plan, &format!("ubm classify {date}")).await?;
     let mut partition = lake.begin(out, date)?;
     let mut file = partition.parquet("part-00000.parquet", CLASSIFIED.clone())?;
     let mut counts = ClassifyCounts::default();
@@ -443,9 +448,10 @@ async fn metric(engine: &Engine, lake: &Lake, date: RunDate, semantics: Semantic
     let purchases = engine.parquet(&lake.partition_url(Table::STAGE_PURCHASES, date)).await?;
     let classified = engine.parquet(&lake.partition_url(Table::STAGE_REVIEWS, date)).await?;
     let plan = user_behavior_metric(purchases.clone(), classified.clone(), date, semantics)?;
-    let batches: Vec<RecordBatch> = engine.execute(plan).await?.try_collect().await?;
+    let batches: Vec<RecordBatch> = engine.execute(plan, &format!("ubm metric {date}")).await?.try_collect().await?;
     check_one_row_per_customer(&batches)?;
-    let matches: Vec<RecordBatch> = engine.execute(review_matches(purchases, classified)?).await?.try_collect().await?;
+    let matches: Vec<RecordBatch> =
+        engine.execute(review_matches(purchases, classified)?, &format!("ubm review matches {date}")).await?.try_collect().await?;
     let match_rows: usize = matches.iter().map(RecordBatch::num_rows).sum();
     anyhow::ensure!(match_rows == 1, "the engine delivered {match_rows} rows for a one-row aggregate");
     let sum_of = |name: &str| -> Result<u64> {

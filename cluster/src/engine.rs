@@ -5,16 +5,19 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use ballista::prelude::{SessionConfigExt, SessionContextExt};
-use datafusion::execution::SendableRecordBatchStream;
-use datafusion::execution::SessionStateBuilder;
-use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
-use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::dataframe::DataFrame;
 use datafusion::datasource::provider_as_source;
+use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder, TaskContext};
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::physical_plan::execute_stream;
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use url::Url;
 
 use crate::ClusterError;
 use crate::codec::{UbmLogicalCodec, UbmPhysicalCodec};
+use crate::jobs::{JobObserver, JobTracker};
 use crate::review_source::{ReviewCsvTable, ReviewLocation};
+use crate::scheduler_api::SchedulerApi;
 
 /// Where plans run.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -60,6 +63,8 @@ impl fmt::Display for EngineKind {
 pub struct Engine {
     kind: EngineKind,
     ctx: SessionContext,
+    /// Follows the Ballista jobs this engine submits (all kinds but `Local`).
+    jobs: Option<JobTracker>,
 }
 
 impl fmt::Debug for Engine {
@@ -87,19 +92,47 @@ impl Engine {
             .with_default_features()
             .build();
         ubm_jobs::udf::register_all(&mut state).map_err(ClusterError::engine("registering functions"))?;
-        let ctx = match &kind {
-            EngineKind::Local => SessionContext::new_with_state(state),
-            EngineKind::Standalone => SessionContext::standalone_with_state(state)
-                .await
-                .map_err(ClusterError::engine("starting the in-process Ballista cluster"))?,
-            EngineKind::Remote(url) => {
-                check_reachable(url).await?;
-                SessionContext::remote_with_state(url, state)
+        let (ctx, jobs) = match &kind {
+            EngineKind::Local => (SessionContext::new_with_state(state), None),
+            EngineKind::Standalone => {
+                let ctx = SessionContext::standalone_with_state(state)
                     .await
-                    .map_err(ClusterError::engine("connecting to the Ballista scheduler"))?
+                    .map_err(ClusterError::engine("starting the in-process Ballista cluster"))?;
+                (ctx, Some(JobTracker::new(None)))
+            }
+            EngineKind::Remote(url) => {
+                let api = SchedulerApi::new(url)?;
+                check_reachable(url).await?;
+                let ctx = SessionContext::remote_with_state(url, state)
+                    .await
+                    .map_err(ClusterError::engine("connecting to the Ballista scheduler"))?;
+                (ctx, Some(JobTracker::new(Some(api))))
             }
         };
-        Ok(Self { kind, ctx })
+        Ok(Self { kind, ctx, jobs })
+    }
+
+    /// Reports every Ballista job this engine submits to `observer`: its id once the
+    /// scheduler accepts it, its progress (on a cluster) and its end. No effect in-process.
+    pub fn with_job_observer(mut self, observer: Arc<dyn JobObserver>) -> Self {
+        self.jobs = self.jobs.map(|jobs| jobs.with_observer(observer));
+        self
+    }
+
+    /// Waits until every finished job's end has been reported to the observer.
+    pub async fn settle_jobs(&self) {
+        if let Some(jobs) = &self.jobs {
+            jobs.settle().await;
+        }
+    }
+
+    /// Cancels every job of this engine that is still running (on Ctrl-C, say). Returns the
+    /// ids of the jobs the scheduler cancelled.
+    pub async fn cancel_running_jobs(&self) -> Vec<String> {
+        match &self.jobs {
+            Some(jobs) => jobs.cancel_running().await,
+            None => Vec::new(),
+        }
     }
 
     pub fn kind(&self) -> &EngineKind {
@@ -133,10 +166,24 @@ impl Engine {
         Ok(df.into_unoptimized_plan())
     }
 
-    /// Runs `plan` and streams its result back to the caller.
-    pub async fn execute(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream, ClusterError> {
-        let df = self.ctx.execute_logical_plan(plan).await.map_err(ClusterError::engine("planning"))?;
-        df.execute_stream().await.map_err(ClusterError::engine("starting execution"))
+    /// Runs `plan` and streams its result back to the caller. On Ballista, `job_name` names the
+    /// job (the scheduler's job list and `ubm status` show it) and the job is followed until
+    /// the stream ends.
+    pub async fn execute(&self, plan: LogicalPlan, job_name: &str) -> Result<SendableRecordBatchStream, ClusterError> {
+        let Some(jobs) = &self.jobs else {
+            let df = self.ctx.execute_logical_plan(plan).await.map_err(ClusterError::engine("planning"))?;
+            return df.execute_stream().await.map_err(ClusterError::engine("starting execution"));
+        };
+        let state = self.ctx.state();
+        let config = state.config().clone().with_ballista_job_name(job_name);
+        let state = SessionStateBuilder::new_from_existing(state).with_config(config).build();
+        let task_context = Arc::new(TaskContext::from(&state));
+        let physical = DataFrame::new(state, plan)
+            .create_physical_plan()
+            .await
+            .map_err(ClusterError::engine("planning"))?;
+        let stream = execute_stream(physical.clone(), task_context).map_err(ClusterError::engine("starting execution"))?;
+        Ok(jobs.follow(physical, job_name, stream))
     }
 }
 

@@ -7,9 +7,11 @@
 
 pub mod codec;
 pub mod engine;
+pub mod jobs;
 pub mod node;
 pub mod registry;
 pub mod review_source;
+pub mod scheduler_api;
 pub mod stores;
 
 pub use engine::{Engine, EngineKind};
@@ -29,6 +31,12 @@ pub enum ClusterError {
     /// The engine failed while doing `doing` (the source says how).
     #[error("{doing}")]
     Engine { doing: &'static str, source: DataFusionError },
+    /// A Ballista job was cancelled (by `ubm cancel`, Ctrl-C or the scheduler's API).
+    #[error("job {job_id} was cancelled")]
+    Cancelled { job_id: String },
+    /// The scheduler stopped answering while a job ran.
+    #[error("the scheduler at {scheduler} stopped answering ({reason}); is it running? Nothing of the task was committed: rerun the date once the scheduler is back")]
+    SchedulerLost { scheduler: String, reason: String },
     /// A scheduler or executor process failed while doing `doing`.
     #[error("{doing}")]
     Node { doing: &'static str, source: ballista_core::error::BallistaError },

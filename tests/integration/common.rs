@@ -214,8 +214,13 @@ impl Moto {
 
     /// The variables a client needs to use this server as S3.
     pub fn env(&self) -> Vec<(&'static str, String)> {
+        Moto::env_for(&self.endpoint)
+    }
+
+    /// The variables that point AWS clients at a moto server at `endpoint`.
+    pub fn env_for(endpoint: &str) -> Vec<(&'static str, String)> {
         vec![
-            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ENDPOINT_URL", endpoint.to_string()),
             ("AWS_ACCESS_KEY_ID", "testing".into()),
             ("AWS_SECRET_ACCESS_KEY", "testing".into()),
             ("AWS_REGION", "us-east-1".into()),
@@ -243,6 +248,66 @@ impl Drop for Moto {
     }
 }
 
+/// moto serving the EMR and S3 APIs, with `tests/peers/emr_harness.py` playing EMR's part:
+/// steps added to a cluster run here, one at a time, with `ubm` as the node's `ubm-step`.
+pub struct EmrHarness {
+    child: std::process::Child,
+    pub endpoint: String,
+    /// While this file exists, no step starts.
+    pub pause_file: PathBuf,
+    /// The step logs, as EMR's `LogFile` names them.
+    pub log_dir: tempfile::TempDir,
+}
+
+impl EmrHarness {
+    /// `None` (after saying why) when the peer venv is missing outside CI.
+    pub fn start() -> Option<EmrHarness> {
+        let python = peer_python()?;
+        let port = free_port();
+        let log_dir = tempfile::tempdir().expect("tempdir");
+        let pause_file = log_dir.path().join("pause");
+        let child = Command::new(&python)
+            .arg(peer_script("emr_harness.py"))
+            .args(["--port", &port.to_string(), "--ubm", env!("CARGO_BIN_EXE_ubm")])
+            .arg("--log-dir")
+            .arg(log_dir.path())
+            .arg("--pause-file")
+            .arg(&pause_file)
+            .envs(Moto::env_for(&format!("http://127.0.0.1:{port}")))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the EMR harness starts");
+        let harness = EmrHarness { child, endpoint: format!("http://127.0.0.1:{port}"), pause_file, log_dir };
+        wait_for_port(port);
+        Some(harness)
+    }
+
+    /// The variables `ubm deploy` and the cluster need to use this server as AWS.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        Moto::env_for(&self.endpoint)
+    }
+
+    /// Runs a boto3 snippet against this server, with `s3` and `emr` bound to clients.
+    pub fn boto3(&self, code: &str) -> String {
+        let python = peer_python().expect("python");
+        let script = format!(
+            "import boto3\nkw = dict(endpoint_url='{}', region_name='us-east-1', aws_access_key_id='testing', \
+             aws_secret_access_key='testing')\ns3 = boto3.client('s3', **kw)\nemr = boto3.client('emr', **kw)\n{code}",
+            self.endpoint
+        );
+        let out = Command::new(python).args(["-c", &script]).output().expect("python runs");
+        assert!(out.status.success(), "boto3: {}", text(&out.stderr));
+        text(&out.stdout)
+    }
+}
+
+impl Drop for EmrHarness {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A Ballista cluster of `ubm cluster` processes on loopback: one scheduler and `executors`
 /// executors, killed when dropped.
 pub struct Cluster {
@@ -250,11 +315,11 @@ pub struct Cluster {
     pub engine: String,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port()
 }
 
-fn wait_for_port(port: u16) {
+pub fn wait_for_port(port: u16) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(std::time::Instant::now() < deadline, "nothing listens on {port} after 30 s");
@@ -320,6 +385,13 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// Stops the scheduler at once (kill -9), leaving the executors running.
+    pub fn kill_scheduler(&mut self) {
+        let scheduler = &mut self.children[0];
+        scheduler.kill().expect("kill the scheduler");
+        scheduler.wait().expect("reap the scheduler");
+    }
+
     /// Process ids of the executors (the scheduler is the first child).
     pub fn executor_pids(&self) -> Vec<u32> {
         self.children.iter().skip(1).map(std::process::Child::id).collect()

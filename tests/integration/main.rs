@@ -3,7 +3,9 @@
 
 mod bad_input;
 mod common;
+mod deploy;
 mod metric_peer;
 mod object_store;
 mod pipeline;
 mod spark_compat;
+mod submit;

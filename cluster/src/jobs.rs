@@ -1,0 +1,271 @@
+//! Following the Ballista jobs an [`Engine`](crate::Engine) submits: each job's id as soon as
+//! the scheduler accepts it, its progress from the scheduler's REST API, its end, and
+//! cancelling what is still running when the caller gives up (Ctrl-C).
+//!
+//! Ballista's client submits the job when its result stream is first polled and keeps the id
+//! on its `DistributedQueryExec`; a small watcher task reads it from there, so the results
+//! still travel Ballista's own way.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use ballista_core::execution_plans::DistributedQueryExec;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::error::DataFusionError;
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::protobuf::LogicalPlanNode;
+use futures::{Stream, StreamExt};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::ClusterError;
+use crate::scheduler_api::{CancelOutcome, JobProgress, SchedulerApi};
+
+/// How often a running job's progress is read from the scheduler.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the watcher looks for the job id while the job is being submitted.
+const SUBMISSION_POLL: Duration = Duration::from_millis(20);
+/// How long [`JobTracker::settle`] waits for one job's last report.
+const SETTLE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Hears about the jobs an engine submits. Called from the engine's tasks: keep it quick.
+pub trait JobObserver: Send + Sync {
+    /// The scheduler accepted the job.
+    fn submitted(&self, job_id: &str, job_name: &str);
+    /// The job's state changed (only on a cluster, whose scheduler has a REST API).
+    fn progress(&self, progress: &JobProgress);
+    /// The job's results have all arrived (`error` is `None`) or the job failed.
+    fn ended(&self, job_id: &str, job_name: &str, error: Option<&str>);
+}
+
+/// The jobs of one engine: which are running, and whom to tell about them.
+#[derive(Clone)]
+pub struct JobTracker {
+    api: Option<SchedulerApi>,
+    observer: Option<Arc<dyn JobObserver>>,
+    running: Arc<Mutex<BTreeSet<String>>>,
+    watchers: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl JobTracker {
+    /// A tracker for jobs on the scheduler behind `api` (`None`: an in-process Ballista,
+    /// which has no REST API; ids are still reported, progress is not).
+    pub fn new(api: Option<SchedulerApi>) -> Self {
+        Self { api, observer: None, running: Arc::default(), watchers: Arc::default() }
+    }
+
+    pub fn with_observer(mut self, observer: Arc<dyn JobObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Cancels every job still running; returns the ids the scheduler cancelled.
+    pub async fn cancel_running(&self) -> Vec<String> {
+        let Some(api) = &self.api else { return Vec::new() };
+        let ids: Vec<String> = lock(&self.running).iter().cloned().collect();
+        let mut cancelled = Vec::new();
+        for id in ids {
+            match api.cancel(&id).await {
+                Ok(CancelOutcome::Cancelled) => cancelled.push(id.clone()),
+                Ok(CancelOutcome::AlreadyEnded(_)) => {}
+                Err(e) => tracing::warn!("could not cancel job {id}: {e}"),
+            }
+            lock(&self.running).remove(&id);
+        }
+        cancelled
+    }
+
+    /// Waits (a few seconds at most) until the observer has heard the end of every job whose
+    /// results have arrived, so that the last lines are not lost when the process exits.
+    pub async fn settle(&self) {
+        let watchers = std::mem::take(&mut *lock(&self.watchers));
+        for watcher in watchers {
+            let _ = tokio::time::timeout(SETTLE_LIMIT, watcher).await;
+        }
+    }
+
+    /// Wraps the result stream of `plan` (already executing) so that its job is followed
+    /// until the stream ends, and cancelled if the stream is dropped before that.
+    pub fn follow(&self, plan: Arc<dyn ExecutionPlan>, job_name: &str, stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+        let job = Arc::new(FollowedJob { plan, name: job_name.to_string(), tracker: self.clone(), announced: OnceLock::new() });
+        let (end, ended) = oneshot::channel();
+        lock(&self.watchers).push(tokio::spawn(watch(Arc::clone(&job), ended)));
+        Box::pin(FollowedStream { inner: stream, job, end: Some(end) })
+    }
+}
+
+/// A poisoned lock still guards correct data here (sets and lists that a panic elsewhere
+/// cannot leave half-changed).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One submitted plan, shared by its stream and its watcher.
+struct FollowedJob {
+    plan: Arc<dyn ExecutionPlan>,
+    name: String,
+    tracker: JobTracker,
+    /// The job id, set by whoever first tells the observer about the job.
+    announced: OnceLock<String>,
+}
+
+impl FollowedJob {
+    /// The job id, once Ballista's client has submitted the job.
+    fn job_id(&self) -> Option<String> {
+        let mut id = None;
+        let _ = self.plan.apply(|node| {
+            if let Some(exec) = node.downcast_ref::<DistributedQueryExec<LogicalPlanNode>>() {
+                id = exec.job_id().map(|job| job.to_string());
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        id
+    }
+
+    /// Tells the observer about the job, once.
+    fn announce(&self, job_id: &str) {
+        if self.announced.set(job_id.to_string()).is_ok() {
+            lock(&self.tracker.running).insert(job_id.to_string());
+            if let Some(observer) = &self.tracker.observer {
+                observer.submitted(job_id, &self.name);
+            }
+        }
+    }
+
+    /// Reads the job's progress and reports it when it changed; does nothing once the job
+    /// reached a final state, or without a REST API.
+    async fn report_progress(&self, job_id: &str, last: &mut Option<JobProgress>) {
+        let (Some(api), Some(observer)) = (&self.tracker.api, &self.tracker.observer) else { return };
+        if last.as_ref().is_some_and(|p| p.state.is_terminal()) {
+            return;
+        }
+        match api.progress(job_id).await {
+            Ok(Some(progress)) if last.as_ref() != Some(&progress) => {
+                observer.progress(&progress);
+                *last = Some(progress);
+            }
+            Ok(_) => {}
+            // The result stream notices a dead scheduler too, and fails the job there.
+            Err(e) => tracing::debug!("reading the progress of job {job_id}: {e}"),
+        }
+    }
+
+    fn finish(&self, job_id: &str, error: Option<&str>) {
+        lock(&self.tracker.running).remove(job_id);
+        if let Some(observer) = &self.tracker.observer {
+            observer.ended(job_id, &self.name, error);
+        }
+    }
+}
+
+/// Follows one job: its id as soon as it exists, its progress while its stream runs, and its
+/// end (`ended` carries the stream's error, if any; a dropped sender means the stream was
+/// abandoned, and its `Drop` cancels the job).
+async fn watch(job: Arc<FollowedJob>, mut ended: oneshot::Receiver<Option<String>>) {
+    let mut outcome = None;
+    while job.job_id().is_none() && outcome.is_none() {
+        tokio::select! {
+            result = &mut ended => outcome = Some(result),
+            _ = tokio::time::sleep(SUBMISSION_POLL) => {}
+        }
+    }
+    // No id: the job failed before the scheduler accepted it; the stream's error says why.
+    let Some(job_id) = job.job_id() else { return };
+    job.announce(&job_id);
+    let mut last = None;
+    while outcome.is_none() {
+        job.report_progress(&job_id, &mut last).await;
+        tokio::select! {
+            result = &mut ended => outcome = Some(result),
+            _ = tokio::time::sleep(PROGRESS_INTERVAL) => {}
+        }
+    }
+    if let Some(Ok(error)) = outcome {
+        job.report_progress(&job_id, &mut last).await;
+        job.finish(&job_id, error.as_deref());
+    }
+}
+
+struct FollowedStream {
+    inner: SendableRecordBatchStream,
+    job: Arc<FollowedJob>,
+    /// Tells the watcher the stream ended; `None` once it has.
+    end: Option<oneshot::Sender<Option<String>>>,
+}
+
+impl FollowedStream {
+    fn finish(&mut self, error: Option<&DataFusionError>) {
+        if let Some(end) = self.end.take() {
+            let _ = end.send(error.map(|e| e.to_string()));
+        }
+    }
+
+    /// Names the two failures a user must tell apart from a failing plan. Ballista reports
+    /// both as text only: a cancelled job fails with the reason `Cancelled` (not a failure to
+    /// retry), and a scheduler that went away shows as a gRPC transport error.
+    fn explain(&self, error: DataFusionError) -> DataFusionError {
+        let message = error.to_string();
+        if let Some(job_id) = self.job.job_id()
+            && message.trim_end().ends_with("failed: Cancelled")
+        {
+            return DataFusionError::External(Box::new(ClusterError::Cancelled { job_id }));
+        }
+        let lost = ["code: Unavailable", "transport error", "ConnectError", "Connection refused"];
+        match &self.job.tracker.api {
+            Some(api) if lost.iter().any(|sign| message.contains(sign)) => {
+                DataFusionError::External(Box::new(ClusterError::SchedulerLost { scheduler: api.scheduler().to_string(), reason: message }))
+            }
+            _ => error,
+        }
+    }
+}
+
+impl Stream for FollowedStream {
+    type Item = datafusion::error::Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.inner.poll_next_unpin(cx) {
+            Poll::Ready(None) => {
+                self.finish(None);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(error))) => {
+                self.finish(Some(&error));
+                Poll::Ready(Some(Err(self.explain(error))))
+            }
+            other => other,
+        }
+    }
+}
+
+impl RecordBatchStream for FollowedStream {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+}
+
+impl Drop for FollowedStream {
+    /// Results nobody will read: stop the job instead of letting it run on.
+    fn drop(&mut self) {
+        if self.end.is_none() {
+            return;
+        }
+        let (Some(job_id), Some(api)) = (self.job.job_id(), self.job.tracker.api.clone()) else { return };
+        let running = Arc::clone(&self.job.tracker.running);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Ok(CancelOutcome::Cancelled) = api.cancel(&job_id).await {
+                    tracing::info!("cancelled job {job_id}: its results were no longer wanted");
+                }
+                lock(&running).remove(&job_id);
+            });
+        }
+    }
+}

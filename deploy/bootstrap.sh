@@ -1,0 +1,128 @@
+#!/bin/bash
+# ubm's EMR bootstrap action. EMR runs it on every node before the node joins the cluster:
+#
+#   bootstrap.sh BINARY_URL [ENV_FILE_URL|-] [SCHEDULER_PORT]
+#
+# It installs ubm, and ubm-step (ubm with the variables of /etc/ubm/env, which EMR steps run),
+# then starts `ubm cluster scheduler` on the master node, or `ubm cluster executor` pointed at
+# the master's private DNS name on every other node, as a service that restarts on failure.
+# Which node it is on, and the master's name, come from EMR's own files:
+# /mnt/var/lib/info/instance.json (isMaster) and job-flow.json (masterPrivateDnsName).
+#
+# For a machine that is not an EMR node (ubm's tests), these variables override the defaults:
+# UBM_EMR_INFO_DIR, UBM_INSTALL_DIR, UBM_ETC_DIR, UBM_WORK_DIR, UBM_LOG_DIR, UBM_EXTERNAL_HOST,
+# UBM_EXECUTOR_PORT, UBM_SERVICE_MANAGER (systemd | loop; default: systemd when it runs).
+set -euo pipefail
+
+binary_url="${1:?usage: bootstrap.sh BINARY_URL [ENV_FILE_URL|-] [SCHEDULER_PORT]}"
+env_url="${2:--}"
+scheduler_port="${3:-50050}"
+info_dir="${UBM_EMR_INFO_DIR:-/mnt/var/lib/info}"
+install_dir="${UBM_INSTALL_DIR:-/usr/local/bin}"
+etc_dir="${UBM_ETC_DIR:-/etc/ubm}"
+work_dir="${UBM_WORK_DIR:-/mnt/ubm}"
+log_dir="${UBM_LOG_DIR:-/var/log/ubm}"
+executor_port="${UBM_EXECUTOR_PORT:-50051}"
+
+# EMR runs bootstrap actions as the hadoop user, with password-less sudo.
+sudo=""
+if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+
+fetch() { # fetch URL DEST: s3:// through the AWS CLI of the node, anything else as a path
+  case "$1" in
+    s3://*) aws s3 cp --only-show-errors "$1" "$2" ;;
+    *) cp "$1" "$2" ;;
+  esac
+}
+
+json_field() { # json_field FILE FIELD: prints the field (booleans as true/false), empty if absent
+  python3 -c 'import json, sys
+v = json.load(open(sys.argv[1])).get(sys.argv[2])
+print("" if v is None else (str(v).lower() if isinstance(v, bool) else v))' "$1" "$2"
+}
+
+for file in instance.json job-flow.json; do
+  if [ ! -r "$info_dir/$file" ]; then
+    echo "bootstrap: $info_dir/$file is missing: this is not an EMR node (set UBM_EMR_INFO_DIR to test elsewhere)" >&2
+    exit 1
+  fi
+done
+is_master=$(json_field "$info_dir/instance.json" isMaster)
+master=$(json_field "$info_dir/job-flow.json" masterPrivateDnsName)
+external_host="${UBM_EXTERNAL_HOST:-$(hostname -f)}"
+
+$sudo mkdir -p "$install_dir" "$etc_dir" "$work_dir" "$log_dir"
+tmp=$(mktemp)
+fetch "$binary_url" "$tmp"
+$sudo install -m 0755 "$tmp" "$install_dir/ubm"
+if [ "$env_url" != "-" ]; then
+  fetch "$env_url" "$tmp"
+  $sudo install -m 0600 "$tmp" "$etc_dir/env"
+  # Steps run as hadoop: it alone may read the secrets.
+  if id hadoop >/dev/null 2>&1; then $sudo chown hadoop "$etc_dir/env"; fi
+fi
+cat >"$tmp" <<EOF
+#!/bin/sh
+# ubm with the variables of $etc_dir/env (UBM_OLTP, UBM_WAREHOUSE, AWS_REGION, ...), which
+# stay out of EMR step arguments (the console shows those to anyone who can see the cluster).
+set -a
+if [ -r "$etc_dir/env" ]; then . "$etc_dir/env"; fi
+set +a
+exec "$install_dir/ubm" "\$@"
+EOF
+$sudo install -m 0755 "$tmp" "$install_dir/ubm-step"
+rm -f "$tmp"
+
+if [ "$is_master" = "true" ]; then
+  name=ubm-scheduler
+  command="$install_dir/ubm cluster scheduler --bind 0.0.0.0:$scheduler_port --external-host $external_host"
+else
+  if [ -z "$master" ]; then
+    echo "bootstrap: no masterPrivateDnsName in $info_dir/job-flow.json" >&2
+    exit 1
+  fi
+  name=ubm-executor
+  command="$install_dir/ubm cluster executor --scheduler $master:$scheduler_port --bind 0.0.0.0:$executor_port --external-host $external_host --work-dir $work_dir"
+fi
+
+manager="${UBM_SERVICE_MANAGER:-}"
+if [ -z "$manager" ]; then
+  if [ -d /run/systemd/system ]; then manager=systemd; else manager=loop; fi
+fi
+case "$manager" in
+  systemd)
+    $sudo tee "/etc/systemd/system/$name.service" >/dev/null <<EOF
+[Unit]
+Description=ubm $name (Ballista)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+EnvironmentFile=-$etc_dir/env
+ExecStart=$command
+Restart=always
+RestartSec=5
+LimitNOFILE=65536
+
+[Install]
+WantedBy=multi-user.target
+EOF
+    $sudo systemctl daemon-reload
+    $sudo systemctl enable --now "$name.service"
+    ;;
+  loop)
+    # No systemd (a container, a test machine): a shell loop restarts the process when it exits.
+    nohup setsid bash -c "set -a; if [ -r '$etc_dir/env' ]; then . '$etc_dir/env'; fi; set +a
+      while true; do
+        $command
+        echo \"$name exited (\$?); restarting in 5 s\"
+        sleep 5
+      done" >>"$log_dir/$name.log" 2>&1 </dev/null &
+    echo $! >"$work_dir/$name.pid"
+    ;;
+  *)
+    echo "bootstrap: UBM_SERVICE_MANAGER=$manager: use systemd or loop" >&2
+    exit 1
+    ;;
+esac
+echo "bootstrap: started $name ($manager): $command"

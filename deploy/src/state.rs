@@ -1,0 +1,96 @@
+//! What `ubm deploy up` made, kept in a small JSON file so that `run`, `status` and `down` find
+//! the cluster without flags. The file holds ids and locations, never credentials.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{DeployError, Result};
+
+/// The default state file, in the working directory.
+pub const DEFAULT_STATE_FILE: &str = "ubm-deploy.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployState {
+    pub cluster_id: String,
+    pub region: String,
+    pub bucket: String,
+    /// Where `up` uploaded the binary and scripts: `s3://BUCKET/ubm/VERSION/`.
+    pub artifacts: String,
+    pub version: String,
+    pub scheduler_port: u16,
+    /// The review files and the lake the steps use unless told otherwise.
+    pub reviews: String,
+    pub lake: String,
+    pub created_at: String,
+}
+
+impl DeployState {
+    /// Reads the state file; a missing file means no `deploy up` was run from here.
+    pub fn load(path: &Path) -> Result<DeployState> {
+        let bytes = std::fs::read(path).map_err(|e| DeployError::State {
+            path: path.display().to_string(),
+            reason: if e.kind() == std::io::ErrorKind::NotFound {
+                "no deployment recorded here: run `ubm deploy up` first, or pass --state with the file it wrote".to_string()
+            } else {
+                e.to_string()
+            },
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| DeployError::State {
+            path: path.display().to_string(),
+            reason: format!("not a ubm deploy state file ({e})"),
+        })
+    }
+
+    /// Writes the state file whole (a temporary file renamed into place).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let error = |e: std::io::Error| DeployError::State { path: path.display().to_string(), reason: e.to_string() };
+        let json = serde_json::to_vec_pretty(self).map_err(|e| error(std::io::Error::other(e)))?;
+        let partial = partial_path(path);
+        std::fs::write(&partial, json).map_err(error)?;
+        std::fs::rename(&partial, path).map_err(error)
+    }
+
+    /// Forgets the deployment (after `down`).
+    pub fn remove(path: &Path) -> Result<()> {
+        match std::fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(DeployError::State { path: path.display().to_string(), reason: e.to_string() }),
+        }
+    }
+}
+
+fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_a_missing_file_says_what_to_do() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ubm-deploy.json");
+        let err = DeployState::load(&path).expect_err("missing").to_string();
+        assert!(err.contains("run `ubm deploy up` first"), "{err}");
+        let state = DeployState {
+            cluster_id: "j-1".into(),
+            region: "us-east-1".into(),
+            bucket: "b".into(),
+            artifacts: "s3://b/ubm/0.1.0/".into(),
+            version: "0.1.0".into(),
+            scheduler_port: 50050,
+            reviews: "s3://vendor/{date}/movie_review.csv".into(),
+            lake: "s3://lake/ubm".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+        };
+        state.save(&path).expect("save");
+        assert_eq!(DeployState::load(&path).expect("load"), state);
+        DeployState::remove(&path).expect("remove");
+        assert!(!path.exists());
+    }
+}

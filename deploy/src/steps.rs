@@ -1,0 +1,115 @@
+//! The daily run as EMR steps, in the shape of the original pipeline's
+//! `clean_movie_review.json`: `command-runner.jar` running a command on the master node, with
+//! an `ActionOnFailure`.
+//!
+//! Each step runs `ubm submit` on the master node against the scheduler there. Secrets (the
+//! OLTP and warehouse URLs) never appear in step arguments, which anyone with read access to
+//! the cluster sees in the EMR console: `ubm-step`, which the bootstrap script installs, loads
+//! them from `/etc/ubm/env` (uploaded by `ubm deploy up --env-file`).
+
+use serde::Serialize;
+
+/// Where the master node's wrapper around `ubm` lives (see [`crate::bootstrap`]).
+pub const STEP_COMMAND: &str = "/usr/local/bin/ubm-step";
+
+/// What every step of a run shares.
+#[derive(Debug, Clone)]
+pub struct StepPlan {
+    /// The scheduler's port on the master node.
+    pub scheduler_port: u16,
+    /// The vendor's review file; `{date}` in it becomes the run date.
+    pub reviews: String,
+    /// The lake, s3://bucket/prefix (every node must reach it).
+    pub lake: String,
+    /// `correct` or `seed`.
+    pub semantics: String,
+    /// Attempts per task inside one step.
+    pub attempts: u32,
+}
+
+/// One step, serialized exactly as EMR's `AddJobFlowSteps` and the AWS CLI take it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StepDefinition {
+    pub name: String,
+    pub action_on_failure: String,
+    pub hadoop_jar_step: HadoopJarStep,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HadoopJarStep {
+    pub jar: String,
+    pub args: Vec<String>,
+}
+
+/// `CANCEL_AND_WAIT`: a failed date cancels the dates after it (they would build on a broken
+/// day, as `ubm run` stops a backfill) and keeps the cluster for the next try.
+pub const ACTION_ON_FAILURE: &str = "CANCEL_AND_WAIT";
+
+/// One step per date, in date order. `dates` are `YYYY-MM-DD` (or an Airflow template such as
+/// `{{ ds }}`, which Airflow renders before the step is added).
+pub fn daily_steps(dates: &[String], plan: &StepPlan) -> Vec<StepDefinition> {
+    dates.iter().map(|date| step_for(date, plan)).collect()
+}
+
+fn step_for(date: &str, plan: &StepPlan) -> StepDefinition {
+    let args = [
+        STEP_COMMAND,
+        "submit",
+        "--scheduler",
+        &format!("df://localhost:{}", plan.scheduler_port),
+        "--date",
+        date,
+        "--reviews",
+        &plan.reviews,
+        "--lake",
+        &plan.lake,
+        "--semantics",
+        &plan.semantics,
+        "--attempts",
+        &plan.attempts.to_string(),
+    ];
+    StepDefinition {
+        name: format!("ubm daily run {date}"),
+        action_on_failure: ACTION_ON_FAILURE.to_string(),
+        hadoop_jar_step: HadoopJarStep {
+            jar: "command-runner.jar".to_string(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> StepPlan {
+        StepPlan {
+            scheduler_port: 50050,
+            reviews: "s3://vendor/{date}/movie_review.csv".into(),
+            lake: "s3://lake/ubm".into(),
+            semantics: "correct".into(),
+            attempts: 3,
+        }
+    }
+
+    #[test]
+    fn steps_have_the_shape_emr_takes() {
+        let steps = daily_steps(&["2024-03-01".into(), "2024-03-02".into()], &plan());
+        let json = serde_json::to_value(&steps).expect("json");
+        assert_eq!(json[0]["Name"], "ubm daily run 2024-03-01");
+        assert_eq!(json[0]["ActionOnFailure"], "CANCEL_AND_WAIT");
+        assert_eq!(json[0]["HadoopJarStep"]["Jar"], "command-runner.jar");
+        let args: Vec<&str> = json[1]["HadoopJarStep"]["Args"].as_array().expect("args").iter().filter_map(|a| a.as_str()).collect();
+        assert_eq!(&args[..6], [STEP_COMMAND, "submit", "--scheduler", "df://localhost:50050", "--date", "2024-03-02"]);
+        assert!(args.contains(&"s3://vendor/{date}/movie_review.csv"), "{args:?}");
+    }
+
+    #[test]
+    fn no_secret_flag_ever_reaches_a_step() {
+        let steps = daily_steps(&["2024-03-01".into()], &plan());
+        let args = &steps[0].hadoop_jar_step.args;
+        assert!(!args.iter().any(|a| a == "--oltp" || a == "--warehouse"), "{args:?}");
+    }
+}

@@ -1,0 +1,87 @@
+//! What `ubm deploy up` puts in the bucket, under `ubm/VERSION/`: the binary, the bootstrap
+//! script and the environment file, and how `down --purge` removes them again.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::buffered::BufWriter;
+use object_store::path::Path as ObjectPath;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{DeployError, Result};
+
+/// The bucket and the folder of one ubm version in it.
+#[derive(Clone)]
+pub struct ArtifactStore {
+    store: Arc<dyn ObjectStore>,
+    bucket: String,
+    prefix: String,
+}
+
+/// Chunk size for reading the binary: a multipart part each.
+const CHUNK: usize = 8 * 1024 * 1024;
+
+impl ArtifactStore {
+    /// `store` serves `bucket`; artifacts go under `ubm/{version}/`.
+    pub fn new(store: Arc<dyn ObjectStore>, bucket: &str, version: &str) -> Self {
+        Self { store, bucket: bucket.to_string(), prefix: format!("ubm/{version}") }
+    }
+
+    /// `s3://BUCKET/ubm/VERSION/`.
+    pub fn url(&self) -> String {
+        format!("s3://{}/{}/", self.bucket, self.prefix)
+    }
+
+    /// The s3:// URL of the artifact `name`.
+    pub fn url_of(&self, name: &str) -> String {
+        format!("s3://{}/{}/{name}", self.bucket, self.prefix)
+    }
+
+    fn key(&self, name: &str) -> ObjectPath {
+        ObjectPath::from(format!("{}/{name}", self.prefix))
+    }
+
+    /// Uploads a local file as `name`, in parts, calling `progress(sent, total)` after each.
+    pub async fn upload_file(&self, name: &str, local: &std::path::Path, mut progress: impl FnMut(u64, u64)) -> Result<String> {
+        let url = self.url_of(name);
+        let failed = |reason: String| DeployError::Storage { doing: "uploading to", url: url.clone(), reason };
+        let mut file = tokio::fs::File::open(local).await.map_err(|e| failed(format!("reading {}: {e}", local.display())))?;
+        let total = file.metadata().await.map_err(|e| failed(e.to_string()))?.len();
+        let mut writer = BufWriter::new(Arc::clone(&self.store), self.key(name));
+        let mut buffer = vec![0u8; CHUNK];
+        let mut sent = 0u64;
+        loop {
+            let read = file.read(&mut buffer).await.map_err(|e| failed(format!("reading {}: {e}", local.display())))?;
+            if read == 0 {
+                break;
+            }
+            writer.write_all(&buffer[..read]).await.map_err(|e| failed(e.to_string()))?;
+            sent += read as u64;
+            progress(sent, total);
+        }
+        writer.shutdown().await.map_err(|e| failed(e.to_string()))?;
+        Ok(url)
+    }
+
+    /// Uploads `bytes` as `name`.
+    pub async fn put(&self, name: &str, bytes: Vec<u8>) -> Result<String> {
+        let url = self.url_of(name);
+        self.store
+            .put(&self.key(name), bytes.into())
+            .await
+            .map_err(|e| DeployError::Storage { doing: "uploading to", url: url.clone(), reason: e.to_string() })?;
+        Ok(url)
+    }
+
+    /// Deletes everything under `ubm/VERSION/`; returns how many objects went.
+    pub async fn delete_all(&self) -> Result<usize> {
+        let failed = |e: object_store::Error| DeployError::Storage { doing: "deleting", url: self.url(), reason: e.to_string() };
+        let prefix = ObjectPath::from(self.prefix.as_str());
+        let objects: Vec<_> = self.store.list(Some(&prefix)).try_collect().await.map_err(failed)?;
+        for object in &objects {
+            self.store.delete(&object.location).await.map_err(failed)?;
+        }
+        Ok(objects.len())
+    }
+}

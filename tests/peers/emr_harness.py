@@ -1,0 +1,140 @@
+"""Plays EMR's part for ubm's deploy tests, on this machine.
+
+moto, running in this process, answers the EMR and S3 APIs (`ubm deploy` talks to it through
+AWS_ENDPOINT_URL). moto accepts steps but never runs them; this harness does, as EMR's
+command-runner.jar would on the master node: one step at a time, in order, the step's command
+run here (the node's `/usr/local/bin/ubm-step` played by the `ubm` binary given with --ubm, with
+the variables of the environment file the cluster's bootstrap action names, read from moto's
+S3). A step then becomes COMPLETED or FAILED by its exit code, FAILED with failure details
+(reason, message, log file) as EMR reports them, and ActionOnFailure=CANCEL_AND_WAIT cancels
+the steps after a failed one.
+
+While the file given with --pause-file exists, no new step is started (a slow cluster, for
+testing timeouts).
+
+Usage: python emr_harness.py --port P --ubm PATH --log-dir DIR [--pause-file F]
+Prints `ready` on stdout once the server listens.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.emr import models as emr_models
+from moto.s3.models import s3_backends
+from moto.server import ThreadedMotoServer
+
+STEP_COMMAND = "/usr/local/bin/ubm-step"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ubm", required=True, help="the ubm binary that plays ubm-step")
+    parser.add_argument("--log-dir", required=True, help="where step logs go")
+    parser.add_argument("--region", default="us-east-1")
+    parser.add_argument("--pause-file", help="no step starts while this file exists")
+    args = parser.parse_args()
+
+    report_failure_details()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
+    server.start()
+    print("ready", flush=True)
+    handled = set()
+    while True:
+        if not (args.pause_file and os.path.exists(args.pause_file)):
+            backend = emr_models.emr_backends[DEFAULT_ACCOUNT_ID][args.region]
+            for cluster in list(backend.clusters.values()):
+                run_pending_steps(cluster, handled, args)
+        time.sleep(0.1)
+
+
+def report_failure_details():
+    """moto's step status has no FailureDetails; EMR's has. Add them when a step has some."""
+    plain = emr_models.Step.status.fget
+
+    def status(step):
+        answer = plain(step)
+        details = getattr(step, "failure_details", None)
+        if details:
+            answer["FailureDetails"] = details
+        return answer
+
+    emr_models.Step.status = property(status)
+
+
+def run_pending_steps(cluster, handled, args):
+    for step in list(cluster.steps):
+        if step.id in handled or step.state not in ("PENDING", "RUNNING"):
+            continue
+        handled.add(step.id)
+        run_step(cluster, step, args)
+        if step.state == "FAILED" and step.action_on_failure == "CANCEL_AND_WAIT":
+            for later in cluster.steps:
+                if later.state == "PENDING":
+                    later.state = "CANCELLED"
+                    handled.add(later.id)
+        return  # one step at a time, as EMR runs them
+
+
+def run_step(cluster, step, args):
+    step.state = "RUNNING"
+    step.start_date_time = datetime.now(timezone.utc)
+    log_dir = os.path.join(args.log_dir, cluster.id, "steps", step.id)
+    os.makedirs(log_dir, exist_ok=True)
+    stderr_path = os.path.join(log_dir, "stderr")
+    command = list(step.args)
+    if step.jar != "command-runner.jar" or not command:
+        finish(step, 1, "only command-runner.jar steps are supported here", stderr_path)
+        return
+    if command[0] == STEP_COMMAND:
+        command[0] = args.ubm
+    env = dict(os.environ)
+    env.update(cluster_environment(cluster))
+    with open(os.path.join(log_dir, "stdout"), "wb") as out, open(stderr_path, "wb") as err:
+        code = subprocess.call(command, stdout=out, stderr=err, env=env)
+    with open(stderr_path, "rb") as err:
+        lines = [line.strip() for line in err.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    # EMR puts the likely cause it finds in the logs in Message; here, the last error line.
+    message = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1] if lines else "")
+    finish(step, code, message, stderr_path)
+
+
+def finish(step, code, message, log_file):
+    step.end_date_time = datetime.now(timezone.utc)
+    if code == 0:
+        step.state = "COMPLETED"
+        return
+    step.state = "FAILED"
+    step.failure_details = {
+        "Reason": f"The step's command exited with code {code}.",
+        "Message": message,
+        "LogFile": log_file,
+    }
+
+
+def cluster_environment(cluster):
+    """The KEY=VALUE lines of the environment file the bootstrap action installs on the nodes."""
+    for action in cluster.bootstrap_actions:
+        arguments = action.args
+        if len(arguments) >= 2 and arguments[1].startswith("s3://"):
+            bucket, key = arguments[1][len("s3://"):].split("/", 1)
+            found = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].get_object(bucket, key)
+            if found is None:
+                print(f"harness: {arguments[1]} is missing", file=sys.stderr)
+                return {}
+            variables = {}
+            for line in found.value.decode("utf-8").splitlines():
+                if line.strip() and not line.startswith("#") and "=" in line:
+                    name, value = line.split("=", 1)
+                    variables[name.strip()] = value
+            return variables
+    return {}
+
+
+if __name__ == "__main__":
+    main()
