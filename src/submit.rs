@@ -153,17 +153,23 @@ fn submitted_line(line: &str) -> Option<(String, String)> {
 /// change of state or stage, which reads well in a file or CI log.
 pub struct ProgressPrinter {
     terminal: bool,
-    started: Mutex<std::collections::HashMap<String, Instant>>,
+    /// When each job was seen submitted, and how long the scheduler says it ran once it ended.
+    jobs: Mutex<std::collections::HashMap<String, (Instant, Option<Duration>)>>,
 }
 
 impl ProgressPrinter {
     pub fn new(allow_terminal: bool) -> Self {
-        Self { terminal: allow_terminal && std::io::stderr().is_terminal(), started: Mutex::default() }
+        Self { terminal: allow_terminal && std::io::stderr().is_terminal(), jobs: Mutex::default() }
     }
 
+    /// The scheduler's own run time once the job ended; until then the time since submission.
     fn elapsed(&self, job_id: &str) -> Duration {
-        let started = self.started.lock().unwrap_or_else(|p| p.into_inner());
-        started.get(job_id).map(Instant::elapsed).unwrap_or_default()
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        match jobs.get(job_id) {
+            Some((_, Some(ran))) => *ran,
+            Some((seen, None)) => seen.elapsed(),
+            None => Duration::ZERO,
+        }
     }
 
     fn line(&self, text: &str) {
@@ -174,13 +180,19 @@ impl ProgressPrinter {
 
 impl JobObserver for ProgressPrinter {
     fn submitted(&self, job_id: &str, job_name: &str) {
-        self.started.lock().unwrap_or_else(|p| p.into_inner()).insert(job_id.to_string(), Instant::now());
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).insert(job_id.to_string(), (Instant::now(), None));
         self.line(&format!("job {job_id} submitted: {job_name}"));
     }
 
     fn progress(&self, p: &JobProgress) {
+        if p.state.is_terminal() && p.ended_ms > 0 {
+            let ran = Duration::from_millis(p.ended_ms.saturating_sub(p.started_ms));
+            if let Some(job) = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&p.job_id) {
+                job.1 = Some(ran);
+            }
+        }
         let text = format!(
-            "job {} {}: {}, stages {}/{}, tasks {}/{}, {:.1} s",
+            "job {} {}: {}, stages {}/{}, tasks {}/{}, {:.2} s",
             p.job_id,
             p.job_name,
             p.state,
@@ -202,8 +214,8 @@ impl JobObserver for ProgressPrinter {
     fn ended(&self, job_id: &str, job_name: &str, error: Option<&str>) {
         let seconds = self.elapsed(job_id).as_secs_f64();
         match error {
-            None => self.line(&format!("job {job_id} completed: {job_name}, {seconds:.1} s")),
-            Some(error) => self.line(&format!("job {job_id} failed: {job_name}, {seconds:.1} s: {error}")),
+            None => self.line(&format!("job {job_id} completed: {job_name}, {seconds:.2} s")),
+            Some(error) => self.line(&format!("job {job_id} failed: {job_name}, {seconds:.2} s: {error}")),
         }
     }
 }
@@ -234,12 +246,12 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode> {
         } else if jobs.is_empty() {
             println!("no jobs at {} (a scheduler forgets finished jobs a few minutes after they end)", args.scheduler);
         } else {
-            println!("{:<10} {:<10} {:>7} {:>9}  NAME", "JOB", "STATE", "STAGES", "SECONDS");
+            println!("{:<14} {:<10} {:>7} {:>9}  NAME", "JOB", "STATE", "STAGES", "SECONDS");
             for job in &jobs {
                 let end = if job.end_time > 0 { job.end_time } else { now_ms() };
                 let seconds = end.saturating_sub(job.start_time) as f64 / 1000.0;
                 let stages = format!("{}/{}", job.completed_stages, job.num_stages);
-                println!("{:<10} {:<10} {:>7} {:>9.1}  {}", job.job_id, job.status, stages, seconds, job.job_name);
+                println!("{:<14} {:<10} {:>7} {:>9.1}  {}", job.job_id, job.status, stages, seconds, job.job_name);
             }
         }
         return Ok(ExitCode::SUCCESS);
@@ -268,7 +280,8 @@ async fn print_job(api: &SchedulerApi, p: &JobProgress) -> Result<()> {
     if p.state == JobState::Failed || p.state == JobState::Other {
         println!("  {}", p.detail);
     }
-    if let Some(stages) = api.stages(&p.job_id).await? {
+    if let Some(mut stages) = api.stages(&p.job_id).await? {
+        stages.stages.sort_by_key(|stage| stage.stage_id.parse::<u64>().unwrap_or(u64::MAX));
         for stage in &stages.stages {
             let done = tasks_done(stage);
             println!(

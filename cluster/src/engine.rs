@@ -175,7 +175,14 @@ impl Engine {
             return df.execute_stream().await.map_err(ClusterError::engine("starting execution"));
         };
         let state = self.ctx.state();
-        let config = state.config().clone().with_ballista_job_name(job_name);
+        // Pull mode: Ballista's client knows the job id as soon as the scheduler accepts the job.
+        // In push mode it learns it only with the first change of state, which never comes
+        // while the job waits for a free executor, and a waiting job could not be cancelled.
+        let config = state
+            .config()
+            .clone()
+            .with_ballista_job_name(job_name)
+            .set_str(ballista_core::config::BALLISTA_CLIENT_PULL, "true");
         let state = SessionStateBuilder::new_from_existing(state).with_config(config).build();
         let task_context = Arc::new(TaskContext::from(&state));
         let physical = DataFrame::new(state, plan)
