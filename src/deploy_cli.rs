@@ -3,6 +3,7 @@
 //! prints what happens.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -212,6 +213,7 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
             std::env::current_exe().context("finding this ubm binary")?
         }
     };
+    let binary = LeanBinary::of(&binary)?;
     let env = environment_file(args.env_file.as_deref(), &region)?;
     let policy = poll_policy(args.poll_seconds, args.timeout_seconds)?;
 
@@ -221,7 +223,7 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
     eprintln!("uploading ubm {version} to {}", artifacts.url());
     let mut shown = 0;
     let binary_url = artifacts
-        .upload_file("ubm", &binary, |sent, total| {
+        .upload_file("ubm", binary.path(), |sent, total| {
             let percent = if total == 0 { 100 } else { sent * 100 / total };
             if percent >= shown + 25 || sent == total {
                 eprintln!("  ubm: {} of {} MB", sent / 1_000_000, total / 1_000_000);
@@ -272,6 +274,40 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
     println!("cluster {cluster_id} is {}: scheduler on the master node, port {}", ready.state, args.scheduler_port);
     println!("next: ubm deploy run --date YYYY-MM-DD");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The binary to upload: a copy without debug information when `objcopy` is at hand (the
+/// release build carries line tables for backtraces: 937 MB instead of 199 MB), else the binary
+/// as it is.
+struct LeanBinary {
+    path: PathBuf,
+    temporary: bool,
+}
+
+impl LeanBinary {
+    fn of(binary: &Path) -> Result<LeanBinary> {
+        let lean = std::env::temp_dir().join(format!("ubm-deploy-{}", std::process::id()));
+        match Command::new("objcopy").arg("--strip-debug").arg(binary).arg(&lean).status() {
+            Ok(status) if status.success() => Ok(LeanBinary { path: lean, temporary: true }),
+            _ => {
+                let size = std::fs::metadata(binary).with_context(|| format!("reading {}", binary.display()))?.len();
+                eprintln!("objcopy (binutils) is not available: uploading {} as it is, {} MB", binary.display(), size / 1_000_000);
+                Ok(LeanBinary { path: binary.to_path_buf(), temporary: false })
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for LeanBinary {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// EC2 families with a `g` after the generation digit (m6g, c7gn, r6gd) are Graviton: aarch64.

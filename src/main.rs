@@ -4,6 +4,8 @@ mod cli;
 mod cluster_cli;
 mod datagen;
 mod deploy_cli;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod glibc_compat;
 mod lake;
 mod oltp;
 mod pipeline;

@@ -217,3 +217,22 @@ fn the_bootstrap_script_starts_a_scheduler_and_an_executor_that_form_a_cluster()
     let log = std::fs::read_to_string(root.path().join("master/log/ubm-scheduler.log")).unwrap_or_default();
     assert!(log.contains("ubm-scheduler exited"), "the loop restarted it:\n{log}");
 }
+
+/// EMR 7 nodes run Amazon Linux 2023, whose glibc is 2.34: a binary asking for a newer symbol
+/// version does not start there (see src/glibc_compat.rs).
+#[test]
+fn the_binary_needs_no_glibc_newer_than_emr_7s() {
+    let out = match Command::new("objdump").arg("-T").arg(env!("CARGO_BIN_EXE_ubm")).output() {
+        Ok(out) if out.status.success() => out,
+        _ => return crate::common::missing("objdump (binutils) cannot read the binary"),
+    };
+    let mut newest = (0u32, 0u32);
+    for version in text(&out.stdout).split("GLIBC_").skip(1) {
+        let digits: String = version.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+        let mut parts = digits.split('.').filter_map(|p| p.parse::<u32>().ok());
+        let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        newest = newest.max(found);
+    }
+    assert!(newest <= (2, 34), "the binary needs GLIBC_{}.{}; Amazon Linux 2023 has 2.34", newest.0, newest.1);
+    assert!(newest >= (2, 2), "no glibc version found in the binary's dynamic symbols");
+}

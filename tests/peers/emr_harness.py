@@ -17,6 +17,7 @@ Prints `ready` on stdout once the server listens.
 """
 
 import argparse
+import logging
 import os
 import subprocess
 import sys
@@ -41,6 +42,7 @@ def main():
     args = parser.parse_args()
 
     report_failure_details()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     server.start()
     print("ready", flush=True)
