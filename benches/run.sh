@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The benchmark suite (README "Performance"): builds ubm (release), makes the Python peers' venv
+# (pyspark 4.3.0, duckdb) if needed, then runs benches/suite.py with the arguments given, e.g.
+#   benches/run.sh                 # SF 1: ubm, ubm on a local cluster, Spark local[2], DuckDB
+#   benches/run.sh --scale 0.1     # a quick run
+#   benches/run.sh --scaling       # ubm in-process at SF 1, 2, 4, 8
+# Results: a table on stdout, JSON and Markdown under benches/results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python="$(tests/peers/ensure_venv.sh)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ubm-target}"
+cargo build --release --quiet
+exec "$python" benches/suite.py "$@"

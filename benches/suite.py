@@ -1,0 +1,358 @@
+"""ubm against Spark and DuckDB on the same data, in one sitting. Run it with benches/run.sh.
+
+    benches/run.sh [--scale 1] [--runs 5] [--skip spark,cluster]
+    benches/run.sh --scaling [--runs 3]
+
+For a scale factor it generates the data once (`ubm datagen`: review CSV with quoted line breaks,
+purchases CSV and the same purchases in an embedded SQLite database), then runs the contenders in
+turn, `--runs` times each, interleaved so that all see the same moments of a shared machine:
+- ubm: `ubm run` in-process (reviews CSV + SQLite -> lake);
+- ubm-cluster: the same on `ubm cluster local --executors 2` (a scheduler and two executor
+  processes on this machine);
+- spark: benches/peers/spark_job.py, the original PySpark classifier and the metric join in
+  Spark local[2];
+- duckdb: benches/peers/duckdb_job.py, the same job in DuckDB.
+It first checks that all of them produce the same classified reviews and the same metric table
+(a speed without the same answer means nothing), then reports per phase the median, min and max
+wall time, the peak RSS of the process (for Spark, the Python driver's plus the JVM's), the throughput (MB of review CSV per second) and the
+ratio to ubm in-process; as a table on stdout and as JSON and Markdown in benches/results/.
+
+Phases: classify = review CSV -> classified Parquet; metric = classified + purchases -> the metric
+table (ubm reads the purchases it extracted from SQLite while classifying; the peers read the
+purchases CSV inside this phase); end-to-end = the whole process, start-up included (ubm: ingest,
+extract, classify, metric, run report). Phase times are measured inside each tool (ubm: its run
+report), end-to-end from outside.
+
+--scaling runs ubm in-process alone at SF 1, 2, 4 and 8 and reports time and memory per SF.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/ubm-target"))
+UBM = TARGET / "release" / "ubm"
+RESULTS = ROOT / "benches" / "results"
+DATE = "2011-12-31"
+PHASES = ("classify", "metric", "classify+metric", "end-to-end")
+GOALS = (  # (phase, peer, at least this many times ubm's time)
+    ("classify", "duckdb", 3.0),
+    ("classify+metric", "duckdb", 2.0),
+    ("end-to-end", "spark", 50.0),
+)
+
+
+def measured(command, env=None):
+    """Runs `command`; returns (wall seconds, peak RSS in MB, stdout). Fails loudly on error."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        process = subprocess.Popen([str(c) for c in command], stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if process.returncode != 0:
+        sys.exit(f"{' '.join(map(str, command))} failed ({process.returncode}):\n{stderr[-3000:]}")
+    return wall, usage.ru_maxrss / 1024, stdout
+
+
+def generate(scale, work):
+    data = work / f"data-sf{scale}"
+    if not (data / "oltp.sqlite").exists():
+        print(f"generating SF {scale} under {data} …", file=sys.stderr)
+        data.mkdir(parents=True, exist_ok=True)
+        measured([UBM, "datagen", "--scale", scale, "--out", data, "--oltp", f"sqlite://{data}/oltp.sqlite"])
+    return data
+
+
+class Ubm:
+    """`ubm run`, in-process or on a local cluster (`engine`)."""
+
+    def __init__(self, name, data, work, engine="local"):
+        self.name, self.data, self.work, self.engine = name, data, work, engine
+
+    def run(self, i):
+        lake = self.work / f"{self.name}-lake-{i}"
+        shutil.rmtree(lake, ignore_errors=True)
+        wall, rss, stdout = measured([
+            UBM, "run", "--date", DATE, "--reviews", self.data / "movie_review.csv",
+            "--oltp", f"sqlite://{self.data}/oltp.sqlite", "--lake", lake, "--engine", self.engine, "--json",
+        ])
+        report = json.loads(stdout)[0]
+        tasks = {t["name"]: t["duration_ms"] / 1000 for t in report["tasks"]}
+        outputs = {
+            "classified": f"{lake}/stage/movie_review/insert_date={DATE}/*.parquet",
+            "metric": f"{lake}/warehouse/user_behavior_metric/insert_date={DATE}/*.parquet",
+        }
+        return {"classify": tasks["classify"], "metric": tasks["metric"], "end-to-end": wall}, rss, outputs
+
+
+class Peer:
+    """A peer script that prints {"classify_s", "metric_s"}."""
+
+    def __init__(self, name, script, python, data, work):
+        self.name, self.script, self.python, self.data, self.work = name, script, python, data, work
+
+    def run(self, i):
+        out = self.work / f"{self.name}-out-{i}"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        wall, rss, stdout = measured([
+            self.python, ROOT / "benches" / "peers" / self.script,
+            self.data / "movie_review.csv", self.data / "user_purchase.csv", DATE, out,
+        ])
+        phases = json.loads(stdout.strip().splitlines()[-1])
+        # Spark works in a JVM of its own: its memory counts with the driver's.
+        rss += phases.get("jvm_peak_rss_mb") or 0
+        # DuckDB writes one file per table, Spark a directory of part files.
+        files = ".parquet" if self.name == "duckdb" else "/*.parquet"
+        outputs = {"classified": f"{out}/classified{files}", "metric": f"{out}/metric{files}"}
+        return {"classify": phases["classify_s"], "metric": phases["metric_s"], "end-to-end": wall}, rss, outputs
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalCluster:
+    """`ubm cluster local --executors 2` for the duration of the runs."""
+
+    def __enter__(self):
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [UBM, "cluster", "local", "--executors", "2", "--port", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    sys.exit("the local cluster did not start")
+                time.sleep(0.2)
+        time.sleep(2)  # the executors register
+        return self
+
+    def peak_rss_mb(self):
+        """Peak RSS (VmHWM) of the scheduler and executor processes."""
+        peaks = {}
+        for pid in Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                cmdline = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+            except FileNotFoundError:
+                continue
+            hwm = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+            role = "scheduler" if " scheduler " in cmdline else f"executor {pid}"
+            peaks[role] = round(hwm / 1024, 1)
+        return peaks
+
+    def __exit__(self, *_):
+        os.killpg(self.process.pid, 15)
+        self.process.wait()
+
+
+def table_rows(sql):
+    return duckdb.sql(sql).fetchall()
+
+
+def check_same_answers(outputs):
+    """Every contender's classified reviews (as a multiset) and metric table equal ubm's."""
+    reference = outputs["ubm"]
+    problems = []
+    for name, out in outputs.items():
+        if name == "ubm":
+            continue
+        for what, sql in (
+            ("classified", "SELECT cid, positive_review, count(*) FROM read_parquet('{}') GROUP BY ALL"),
+            ("metric", "SELECT customerid, CAST(amount_spent AS VARCHAR), review_score, review_count FROM read_parquet('{}')"),
+        ):
+            ours = sorted(map(str, table_rows(sql.format(reference[what]))))
+            theirs = sorted(map(str, table_rows(sql.format(out[what]))))
+            if ours != theirs:
+                only_ours = len(set(ours) - set(theirs))
+                only_theirs = len(set(theirs) - set(ours))
+                problems.append(f"{name}: {what} differs from ubm's ({only_ours} rows only in ubm's, {only_theirs} only in {name}'s)")
+    return problems
+
+
+def summarize(samples, csv_mb):
+    """samples: {contender: [(phases, rss), …]} -> {contender: {phase: stats}}"""
+    summary = {}
+    for name, runs in samples.items():
+        summary[name] = {"peak_rss_mb": round(statistics.median(r for _, r in runs), 1)}
+        for phase in PHASES:
+            if phase == "classify+metric":
+                times = [p["classify"] + p["metric"] for p, _ in runs]
+            else:
+                times = [p[phase] for p, _ in runs]
+            median = statistics.median(times)
+            summary[name][phase] = {
+                "median_s": round(median, 4), "min_s": round(min(times), 4), "max_s": round(max(times), 4),
+                "mb_per_s": round(csv_mb / median, 1) if median else None,
+            }
+    base = summary["ubm"]
+    for name in summary:
+        for phase in PHASES:
+            summary[name][phase]["x_ubm"] = round(summary[name][phase]["median_s"] / base[phase]["median_s"], 2)
+    return summary
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), "?")
+    mem = next((l.split()[1] for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")), "0")
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(int(mem) / 1024 / 1024, 1),
+        "os": platform.platform(), "ubm_commit": commit, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def markdown(scale, runs, csv_mb, summary, goals, cluster_rss, info):
+    lines = [
+        f"### SF {scale}: {csv_mb:.0f} MB of review CSV, median of {runs} interleaved runs",
+        "",
+        f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; ubm {info['ubm_commit']}, {info['date']}.",
+        "",
+        "| contender | phase | median s | min s | max s | MB/s | × ubm | peak RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, phases in summary.items():
+        for phase in PHASES:
+            s = phases[phase]
+            lines.append(f"| {name} | {phase} | {s['median_s']:.3f} | {s['min_s']:.3f} | {s['max_s']:.3f} | {s['mb_per_s']} | {s['x_ubm']} | {phases['peak_rss_mb']} |")
+    if cluster_rss:
+        lines += ["", "ubm-cluster peak RSS of the cluster's processes (MB): " + ", ".join(f"{k} {v}" for k, v in cluster_rss.items())]
+    if goals:
+        lines += ["", "| goal | measured | met |", "|---|---:|---|"]
+        for g in goals:
+            lines.append(f"| {g['phase']}: {g['peer']} ≥ {g['target']}× ubm | {g['measured']}× | {'yes' if g['met'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def compare(args):
+    work = Path(args.work)
+    data = generate(args.scale, work)
+    csv_mb = (data / "movie_review.csv").stat().st_size / 1e6
+    python = sys.executable
+    contenders = [Ubm("ubm", data, work)]
+    skip = set(filter(None, args.skip.split(",")))
+    cluster = None
+    if "cluster" not in skip:
+        cluster = LocalCluster().__enter__()
+        contenders.append(Ubm("ubm-cluster", data, work, engine=f"df://127.0.0.1:{cluster.port}"))
+    if "spark" not in skip:
+        contenders.append(Peer("spark", "spark_job.py", python, data, work))
+    if "duckdb" not in skip:
+        contenders.append(Peer("duckdb", "duckdb_job.py", python, data, work))
+    samples = {c.name: [] for c in contenders}
+    outputs = {}
+    cluster_rss = {}
+    try:
+        for i in range(args.runs):
+            for contender in contenders:
+                phases, rss, out = contender.run(i)
+                samples[contender.name].append((phases, rss))
+                outputs.setdefault(contender.name, out)
+                print(f"run {i + 1}/{args.runs} {contender.name:<12} end-to-end {phases['end-to-end']:.3f} s", file=sys.stderr)
+            if i == 0:
+                problems = check_same_answers(outputs)
+                if problems:
+                    sys.exit("not the same answers, so no speed is reported:\n" + "\n".join(problems))
+                print("same classified reviews and metric table from every contender", file=sys.stderr)
+        if cluster:
+            cluster_rss = cluster.peak_rss_mb()
+    finally:
+        if cluster:
+            cluster.__exit__()
+    summary = summarize(samples, csv_mb)
+    goals = []
+    for phase, peer, target in GOALS:
+        if peer in summary:
+            measured_ratio = summary[peer][phase]["x_ubm"]
+            goals.append({"phase": phase, "peer": peer, "target": target, "measured": measured_ratio, "met": measured_ratio >= target})
+    info = machine()
+    result = {"scale": args.scale, "runs": args.runs, "review_csv_mb": round(csv_mb, 1), "machine": info,
+              "summary": summary, "goals": goals, "ubm_cluster_process_peak_rss_mb": cluster_rss}
+    text = markdown(args.scale, args.runs, csv_mb, summary, goals, cluster_rss, info)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"sf{args.scale}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"sf{args.scale}.md").write_text(text)
+    print(text)
+    print(f"written: {RESULTS / f'sf{args.scale}.json'}, {RESULTS / f'sf{args.scale}.md'}")
+
+
+def scaling(args):
+    work = Path(args.work)
+    rows = []
+    for scale in ("1", "2", "4", "8"):
+        data = generate(scale, work)
+        csv_mb = (data / "movie_review.csv").stat().st_size / 1e6
+        ubm = Ubm("ubm", data, work)
+        runs = [ubm.run(i)[:2] for i in range(args.runs)]
+        for i in range(args.runs):
+            shutil.rmtree(work / f"ubm-lake-{i}", ignore_errors=True)
+        end = statistics.median(p["end-to-end"] for p, _ in runs)
+        classify = statistics.median(p["classify"] for p, _ in runs)
+        rss = statistics.median(r for _, r in runs)
+        rows.append({"scale": int(scale), "review_csv_mb": round(csv_mb, 1), "end_to_end_s": round(end, 3),
+                     "classify_s": round(classify, 3), "peak_rss_mb": round(rss, 1)})
+        print(f"SF {scale}: end-to-end {end:.3f} s, classify {classify:.3f} s, peak RSS {rss:.0f} MB", file=sys.stderr)
+    base = rows[0]
+    for row in rows:
+        row["time_per_sf_vs_sf1"] = round((row["end_to_end_s"] / row["scale"]) / base["end_to_end_s"], 2)
+        row["rss_per_sf_vs_sf1"] = round((row["peak_rss_mb"] / row["scale"]) / base["peak_rss_mb"], 2)
+    linear = rows[-1]["time_per_sf_vs_sf1"] <= 1.1
+    info = machine()
+    lines = [
+        f"### Scaling of ubm in-process, median of {args.runs} runs per SF",
+        "", f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; ubm {info['ubm_commit']}, {info['date']}.", "",
+        "| SF | review CSV MB | end-to-end s | classify s | peak RSS MB | time per SF ÷ SF 1's | RSS per SF ÷ SF 1's |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['scale']} | {r['review_csv_mb']} | {r['end_to_end_s']} | {r['classify_s']} | {r['peak_rss_mb']} | {r['time_per_sf_vs_sf1']} | {r['rss_per_sf_vs_sf1']} |")
+    lines += ["", f"Time grows {'linearly or better' if linear else 'faster than linearly'} up to SF 8 "
+              f"(time per SF at SF 8 is {rows[-1]['time_per_sf_vs_sf1']}× SF 1's)."]
+    text = "\n".join(lines) + "\n"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "scaling.json").write_text(json.dumps({"runs": args.runs, "machine": info, "rows": rows, "linear": linear}, indent=2) + "\n")
+    (RESULTS / "scaling.md").write_text(text)
+    print(text)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", default="1", help="scale factor (1 = 100,000 reviews; 0.1 for a quick run)")
+    parser.add_argument("--runs", type=int, default=5, help="runs of each contender")
+    parser.add_argument("--skip", default="", help="comma-separated contenders to leave out: cluster, spark, duckdb")
+    parser.add_argument("--scaling", action="store_true", help="ubm in-process at SF 1, 2, 4, 8 instead")
+    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "ubm-bench"), help="data and outputs")
+    args = parser.parse_args()
+    if not UBM.exists():
+        sys.exit(f"{UBM} is missing: run benches/run.sh, which builds it")
+    if args.runs < 1:
+        sys.exit("--runs must be at least 1")
+    scaling(args) if args.scaling else compare(args)
+
+
+if __name__ == "__main__":
+    main()
