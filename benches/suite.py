@@ -42,7 +42,7 @@ from pathlib import Path
 import duckdb
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/ubm-target"))
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 UBM = TARGET / "release" / "ubm"
 RESULTS = ROOT / "benches" / "results"
 DATE = "2011-12-31"

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 UBM_PYTHON="$(tests/peers/ensure_venv.sh)"
 export UBM_PYTHON
 
-# One target directory and one profile (release) for every build: tests, runs, benchmarks.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ubm-target}"
+# One target directory and one profile (release) for every build: tests, runs, benchmarks. By
+# default ./target, where `cargo run --release` (the README's first command) builds too; CI points
+# CARGO_TARGET_DIR at a cache that outlives its clones.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 exec cargo test --release --workspace "$@"

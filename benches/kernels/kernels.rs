@@ -4,7 +4,7 @@
 //! - `csv/record_spans`: cutting a review file into records (quoted line breaks included);
 //! - `csv/parse_record`: splitting every record into fields.
 //!
-//! Run: `CARGO_TARGET_DIR=~/.cache/ubm-target cargo bench --manifest-path benches/kernels/Cargo.toml` (add a filter such as
+//! Run: `cargo bench --manifest-path benches/kernels/Cargo.toml` (add a filter such as
 //! `classify` to run one). The input is made here, deterministically, to look like the vendor's
 //! file: about 1 KB of IMDB-like text a review, `<br />`, quotes, commas, some line breaks inside
 //! quotes, and `good` in some reviews (in all cases) and `goods`/`goodness` in others.
