@@ -22,7 +22,7 @@ use ubm_jobs::schema::{CLASSIFIED, USER_PURCHASE, col};
 use ubm_jobs::{RunDate, Semantics, classify_reviews, user_behavior_metric};
 use url::Url;
 
-use crate::lake::{Lake, Table};
+use crate::lake::{Lake, PartitionWrite, Table};
 use crate::oltp::Oltp;
 use crate::secret::SecretUrl;
 
@@ -197,6 +197,9 @@ pub async fn run_date(engine: &Engine, config: &RunConfig, date: RunDate) -> Res
             Ok(source) => source,
             Err(e) => return (failed_before_start("ingest", &e), skipped("classify", "ingest failed"), None),
         };
+        if reads_source_directly(engine, &source) {
+            return ingest_while_classifying(engine, lake, &source, date, policy).await;
+        }
         let (ingest, raw) = run_task("ingest", policy, || ingest(lake, &source, date)).await;
         let Some(raw) = raw else {
             return (ingest, skipped("classify", "ingest failed"), None);
@@ -287,6 +290,61 @@ async fn ingest(lake: &Lake, source: &Url, date: RunDate) -> Result<Url> {
     Ok(url.join("movie_review.csv")?)
 }
 
+/// In-process, a large local vendor file is classified where it is while ingest copies it into
+/// the lake, which takes the copy off the critical path. A cluster reads the lake's copy instead,
+/// which every executor can reach. Below this size the copy is short and the three tasks side by
+/// side only contend for the cores. Measured with `ubm run`: SF 1 (95 MB) 0.31 s one after the
+/// other vs 0.33 s side by side; SF 8 (764 MB) 3.1 s vs 2.3 s.
+const CLASSIFY_WHILE_INGESTING_FROM_BYTES: u64 = 256 * 1024 * 1024;
+
+fn reads_source_directly(engine: &Engine, source: &Url) -> bool {
+    *engine.kind() == ubm_cluster::EngineKind::Local
+        && file_version(source).is_some_and(|(len, _)| len >= CLASSIFY_WHILE_INGESTING_FROM_BYTES)
+}
+
+/// The size and modification time of a local file, to tell whether it changed meanwhile.
+fn file_version(source: &Url) -> Option<(u64, std::time::SystemTime)> {
+    let metadata = std::fs::metadata(source.to_file_path().ok()?).ok()?;
+    Some((metadata.len(), metadata.modified().ok()?))
+}
+
+/// ingest and classify side by side on the vendor's local file. classify commits only after
+/// ingest did, and only if the file did not change while both read it, so that the raw zone
+/// always holds the bytes that were classified.
+async fn ingest_while_classifying(
+    engine: &Engine,
+    lake: &Lake,
+    source: &Url,
+    date: RunDate,
+    policy: RetryPolicy,
+) -> (TaskReport, TaskReport, Option<ClassifyCounts>) {
+    let before = file_version(source);
+    let ((ingest_report, raw), (mut classify_report, staged)) = tokio::join!(
+        run_task("ingest", policy, || ingest(lake, source, date)),
+        run_task("classify", policy, || classify_staged(engine, lake, source, date, Table::STAGE_REVIEWS, Table::REJECTS)),
+    );
+    let (Some(_), Some(staged)) = (raw, staged) else {
+        if ingest_report.status == "failed" {
+            return (ingest_report, skipped("classify", "ingest failed; nothing of classify was committed"), None);
+        }
+        return (ingest_report, classify_report, None);
+    };
+    if file_version(source) != before {
+        let why = format!("{source} changed while it was read; nothing of classify was committed: rerun the date");
+        classify_report.status = "failed";
+        classify_report.error = Some(why);
+        return (ingest_report, classify_report, None);
+    }
+    match staged.commit().await {
+        Ok(counts) => (ingest_report, classify_report, Some(counts)),
+        Err(e) => {
+            classify_report.status = "failed";
+            classify_report.error = Some(format!("committing: {e:#}"));
+            (ingest_report, classify_report, None)
+        }
+    }
+}
+
 /// extract: the as-of snapshot of `retail.user_purchase` into the stage zone. The source is
 /// read on its own task while this one encodes Parquet, through a channel of a few batches.
 async fn extract(oltp: &Oltp, lake: &Lake, date: RunDate) -> Result<u64> {
@@ -316,6 +374,39 @@ pub async fn classify_into(
     out: Table,
     rejects: Table,
 ) -> Result<ClassifyCounts> {
+    classify_staged(engine, lake, source, date, out, rejects).await?.commit().await
+}
+
+/// What classify wrote, staged: the partitions replace the lake's only on [`StagedClassify::commit`].
+pub struct StagedClassify {
+    counts: ClassifyCounts,
+    classified: PartitionWrite,
+    rejects: PartitionWrite,
+    rejects_url: Url,
+}
+
+impl StagedClassify {
+    /// Replaces the rejects partition, then the classified one.
+    pub async fn commit(self) -> Result<ClassifyCounts> {
+        let mut counts = self.counts;
+        self.rejects.commit().await?;
+        counts.partition = Some(self.classified.commit().await?);
+        if counts.rejected > 0 {
+            tracing::warn!(rejected = counts.rejected, "records could not be read; see {}", self.rejects_url);
+        }
+        Ok(counts)
+    }
+}
+
+/// classify, up to the commit: runs the plan and stages both partitions.
+async fn classify_staged(
+    engine: &Engine,
+    lake: &Lake,
+    source: &Url,
+    date: RunDate,
+    out: Table,
+    rejects: Table,
+) -> Result<StagedClassify> {
     let plan = classify_reviews(engine.review_records(source).await?)?;
     let mut stream = engine.execute(plan, &format!("ubm classify {date}")).await?;
     let mut partition = lake.begin(out, date)?;
@@ -348,12 +439,7 @@ pub async fn classify_into(
     let rejected: Vec<u8> = rejected.into_iter().flat_map(|(_, entry)| entry).collect();
     let mut rejects_partition = lake.begin(rejects, date)?;
     rejects_partition.put("rejects.jsonl", rejected).await?;
-    rejects_partition.commit().await?;
-    counts.partition = Some(partition.commit().await?);
-    if counts.rejected > 0 {
-        tracing::warn!(rejected = counts.rejected, "records could not be read; see {}", lake.partition_url(rejects, date));
-    }
-    Ok(counts)
+    Ok(StagedClassify { counts, classified: partition, rejects: rejects_partition, rejects_url: lake.partition_url(rejects, date) })
 }
 
 /// The line numbers of the records received so far. Every record of the file has its own

@@ -263,10 +263,22 @@ impl EmrHarness {
     /// `None` (after saying why) when the peer venv is missing outside CI.
     pub fn start() -> Option<EmrHarness> {
         let python = peer_python()?;
-        let port = free_port();
+        // A free port can be taken by another test between the probe and the bind: the harness
+        // then fails to start, and another port is tried.
+        for _ in 0..5 {
+            if let Some(harness) = EmrHarness::start_on(&python, free_port()) {
+                return Some(harness);
+            }
+        }
+        panic!("the EMR harness did not start on any of 5 ports");
+    }
+
+    /// The harness on `port`, once it says `ready` (so that the port is surely its own).
+    fn start_on(python: &Path, port: u16) -> Option<EmrHarness> {
+        use std::io::BufRead;
         let log_dir = tempfile::tempdir().expect("tempdir");
         let pause_file = log_dir.path().join("pause");
-        let child = Command::new(&python)
+        let mut child = Command::new(python)
             .arg(peer_script("emr_harness.py"))
             .args(["--port", &port.to_string(), "--ubm", env!("CARGO_BIN_EXE_ubm")])
             .arg("--log-dir")
@@ -274,12 +286,14 @@ impl EmrHarness {
             .arg("--pause-file")
             .arg(&pause_file)
             .envs(Moto::env_for(&format!("http://127.0.0.1:{port}")))
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("the EMR harness starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut first_line = String::new();
+        let ready = std::io::BufReader::new(stdout).read_line(&mut first_line).is_ok() && first_line.trim() == "ready";
         let harness = EmrHarness { child, endpoint: format!("http://127.0.0.1:{port}"), pause_file, log_dir };
-        wait_for_port(port);
-        Some(harness)
+        ready.then_some(harness)
     }
 
     /// The variables `ubm deploy` and the cluster need to use this server as AWS.

@@ -211,3 +211,29 @@ fn a_run_survives_the_loss_of_an_executor() {
     assert_eq!(report(&lake, DATE)["counts"], report(&local, DATE)["counts"]);
     assert_eq!(lake_tables(&lake, DATE), lake_tables(&local, DATE));
 }
+
+/// In-process, a vendor file of 256 MiB or more is classified where it is while ingest copies it
+/// into the lake (src/pipeline.rs, `ingest_while_classifying`). The tables equal those of a run
+/// that classifies the lake's copy after ingest (Ballista standalone always does).
+#[test]
+fn a_large_vendor_file_is_classified_while_ingest_copies_it() {
+    let sample = Sample::new("3");
+    let source_len = std::fs::metadata(sample.reviews()).expect("reviews").len();
+    assert!(source_len >= 256 * 1024 * 1024, "SF 3 makes {source_len} bytes of reviews");
+    let mut tables = Vec::new();
+    for engine in ["local", "standalone"] {
+        let lake = sample.lake(&format!("lake-{engine}"));
+        ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &lake, "--engine", engine]);
+        let run = report(&lake, DATE);
+        let task = |name: &str| run["tasks"].as_array().expect("tasks").iter().find(|t| t["name"] == name).expect("task").clone();
+        let started = |t: &serde_json::Value| chrono::DateTime::parse_from_rfc3339(t["started_at"].as_str().expect("start")).expect("time");
+        let (ingest, classify) = (task("ingest"), task("classify"));
+        let ingest_end = started(&ingest) + chrono::Duration::milliseconds(ingest["duration_ms"].as_i64().expect("ms"));
+        let side_by_side = started(&classify) < ingest_end;
+        assert_eq!(side_by_side, engine == "local", "{engine}: ingest {ingest}, classify {classify}");
+        let raw = partition(&lake, "raw/movie_review", DATE).join("movie_review.csv");
+        assert_eq!(std::fs::metadata(&raw).expect("raw copy").len(), source_len, "the raw zone holds the whole file");
+        tables.push(lake_tables(&lake, DATE));
+    }
+    assert_eq!(tables[0], tables[1]);
+}
