@@ -1,6 +1,8 @@
 //! One run of the daily pipeline for date D: ingest, extract, classify, metric, load.
 //!
 //! ingest → classify and extract run concurrently; metric needs both; load needs metric.
+//! In-process, a large local vendor file is classified while ingest copies it, and classify
+//! commits only once ingest has (`ingest_while_classifying`).
 //! Every task is retried with exponential backoff before the run fails, except when the
 //! error is the input's fault (a missing file, a bad header): retrying cannot fix those.
 //! Every task writes a whole partition or nothing, so rerunning a date is always safe.
