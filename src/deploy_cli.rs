@@ -20,8 +20,9 @@ pub enum DeployCommand {
     /// Upload ubm and its bootstrap script to the bucket, create the EMR cluster (scheduler on
     /// the master node, an executor on each core node) and wait until it is ready.
     Up(UpArgs),
-    /// Print the EMR step definitions of the daily run as JSON (the input of
-    /// `aws emr add-steps --steps file://…`).
+    /// Print the EMR step definitions of the daily run as JSON, in the API's shape (what boto3's
+    /// add_job_flow_steps and Airflow's EmrAddStepsOperator take, as the original
+    /// clean_movie_review.json).
     Steps(StepsArgs),
     /// Add the daily run's steps to the cluster and follow each to its end.
     Run(RunArgs),

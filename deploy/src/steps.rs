@@ -27,7 +27,7 @@ pub struct StepPlan {
     pub attempts: u32,
 }
 
-/// One step, serialized exactly as EMR's `AddJobFlowSteps` and the AWS CLI take it.
+/// One step, serialized in the shape of EMR's `AddJobFlowSteps` API (boto3, Airflow).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct StepDefinition {
