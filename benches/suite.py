@@ -124,32 +124,59 @@ class Peer:
         return {"classify": phases["classify_s"], "metric": phases["metric_s"], "end-to-end": wall}, rss, outputs
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(count):
+    """A port P with P .. P+count-1 all free on loopback (the scheduler takes P, each executor
+    the two after it)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            first = probe.getsockname()[1]
+        if first + count > 65535:
+            continue
+        try:
+            held = []
+            for port in range(first, first + count):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    sys.exit(f"no {count} consecutive free ports on 127.0.0.1")
 
 
 class LocalCluster:
     """`ubm cluster local --executors 2` for the duration of the runs."""
 
+    EXECUTORS = 2
+
     def __enter__(self):
-        self.port = free_port()
+        self.port = free_ports(1 + 2 * self.EXECUTORS)
+        self.log = tempfile.NamedTemporaryFile(prefix="ubm-bench-cluster-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
-            [UBM, "cluster", "local", "--executors", "2", "--port", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [UBM, "cluster", "local", "--executors", str(self.EXECUTORS), "--port", str(self.port)],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.time() + 60
         while True:
+            self.check_alive()
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 break
             except OSError:
                 if time.time() > deadline:
-                    sys.exit("the local cluster did not start")
+                    sys.exit(f"the local cluster did not start within 60 s; its log: {self.log.name}")
                 time.sleep(0.2)
         time.sleep(2)  # the executors register
+        self.check_alive()
         return self
+
+    def check_alive(self):
+        if self.process.poll() is not None:
+            sys.exit(f"`ubm cluster local` ended ({self.process.returncode}):\n{Path(self.log.name).read_text()[-2000:]}")
 
     def peak_rss_mb(self):
         """Peak RSS (VmHWM) of the scheduler and executor processes."""
@@ -269,6 +296,8 @@ def compare(args):
     try:
         for i in range(args.runs):
             for contender in contenders:
+                if cluster:
+                    cluster.check_alive()
                 phases, rss, out = contender.run(i)
                 samples[contender.name].append((phases, rss))
                 outputs.setdefault(contender.name, out)
