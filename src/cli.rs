@@ -251,15 +251,21 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     run_dates(&engine, &config, dates, json).await
 }
 
+/// The dates `--date D` or `--from D1 --to D2` name, in order; `None` when neither is given.
+pub fn named_dates(date: Option<RunDate>, from: Option<RunDate>, to: Option<RunDate>) -> Result<Option<Vec<RunDate>>> {
+    Ok(match (date, from, to) {
+        (_, Some(from), Some(to)) if from > to => bail!("--from {from} is after --to {to}"),
+        (_, Some(from), Some(to)) => Some(from.through(to)),
+        (Some(date), _, _) => Some(vec![date]),
+        _ => None,
+    })
+}
+
 /// The dates and configuration the data flags name; makes the sample data when a default
 /// needs it.
 pub async fn run_config(data: RunData) -> Result<(Vec<RunDate>, RunConfig)> {
-    let dates = match (data.date, data.from, data.to) {
-        (_, Some(from), Some(to)) if from > to => bail!("--from {from} is after --to {to}"),
-        (_, Some(from), Some(to)) => from.through(to),
-        (Some(date), _, _) => vec![date],
-        _ => vec![RunDate::new(chrono::Utc::now().date_naive())],
-    };
+    let today = || vec![RunDate::new(chrono::Utc::now().date_naive())];
+    let dates = named_dates(data.date, data.from, data.to)?.unwrap_or_else(today);
     if let Some(w) = &data.warehouse
         && !(w.starts_with("postgres://") || w.starts_with("postgresql://"))
     {

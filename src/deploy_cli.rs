@@ -354,11 +354,8 @@ fn environment_file(path: Option<&Path>, region: &str) -> Result<Vec<u8>> {
 }
 
 fn step_plan(flags: &StepFlags, state: &DeployState) -> Result<(Vec<String>, StepPlan)> {
-    let dates = match (flags.date, flags.from, flags.to) {
-        (_, Some(from), Some(to)) if from > to => bail!("--from {from} is after --to {to}"),
-        (_, Some(from), Some(to)) => from.through(to),
-        (Some(date), _, _) => vec![date],
-        _ => bail!("name the date(s): --date D, or --from D1 --to D2"),
+    let Some(dates) = crate::cli::named_dates(flags.date, flags.from, flags.to)? else {
+        bail!("name the date(s): --date D, or --from D1 --to D2");
     };
     let reviews = flags.reviews.clone().unwrap_or_else(|| state.reviews.clone());
     let lake = flags.lake.clone().unwrap_or_else(|| state.lake.clone());

@@ -5,7 +5,7 @@
 //! 2.35 or later asks for `hypot@GLIBC_2.35`, and an EMR 7 node refuses to start it ("version
 //! `GLIBC_2.35' not found"). DataFusion's math functions are the only users. Defining the two
 //! functions in the binary binds those calls here instead, to the `libm` crate (a port of musl's
-//! implementations, within 1 ulp of the exact result). No ubm plan calls `hypot`.
+//! implementations; its last bit may differ from glibc's). No ubm plan calls `hypot`.
 //! `tests/integration/deploy.rs::the_binary_needs_no_glibc_newer_than_emr_7s` checks the binary.
 
 /// `double hypot(double, double)`.

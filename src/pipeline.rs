@@ -380,7 +380,7 @@ pub async fn classify_into(
 }
 
 /// What classify wrote, staged: the partitions replace the lake's only on [`StagedClassify::commit`].
-pub struct StagedClassify {
+struct StagedClassify {
     counts: ClassifyCounts,
     classified: PartitionWrite,
     rejects: PartitionWrite,
@@ -389,7 +389,7 @@ pub struct StagedClassify {
 
 impl StagedClassify {
     /// Replaces the rejects partition, then the classified one.
-    pub async fn commit(self) -> Result<ClassifyCounts> {
+    async fn commit(self) -> Result<ClassifyCounts> {
         let mut counts = self.counts;
         self.rejects.commit().await?;
         counts.partition = Some(self.classified.commit().await?);

@@ -186,6 +186,19 @@ pub fn partition(lake: &str, table: &str, date: &str) -> PathBuf {
     Path::new(lake).join(table).join(format!("insert_date={date}"))
 }
 
+/// Runs a boto3 snippet against the moto server at `endpoint`, with `s3` and `emr` bound to
+/// clients; returns what it printed.
+fn boto3_at(endpoint: &str, code: &str) -> String {
+    let python = peer_python().expect("python");
+    let script = format!(
+        "import boto3\nkw = dict(endpoint_url='{endpoint}', region_name='us-east-1', aws_access_key_id='testing', \
+         aws_secret_access_key='testing')\ns3 = boto3.client('s3', **kw)\nemr = boto3.client('emr', **kw)\n{code}"
+    );
+    let out = Command::new(python).args(["-c", &script]).output().expect("python runs");
+    assert!(out.status.success(), "boto3: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
 /// A moto S3 server on a free loopback port, stopped when dropped.
 pub struct Moto {
     child: std::process::Child,
@@ -227,17 +240,9 @@ impl Moto {
         ]
     }
 
-    /// Runs a boto3 snippet against this server, with `s3` bound to a client.
+    /// Runs a boto3 snippet against this server (see [`boto3_at`]).
     pub fn boto3(&self, code: &str) -> String {
-        let python = peer_python().expect("python");
-        let script = format!(
-            "import boto3\ns3 = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', \
-             aws_access_key_id='testing', aws_secret_access_key='testing')\n{code}",
-            self.endpoint
-        );
-        let out = Command::new(python).args(["-c", &script]).output().expect("python runs");
-        assert!(out.status.success(), "boto3: {}", text(&out.stderr));
-        text(&out.stdout)
+        boto3_at(&self.endpoint, code)
     }
 }
 
@@ -301,17 +306,9 @@ impl EmrHarness {
         Moto::env_for(&self.endpoint)
     }
 
-    /// Runs a boto3 snippet against this server, with `s3` and `emr` bound to clients.
+    /// Runs a boto3 snippet against this server (see [`boto3_at`]).
     pub fn boto3(&self, code: &str) -> String {
-        let python = peer_python().expect("python");
-        let script = format!(
-            "import boto3\nkw = dict(endpoint_url='{}', region_name='us-east-1', aws_access_key_id='testing', \
-             aws_secret_access_key='testing')\ns3 = boto3.client('s3', **kw)\nemr = boto3.client('emr', **kw)\n{code}",
-            self.endpoint
-        );
-        let out = Command::new(python).args(["-c", &script]).output().expect("python runs");
-        assert!(out.status.success(), "boto3: {}", text(&out.stderr));
-        text(&out.stdout)
+        boto3_at(&self.endpoint, code)
     }
 }
 
