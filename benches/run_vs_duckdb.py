@@ -82,12 +82,12 @@ def main():
     for i in range(args.runs):
         lake = work / f"lake-{i}"
         seconds, _ = timed(lambda: subprocess.run(
-            [UBM, "run", "--date", DATE, "--reviews", reviews, "--oltp", args.postgres, "--lake", lake, "--json"],
+            [UBM, "run", "--date", DATE, "--reviews", reviews, "--oltp", args.postgres, "--lake", lake, "--json", "--no-report"],
             check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
         rows["ubm run"].append(seconds)
         alone = work / f"lake-extract-{i}"
         subprocess.run(
-            [UBM, "run", "--date", DATE, "--reviews", no_reviews, "--oltp", args.postgres, "--lake", alone],
+            [UBM, "run", "--date", DATE, "--reviews", no_reviews, "--oltp", args.postgres, "--lake", alone, "--no-report"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         report = json.loads((alone / "_runs" / f"{DATE}.json").read_text())
         extract = next(t for t in report["tasks"] if t["name"] == "extract")

@@ -1,26 +1,39 @@
 //! `ubm`: the `user_behavior_metric` pipeline as DataFusion plans.
 
-mod cli;
-mod cluster_cli;
-mod datagen;
-mod deploy_cli;
+mod args;
+mod commands;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod glibc_compat;
-mod lake;
-mod oltp;
-mod pipeline;
-mod secret;
-mod submit;
-mod summary;
-mod warehouse;
+mod output;
+mod runner;
+mod signals;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 
+#[derive(Debug, Parser)]
+#[command(
+    name = "ubm",
+    version,
+    about = "Builds the daily user_behavior_metric table from purchases and movie reviews",
+    long_about = "Builds the daily user_behavior_metric table: a Spark-compatible review classifier \
+and a purchases/reviews join, as DataFusion plans that run in-process or on Ballista.\n\n\
+Start with `ubm run`: with no flags it makes sample data under ./ubm-data on first use and runs \
+the whole pipeline on an embedded database, no servers needed."
+)]
+struct Cli {
+    /// Log more (debug level). RUST_LOG overrides the log filter entirely.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+
+    #[command(subcommand)]
+    command: commands::Command,
+}
+
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = Cli::parse();
     init_logging(args.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -29,18 +42,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::dispatch(args.command)) {
+    match runtime.block_on(commands::dispatch(args.command)) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", ubm_cluster::retry::describe(err.as_ref()));
             ExitCode::FAILURE
         }
     }
 }
 
-/// Logs go to stderr; `RUST_LOG` overrides the default (`ubm=info`, or `ubm=debug` with -v).
+/// Logs go to stderr; `RUST_LOG` overrides the default (ubm's crates at `info`, or `debug` with
+/// -v; everything else at `warn`).
 fn init_logging(verbose: bool) {
-    let default = if verbose { "ubm=debug,ubm_cluster=debug,warn" } else { "ubm=info,warn" };
+    let default = if verbose {
+        "ubm=debug,ubm_pipeline=debug,ubm_cluster=debug,ubm_deploy=debug,warn"
+    } else {
+        "ubm=info,ubm_pipeline=info,ubm_deploy=info,warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let terminal = std::io::stderr().is_terminal();

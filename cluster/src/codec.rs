@@ -18,7 +18,8 @@ use datafusion::logical_expr::{Extension, LogicalPlan, ScalarUDF};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use ubm_jobs::csv::ReviewHeader;
 
 use crate::review_source::{ReviewCsvExec, ReviewCsvTable, ReviewLocation};
@@ -26,45 +27,68 @@ use crate::review_source::{ReviewCsvExec, ReviewCsvTable, ReviewLocation};
 /// Prefix that marks a payload as ubm's; Ballista's payloads are protobuf and never start so.
 const MAGIC: &[u8] = b"UBM1:";
 
-fn header_json(header: &ReviewHeader) -> Value {
-    json!({
-        "field_count": header.field_count,
-        "cid": header.cid,
-        "review_str": header.review_str,
-        "start": header.start,
-    })
+/// The review file's header as it travels: the checked column positions.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeaderPayload {
+    field_count: usize,
+    cid: usize,
+    review_str: usize,
+    start: usize,
 }
 
-fn header_from_json(value: &Value) -> Result<ReviewHeader> {
-    let field = |name: &str| {
-        value[name].as_u64().map(|v| v as usize).ok_or_else(|| {
-            DataFusionError::Internal(format!("ubm codec: the review header lacks `{name}`"))
-        })
-    };
-    Ok(ReviewHeader {
-        field_count: field("field_count")?,
-        cid: field("cid")?,
-        review_str: field("review_str")?,
-        start: field("start")?,
-    })
+impl From<&ReviewHeader> for HeaderPayload {
+    fn from(h: &ReviewHeader) -> Self {
+        Self { field_count: h.field_count, cid: h.cid, review_str: h.review_str, start: h.start }
+    }
 }
 
-fn encode(value: &Value, buf: &mut Vec<u8>) -> Result<()> {
+impl HeaderPayload {
+    /// The header, refusing column positions a checked header cannot have.
+    fn into_header(self) -> Result<ReviewHeader> {
+        if self.cid >= self.field_count || self.review_str >= self.field_count {
+            return Err(codec_error(format!(
+                "the review header places cid ({}) or review_str ({}) beyond its {} fields",
+                self.cid, self.review_str, self.field_count
+            )));
+        }
+        Ok(ReviewHeader { field_count: self.field_count, cid: self.cid, review_str: self.review_str, start: self.start })
+    }
+}
+
+/// [`ReviewCsvTable`] on the wire (client → scheduler).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TablePayload {
+    location: String,
+    header: HeaderPayload,
+    single_partition: bool,
+}
+
+/// [`ReviewCsvExec`] on the wire (scheduler → executors).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecPayload {
+    location: String,
+    header: HeaderPayload,
+    partitions: usize,
+    projection: Option<Vec<usize>>,
+}
+
+fn codec_error(reason: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Internal(format!("ubm codec: {reason}"))
+}
+
+fn encode(payload: &impl Serialize, buf: &mut Vec<u8>) -> Result<()> {
     buf.extend_from_slice(MAGIC);
-    serde_json::to_writer(buf, value).map_err(|e| DataFusionError::Internal(format!("ubm codec: {e}")))
+    serde_json::to_writer(buf, payload).map_err(codec_error)
 }
 
-/// The JSON behind the magic prefix, or `None` when the payload is not ubm's.
-fn decode(buf: &[u8]) -> Option<Result<Value>> {
+/// The payload behind the magic prefix, or `None` when it is not ubm's. A payload of ours that
+/// does not have exactly the expected fields is an error, never a default.
+fn decode<T: DeserializeOwned>(buf: &[u8]) -> Option<Result<T>> {
     let body = buf.strip_prefix(MAGIC)?;
-    Some(serde_json::from_slice(body).map_err(|e| DataFusionError::Internal(format!("ubm codec: {e}"))))
-}
-
-fn location_from_json(value: &Value) -> Result<ReviewLocation> {
-    let location = value["location"]
-        .as_str()
-        .ok_or_else(|| DataFusionError::Internal("ubm codec: no `location`".to_string()))?;
-    ReviewLocation::parse(location)
+    Some(serde_json::from_slice(body).map_err(codec_error))
 }
 
 /// Logical codec: ubm's review table, then Ballista's.
@@ -89,12 +113,11 @@ impl LogicalExtensionCodec for UbmLogicalCodec {
         schema: SchemaRef,
         ctx: &TaskContext,
     ) -> Result<Arc<dyn TableProvider>> {
-        match decode(buf) {
-            Some(value) => {
-                let value = value?;
-                let single_partition = value["single_partition"].as_bool().unwrap_or(true);
-                let table = ReviewCsvTable::from_parts(location_from_json(&value)?, header_from_json(&value["header"])?, single_partition);
-                Ok(Arc::new(table))
+        match decode::<TablePayload>(buf) {
+            Some(payload) => {
+                let payload = payload?;
+                let location = ReviewLocation::parse(&payload.location)?;
+                Ok(Arc::new(ReviewCsvTable::from_parts(location, payload.header.into_header()?, payload.single_partition)))
             }
             None => self.ballista.try_decode_table_provider(buf, table_ref, schema, ctx),
         }
@@ -108,11 +131,11 @@ impl LogicalExtensionCodec for UbmLogicalCodec {
     ) -> Result<()> {
         match node.downcast_ref::<ReviewCsvTable>() {
             Some(table) => encode(
-                &json!({
-                    "location": table.location().as_str(),
-                    "header": header_json(table.header()),
-                    "single_partition": table.single_partition(),
-                }),
+                &TablePayload {
+                    location: table.location().as_str().to_string(),
+                    header: table.header().into(),
+                    single_partition: table.single_partition(),
+                },
                 buf,
             ),
             None => self.ballista.try_encode_table_provider(table_ref, node, buf),
@@ -150,20 +173,19 @@ impl PhysicalExtensionCodec for UbmPhysicalCodec {
         ctx: &TaskContext,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some(value) = decode(buf) else {
+        let Some(payload) = decode::<ExecPayload>(buf) else {
             return self.ballista.try_decode(buf, inputs, ctx, proto_converter);
         };
-        let value = value?;
-        let partitions = value["partitions"].as_u64().unwrap_or(1).max(1) as usize;
-        let projection = match &value["projection"] {
-            Value::Array(items) => Some(items.iter().filter_map(|v| v.as_u64().map(|i| i as usize)).collect()),
-            _ => None,
-        };
+        let payload = payload?;
+        if payload.partitions == 0 {
+            return Err(codec_error("a review scan needs at least one partition"));
+        }
+        // An out-of-range projection index fails in `new` (Schema::project), never silently.
         let exec = ReviewCsvExec::new(
-            location_from_json(&value)?,
-            header_from_json(&value["header"])?,
-            partitions,
-            projection,
+            ReviewLocation::parse(&payload.location)?,
+            payload.header.into_header()?,
+            payload.partitions,
+            payload.projection,
         )?;
         Ok(Arc::new(exec))
     }
@@ -176,12 +198,12 @@ impl PhysicalExtensionCodec for UbmPhysicalCodec {
     ) -> Result<()> {
         match ReviewCsvExec::downcast(node.as_ref()) {
             Some(exec) => encode(
-                &json!({
-                    "location": exec.location().as_str(),
-                    "header": header_json(exec.header()),
-                    "partitions": exec.partitions(),
-                    "projection": exec.projection(),
-                }),
+                &ExecPayload {
+                    location: exec.location().as_str().to_string(),
+                    header: exec.header().into(),
+                    partitions: exec.partitions(),
+                    projection: exec.projection().cloned(),
+                },
                 buf,
             ),
             None => self.ballista.try_encode(node, buf, proto_converter),
@@ -194,5 +216,37 @@ impl PhysicalExtensionCodec for UbmPhysicalCodec {
 
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
         self.ballista.try_encode_udf(node, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec_payload(body: &str) -> Vec<u8> {
+        [MAGIC, body.as_bytes()].concat()
+    }
+
+    const HEADER: &str = r#"{"field_count":3,"cid":0,"review_str":1,"start":0}"#;
+
+    #[test]
+    fn a_malformed_payload_fails_loudly() {
+        let decode_exec = |body: &str| {
+            let payload = decode::<ExecPayload>(&exec_payload(body)).expect("ours")?;
+            ReviewCsvExec::new(ReviewLocation::parse(&payload.location)?, payload.header.into_header()?, payload.partitions, payload.projection)
+        };
+        let good = format!(r#"{{"location":"file:///r.csv","header":{HEADER},"partitions":2,"projection":[0,1]}}"#);
+        assert_eq!(decode_exec(&good).expect("valid").partitions(), 2);
+        let missing = format!(r#"{{"location":"file:///r.csv","header":{HEADER},"projection":null}}"#);
+        assert!(decode_exec(&missing).is_err(), "a missing partition count is not defaulted");
+        let beyond = format!(r#"{{"location":"file:///r.csv","header":{HEADER},"partitions":1,"projection":[0,99]}}"#);
+        assert!(decode_exec(&beyond).is_err(), "a projection index out of range is refused");
+        let negative = format!(r#"{{"location":"file:///r.csv","header":{HEADER},"partitions":1,"projection":[-1]}}"#);
+        assert!(decode_exec(&negative).is_err());
+        let extra = format!(r#"{{"location":"file:///r.csv","header":{HEADER},"partitions":1,"projection":null,"x":1}}"#);
+        assert!(decode_exec(&extra).is_err(), "an unknown field is refused");
+        let bad_header = r#"{"location":"file:///r.csv","header":{"field_count":1,"cid":0,"review_str":4,"start":0},"partitions":1,"projection":null}"#;
+        assert!(decode_exec(bad_header).is_err());
+        assert!(decode::<ExecPayload>(b"\x08\x01protobuf").is_none(), "not ours: Ballista's");
     }
 }

@@ -13,7 +13,7 @@ use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use url::Url;
 
-use crate::ClusterError;
+use crate::{ClusterError, SchedulerAddress};
 use crate::codec::{UbmLogicalCodec, UbmPhysicalCodec};
 use crate::jobs::{JobObserver, JobTracker};
 use crate::review_source::{ReviewCsvTable, ReviewLocation};
@@ -29,7 +29,7 @@ pub enum EngineKind {
     /// through Ballista's serialization and scheduling as on a real cluster.
     Standalone,
     /// A Ballista cluster of `ubm cluster` processes, at its scheduler's `df://host:port`.
-    Remote(String),
+    Remote(SchedulerAddress),
 }
 
 impl FromStr for EngineKind {
@@ -38,7 +38,7 @@ impl FromStr for EngineKind {
         match s {
             "local" => Ok(EngineKind::Local),
             "standalone" => Ok(EngineKind::Standalone),
-            url if url.starts_with("df://") => Ok(EngineKind::Remote(url.to_string())),
+            url if url.starts_with("df://") => url.parse().map(EngineKind::Remote).map_err(|e: ClusterError| e.to_string()),
             other => Err(format!(
                 "unknown engine `{other}`: use `local`, `standalone` or a scheduler's df://host:port"
             )),
@@ -51,7 +51,7 @@ impl fmt::Display for EngineKind {
         match self {
             EngineKind::Local => f.write_str("local"),
             EngineKind::Standalone => f.write_str("standalone"),
-            EngineKind::Remote(url) => f.write_str(url),
+            EngineKind::Remote(address) => write!(f, "{address}"),
         }
     }
 }
@@ -100,10 +100,10 @@ impl Engine {
                     .map_err(ClusterError::engine("starting the in-process Ballista cluster"))?;
                 (ctx, Some(JobTracker::new(None)))
             }
-            EngineKind::Remote(url) => {
-                let api = SchedulerApi::new(url)?;
-                check_reachable(url).await?;
-                let ctx = SessionContext::remote_with_state(url, state)
+            EngineKind::Remote(address) => {
+                let api = SchedulerApi::new(address.clone())?;
+                check_reachable(address).await?;
+                let ctx = SessionContext::remote_with_state(&address.to_string(), state)
                     .await
                     .map_err(ClusterError::engine("connecting to the Ballista scheduler"))?;
                 (ctx, Some(JobTracker::new(Some(api))))
@@ -146,11 +146,8 @@ impl Engine {
 
     /// A scan of the review file at `url`; fails early on a missing file or a bad header.
     pub async fn review_records(&self, url: &Url) -> Result<LogicalPlan, ClusterError> {
-        let location = ReviewLocation::parse(url.as_str()).map_err(ClusterError::engine("naming the review file"))?;
         let on_ballista = self.kind != EngineKind::Local;
-        let table = ReviewCsvTable::open(location, self.ctx.runtime_env().as_ref(), on_ballista)
-            .await
-            .map_err(|e| ClusterError::input(url.as_str(), e))?;
+        let table = ReviewCsvTable::open(ReviewLocation::new(url.clone()), self.ctx.runtime_env().as_ref(), on_ballista).await?;
         LogicalPlanBuilder::scan("movie_review", provider_as_source(Arc::new(table)), None)
             .and_then(|b| b.build())
             .map_err(ClusterError::engine("planning the review scan"))
@@ -162,7 +159,7 @@ impl Engine {
             .ctx
             .read_parquet(url.as_str(), ParquetReadOptions::default().file_extension(".parquet"))
             .await
-            .map_err(|e| ClusterError::input(url.as_str(), e))?;
+            .map_err(ClusterError::engine(format!("opening the Parquet files under {url}")))?;
         Ok(df.into_unoptimized_plan())
     }
 
@@ -196,16 +193,10 @@ impl Engine {
 
 /// Fails at once, naming the address, when nothing answers at a scheduler's `df://host:port`:
 /// Ballista itself would only notice when the first plan is submitted.
-async fn check_reachable(url: &str) -> Result<(), ClusterError> {
-    let address = url.trim_start_matches("df://").trim_end_matches('/');
-    let unreachable = |reason: String| ClusterError::BadLocation {
-        location: url.to_string(),
-        reason: format!(
-            "no Ballista scheduler answers there ({reason}); start one with `ubm cluster scheduler` \
-             or check the address"
-        ),
-    };
-    match tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::TcpStream::connect(address)).await {
+async fn check_reachable(address: &SchedulerAddress) -> Result<(), ClusterError> {
+    let unreachable = |reason: String| ClusterError::NoScheduler { scheduler: address.to_string(), reason };
+    let connect = tokio::net::TcpStream::connect(address.host_port());
+    match tokio::time::timeout(std::time::Duration::from_secs(5), connect).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(unreachable(e.to_string())),
         Err(_) => Err(unreachable("no answer within 5 s".to_string())),

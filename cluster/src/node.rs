@@ -14,7 +14,7 @@ use datafusion::execution::SessionState;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::SessionConfig;
 
-use crate::ClusterError;
+use crate::{ClusterError, SchedulerAddress};
 use crate::codec::{UbmLogicalCodec, UbmPhysicalCodec};
 use crate::registry::UbmObjectStoreRegistry;
 
@@ -78,8 +78,7 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<(), ClusterError
 #[derive(Debug, Clone)]
 pub struct ExecutorOptions {
     /// The scheduler to register with.
-    pub scheduler_host: String,
-    pub scheduler_port: u16,
+    pub scheduler: SchedulerAddress,
     /// Address of this executor's Arrow Flight service (shuffle data); its gRPC service listens
     /// on the next port.
     pub bind: SocketAddr,
@@ -102,8 +101,8 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> 
         port: options.bind.port(),
         grpc_port: options.bind.port().saturating_add(1),
         external_host: options.external_host,
-        scheduler_host: options.scheduler_host,
-        scheduler_port: options.scheduler_port,
+        scheduler_host: options.scheduler.host().to_string(),
+        scheduler_port: options.scheduler.port(),
         scheduler_connect_timeout_seconds: 30,
         vcores: options.slots,
         work_dir: options.work_dir,

@@ -35,6 +35,8 @@ use ubm_jobs::csv::{RecordSpan, ReviewHeader, parse_header, parse_record, record
 use ubm_jobs::schema::REVIEW_RECORDS;
 use url::Url;
 
+use crate::ClusterError;
+
 /// Where the review file is: a `file://` or `s3://` URL, resolved through the session's
 /// object-store registry on whichever node runs the scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +45,11 @@ pub struct ReviewLocation {
 }
 
 impl ReviewLocation {
+    /// The review file at `url`.
+    pub fn new(url: Url) -> Self {
+        Self { url }
+    }
+
     /// `location` is a URL (`s3://bucket/key`, `file:///abs/path`).
     pub fn parse(location: &str) -> Result<Self> {
         let url = Url::parse(location).map_err(|e| {
@@ -68,29 +75,27 @@ impl ReviewLocation {
     }
 
     /// Reads the first [`HEADER_PROBE_BYTES`] of the file (all of it when it is shorter).
-    async fn read_head(&self, store: &dyn ObjectStore) -> Result<Bytes> {
-        let path = self.path()?;
-        let meta = store.head(&path).await.map_err(|e| {
-            DataFusionError::Plan(format!("cannot read the review file {}: {e}", self.url))
-        })?;
+    async fn read_head(&self, store: &dyn ObjectStore) -> Result<Bytes, ClusterError> {
+        let path = self.path().map_err(|e| self.bad_location(e))?;
+        let failed = |doing, source| ClusterError::Store { doing, url: self.url.to_string(), source };
+        let meta = store.head(&path).await.map_err(|e| failed("cannot read the review file", e))?;
         let end = meta.size.min(HEADER_PROBE_BYTES);
         if end == 0 {
             return Ok(Bytes::new());
         }
-        store.get_range(&path, 0..end).await.map_err(|e| {
-            DataFusionError::Execution(format!("reading the review file {} broke off: {e}", self.url))
-        })
+        store.get_range(&path, 0..end).await.map_err(|e| failed("reading the review file", e))
     }
 
     /// Reads the whole file; a missing file is named in the error.
     async fn read(&self, store: &dyn ObjectStore) -> Result<Bytes> {
         let path = self.path()?;
-        let got = store.get(&path).await.map_err(|e| {
-            DataFusionError::Execution(format!("cannot read the review file {}: {e}", self.url))
-        })?;
-        got.bytes().await.map_err(|e| {
-            DataFusionError::Execution(format!("reading the review file {} broke off: {e}", self.url))
-        })
+        let failed = |doing: &str, e| DataFusionError::ObjectStore(Box::new(e)).context(format!("{doing} {}", self.url));
+        let got = store.get(&path).await.map_err(|e| failed("cannot read the review file", e))?;
+        got.bytes().await.map_err(|e| failed("cannot read the review file", e))
+    }
+
+    fn bad_location(&self, error: DataFusionError) -> ClusterError {
+        ClusterError::BadLocation { location: self.url.to_string(), reason: error.to_string() }
     }
 }
 
@@ -114,12 +119,14 @@ const HEADER_PROBE_BYTES: u64 = 64 * 1024;
 impl ReviewCsvTable {
     /// Opens `location` through the object stores registered in `runtime` and checks its header.
     /// `single_partition` is for Ballista (see the field's comment).
-    pub async fn open(location: ReviewLocation, runtime: &RuntimeEnv, single_partition: bool) -> Result<Self> {
-        let store = location.store(runtime)?;
+    pub async fn open(location: ReviewLocation, runtime: &RuntimeEnv, single_partition: bool) -> Result<Self, ClusterError> {
+        crate::stores::require_regular_file(&location.url).await?;
+        let store = location.store(runtime).map_err(|e| location.bad_location(e))?;
         let head = location.read_head(store.as_ref()).await?;
         let header = match header_of(&head, &location) {
             Err(_) if head.len() as u64 == HEADER_PROBE_BYTES => {
-                header_of(&location.read(store.as_ref()).await?, &location)?
+                let whole = location.read(store.as_ref()).await.map_err(ClusterError::engine("reading the review file's header"))?;
+                header_of(&whole, &location)?
             }
             other => other?,
         };
@@ -144,10 +151,9 @@ impl ReviewCsvTable {
     }
 }
 
-fn header_of(bytes: &[u8], location: &ReviewLocation) -> Result<ReviewHeader> {
+fn header_of(bytes: &[u8], location: &ReviewLocation) -> Result<ReviewHeader, ClusterError> {
     let first = record_spans(first_line_or_record(bytes)).into_iter().next();
-    parse_header(bytes, first.as_ref())
-        .map_err(|e| DataFusionError::Plan(format!("review file {}: {e}", location.as_str())))
+    parse_header(bytes, first.as_ref()).map_err(|source| ClusterError::BadHeader { url: location.as_str().to_string(), source })
 }
 
 /// The bytes up to the first line feed when the header has no quoted line break (the usual
@@ -215,6 +221,15 @@ impl Scan {
                 if header.map(|h| h.start) != Some(self.header.start) {
                     return Err(DataFusionError::Execution(format!(
                         "the review file {} changed while it was being read; rerun the task",
+                        self.location.as_str()
+                    )));
+                }
+                // Text after the header that yields no record would be a silently empty day.
+                let after_header = header.map_or(&bytes[..], |h| &bytes[h.end.min(bytes.len())..]);
+                if records.is_empty() && after_header.iter().any(|b| !b.is_ascii_whitespace()) {
+                    return Err(DataFusionError::Plan(format!(
+                        "the review file {} has text after its header but no record could be read from it; \
+                         check its line endings and quoting",
                         self.location.as_str()
                     )));
                 }
@@ -340,6 +355,21 @@ fn slice_of(records: usize, partition: usize, partitions: usize) -> (usize, usiz
     (records * partition / partitions, records * (partition + 1) / partitions)
 }
 
+/// A rejected record is kept whole up to this many bytes. A longer one keeps its start, and its
+/// reason says its full length and SHA-256, so that one broken 200 MB line does not become a
+/// 200 MB line of rejects.
+pub const REJECT_KEEP_BYTES: usize = 64 * 1024;
+
+/// For a record over [`REJECT_KEEP_BYTES`]: what the reason adds about the bytes not kept.
+fn bounded(record: &[u8]) -> Option<String> {
+    use sha2::Digest;
+    if record.len() <= REJECT_KEEP_BYTES {
+        return None;
+    }
+    let digest: String = sha2::Sha256::digest(record).iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!("(the record has {} bytes; the first {REJECT_KEEP_BYTES} are kept; SHA-256 of all: {digest})", record.len()))
+}
+
 /// Parses `spans` into one batch of [`REVIEW_RECORDS`].
 fn records_to_batch(bytes: &[u8], spans: &[RecordSpan], header: &ReviewHeader) -> Result<RecordBatch> {
     let n = spans.len();
@@ -373,8 +403,17 @@ fn records_to_batch(bytes: &[u8], spans: &[RecordSpan], header: &ReviewHeader) -
             Err(why) => {
                 cid.append_null();
                 review.append_null();
-                reason.append_value(why);
-                raw.append_value(&bytes[span.start..span.end]);
+                let record = &bytes[span.start..span.end];
+                match bounded(record) {
+                    None => {
+                        reason.append_value(why);
+                        raw.append_value(record);
+                    }
+                    Some(note) => {
+                        reason.append_value(format!("{why} {note}"));
+                        raw.append_value(&record[..REJECT_KEEP_BYTES]);
+                    }
+                }
             }
         }
     }
@@ -393,6 +432,14 @@ fn records_to_batch(bytes: &[u8], spans: &[RecordSpan], header: &ReviewHeader) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_rejected_record_keeps_its_start_length_and_hash() {
+        assert_eq!(bounded(&vec![b'x'; REJECT_KEEP_BYTES]), None, "up to the bound it is kept whole");
+        let note = bounded(&vec![b'x'; 200_000]).expect("over the bound");
+        assert!(note.contains("200000 bytes") && note.contains("SHA-256 of all: "), "{note}");
+        assert_eq!(note.rsplit(' ').next().map(|h| h.trim_end_matches(')').len()), Some(64), "{note}");
+    }
 
     #[test]
     fn slices_cover_every_record_once() {

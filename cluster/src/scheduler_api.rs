@@ -14,13 +14,12 @@ pub use ballista_api_types::dto::{JobResponse, QueryStageSummary, QueryStagesRes
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use crate::ClusterError;
+use crate::{ClusterError, SchedulerAddress};
 
 /// A scheduler's REST API at the `df://HOST:PORT` users give.
 #[derive(Debug, Clone)]
 pub struct SchedulerApi {
-    scheduler: String,
-    base: Url,
+    scheduler: SchedulerAddress,
     http: reqwest::Client,
 }
 
@@ -91,34 +90,24 @@ pub enum CancelOutcome {
 }
 
 impl SchedulerApi {
-    /// The REST API of the scheduler at `df://HOST:PORT`.
-    pub fn new(scheduler: &str) -> Result<Self, ClusterError> {
-        let bad = |reason: &str| ClusterError::BadLocation { location: scheduler.to_string(), reason: reason.to_string() };
-        let address = scheduler
-            .strip_prefix("df://")
-            .ok_or_else(|| bad("a scheduler address looks like df://HOST:PORT"))?
-            .trim_end_matches('/');
-        let base = Url::parse(&format!("http://{address}/"))
-            .map_err(|e| bad(&format!("not a HOST:PORT ({e})")))?;
-        if base.port().is_none() {
-            return Err(bad("the port is missing: a scheduler address looks like df://HOST:50050"));
-        }
+    /// The REST API of the scheduler at `scheduler`.
+    pub fn new(scheduler: SchedulerAddress) -> Result<Self, ClusterError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .build()
-            .map_err(|e| bad(&format!("cannot make an HTTP client: {e}")))?;
-        Ok(Self { scheduler: scheduler.to_string(), base, http })
+            .map_err(|source| ClusterError::HttpClient { source })?;
+        Ok(Self { scheduler, http })
     }
 
-    /// The scheduler's `df://` address, as given.
-    pub fn scheduler(&self) -> &str {
+    /// The scheduler's address.
+    pub fn scheduler(&self) -> &SchedulerAddress {
         &self.scheduler
     }
 
     /// Every job the scheduler still remembers (it forgets finished jobs after a while).
     pub async fn jobs(&self) -> Result<Vec<JobResponse>, ClusterError> {
-        self.get("api/jobs").await?.ok_or_else(|| self.error("the scheduler has no job list (is this a Ballista 55 scheduler?)"))
+        self.get("api/jobs").await?.ok_or_else(|| self.error(Some(404), "has no job list (is this a Ballista 55 scheduler?)".to_string()))
     }
 
     /// A job's progress, or `None` when the scheduler does not know the job.
@@ -152,17 +141,13 @@ impl SchedulerApi {
                     .unwrap_or_else(|| "the job has already ended".to_string());
                 Ok(CancelOutcome::AlreadyEnded(reason))
             }
-            _ => Err(self.error(&format!("cancelling job {job_id} answered HTTP {status}: {}", String::from_utf8_lossy(&body)))),
+            _ => Err(self.error(Some(status.as_u16()), format!("cancelling job {job_id} answered HTTP {status}: {}", String::from_utf8_lossy(&body)))),
         }
     }
 
     /// The error for a job id the scheduler does not know.
     pub fn unknown_job(&self, job_id: &str) -> ClusterError {
-        self.error(&format!(
-            "no job `{job_id}` there: check the id with `ubm status --scheduler {}` (a scheduler \
-             forgets finished jobs a few minutes after they end, and all jobs when it restarts)",
-            self.scheduler
-        ))
+        ClusterError::UnknownJob { scheduler: self.scheduler.to_string(), job_id: job_id.to_string() }
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, ClusterError> {
@@ -173,27 +158,26 @@ impl SchedulerApi {
         }
         let body = response.bytes().await.map_err(|e| self.unreachable(e))?;
         if !status.is_success() {
-            return Err(self.error(&format!("GET /{path} answered HTTP {status}: {}", String::from_utf8_lossy(&body))));
+            return Err(self.error(Some(status.as_u16()), format!("GET /{path} answered HTTP {status}: {}", String::from_utf8_lossy(&body))));
         }
-        serde_json::from_slice(&body)
-            .map(Some)
-            .map_err(|e| self.error(&format!("GET /{path} answered what ubm cannot read ({e}); is this a Ballista 55 scheduler?")))
+        serde_json::from_slice(&body).map(Some).map_err(|e| {
+            self.error(Some(status.as_u16()), format!("GET /{path} answered what ubm cannot read ({e}); is this a Ballista 55 scheduler?"))
+        })
     }
 
     fn url(&self, path: &str) -> Result<Url, ClusterError> {
-        self.base.join(path).map_err(|e| self.error(&format!("`{path}` is not a valid path: {e}")))
+        self.scheduler
+            .rest_base()
+            .join(path)
+            .map_err(|e| ClusterError::BadLocation { location: path.to_string(), reason: format!("not a valid path: {e}") })
     }
 
-    fn unreachable(&self, error: reqwest::Error) -> ClusterError {
-        let why = if error.is_timeout() { "no answer in time".to_string() } else { error.to_string() };
-        self.error(&format!(
-            "the scheduler does not answer ({why}); is `ubm cluster scheduler` running there, and is \
-             its port open to this machine?"
-        ))
+    fn unreachable(&self, source: reqwest::Error) -> ClusterError {
+        ClusterError::SchedulerUnreachable { scheduler: self.scheduler.to_string(), source }
     }
 
-    fn error(&self, reason: &str) -> ClusterError {
-        ClusterError::BadLocation { location: self.scheduler.clone(), reason: reason.to_string() }
+    fn error(&self, status: Option<u16>, what: String) -> ClusterError {
+        ClusterError::SchedulerAnswer { scheduler: self.scheduler.to_string(), status, what }
     }
 }
 
@@ -226,15 +210,6 @@ fn progress_of(job: JobResponse, stages: Option<&QueryStagesResponse>) -> JobPro
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_address_needs_the_df_scheme_and_a_port() {
-        assert!(SchedulerApi::new("df://127.0.0.1:50050").is_ok());
-        let no_scheme = SchedulerApi::new("127.0.0.1:50050").expect_err("no df://").to_string();
-        assert!(no_scheme.contains("df://HOST:PORT"), "{no_scheme}");
-        let no_port = SchedulerApi::new("df://scheduler.internal").expect_err("no port").to_string();
-        assert!(no_port.contains("port is missing"), "{no_port}");
-    }
 
     #[test]
     fn state_words_are_ballistas() {

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_emr::Client;
 use aws_sdk_emr::config::Region;
-use aws_sdk_emr::error::DisplayErrorContext;
 use aws_sdk_emr::types::{
     ActionOnFailure, BootstrapActionConfig, ClusterState, HadoopJarStepConfig, InstanceGroupConfig, InstanceRoleType,
     JobFlowInstancesConfig, MarketType, ScriptBootstrapActionConfig, StepConfig, StepState, Tag,
@@ -16,7 +15,7 @@ use crate::steps::StepDefinition;
 use crate::{DeployError, Result};
 
 /// What `ubm deploy up` asks EMR for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ClusterSpec {
     pub name: String,
     pub release_label: String,
@@ -40,7 +39,8 @@ pub struct ClusterSpec {
 pub struct ClusterView {
     pub id: String,
     pub name: String,
-    pub state: String,
+    /// The SDK's own state (a state newer than this SDK arrives as `Unknown`).
+    pub state: ClusterState,
     pub reason: Option<String>,
     pub master_dns: Option<String>,
 }
@@ -48,11 +48,12 @@ pub struct ClusterView {
 impl ClusterView {
     /// Waiting or running: steps can run.
     pub fn is_ready(&self) -> bool {
-        matches!(self.state.as_str(), "WAITING" | "RUNNING")
+        matches!(self.state, ClusterState::Waiting | ClusterState::Running)
     }
 
+    /// Terminating, terminated, or terminated with errors: no step will run on it again.
     pub fn is_ended(&self) -> bool {
-        self.state.starts_with("TERMINAT")
+        matches!(self.state, ClusterState::Terminating | ClusterState::Terminated | ClusterState::TerminatedWithErrors)
     }
 }
 
@@ -61,7 +62,8 @@ impl ClusterView {
 pub struct StepView {
     pub id: String,
     pub name: String,
-    pub state: String,
+    /// The SDK's own state.
+    pub state: StepState,
     pub reason: Option<String>,
     pub message: Option<String>,
     pub log_file: Option<String>,
@@ -69,12 +71,12 @@ pub struct StepView {
 
 impl StepView {
     pub fn is_terminal(&self) -> bool {
-        matches!(self.state.as_str(), "COMPLETED" | "CANCELLED" | "FAILED" | "INTERRUPTED")
+        matches!(self.state, StepState::Completed | StepState::Cancelled | StepState::Failed | StepState::Interrupted)
     }
 
     /// A terminal state other than COMPLETED as an error carrying EMR's explanation.
     pub fn into_result(self) -> Result<StepView> {
-        if self.state == "COMPLETED" {
+        if self.state == StepState::Completed {
             return Ok(self);
         }
         Err(DeployError::StepFailed {
@@ -103,16 +105,27 @@ pub struct Emr {
     client: Client,
 }
 
-fn aws_error<E: std::error::Error + 'static>(doing: impl Into<String>) -> impl FnOnce(E) -> DeployError {
+fn aws_error<E: std::error::Error + Send + Sync + 'static>(doing: impl Into<String>) -> impl FnOnce(E) -> DeployError {
     let doing = doing.into();
-    move |e| DeployError::Aws { doing, message: DisplayErrorContext(&e).to_string() }
+    move |e| DeployError::Aws { doing, source: Box::new(e) }
 }
 
 impl Emr {
-    /// A client for `region`, with credentials and endpoint from the environment.
-    pub async fn connect(region: &str) -> Emr {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(Region::new(region.to_string())).load().await;
-        Emr { client: Client::new(&config) }
+    /// A client with credentials, endpoint and region from the usual AWS sources (`AWS_*`
+    /// variables, the profile's config file, the instance's metadata); `region` overrides only
+    /// the region. Returns the client and the region it uses; no region anywhere is an error.
+    pub async fn connect(region: Option<&str>) -> Result<(Emr, String)> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = region {
+            loader = loader.region(Region::new(region.to_string()));
+        }
+        let config = loader.load().await;
+        let region = config.region().map(|r| r.to_string()).ok_or_else(|| {
+            DeployError::Usage(
+                "no AWS region: pass --region, set AWS_REGION, or set one in your AWS profile".to_string(),
+            )
+        })?;
+        Ok((Emr { client: Client::new(&config) }, region))
     }
 
     /// Creates the cluster and returns its id. The cluster stays up between steps.
@@ -158,7 +171,7 @@ impl Emr {
         created
             .job_flow_id()
             .map(str::to_string)
-            .ok_or_else(|| DeployError::Aws { doing: "creating the EMR cluster".into(), message: "EMR returned no cluster id".into() })
+            .ok_or_else(|| DeployError::AwsAnswer { doing: "creating the EMR cluster".into(), missing: "EMR returned no cluster id" })
     }
 
     pub async fn describe_cluster(&self, cluster_id: &str) -> Result<ClusterView> {
@@ -171,12 +184,12 @@ impl Emr {
             .map_err(aws_error(format!("describing cluster {cluster_id}")))?;
         let cluster = answer
             .cluster()
-            .ok_or_else(|| DeployError::Aws { doing: format!("describing cluster {cluster_id}"), message: "no such cluster".into() })?;
+            .ok_or_else(|| DeployError::AwsAnswer { doing: format!("describing cluster {cluster_id}"), missing: "no such cluster" })?;
         let status = cluster.status();
         Ok(ClusterView {
             id: cluster_id.to_string(),
             name: cluster.name().unwrap_or_default().to_string(),
-            state: status.and_then(|s| s.state()).map(ClusterState::as_str).unwrap_or("UNKNOWN").to_string(),
+            state: status.and_then(|s| s.state()).cloned().unwrap_or_else(|| ClusterState::from("UNKNOWN")),
             reason: status.and_then(|s| s.state_change_reason()).and_then(|r| r.message()).map(str::to_string),
             master_dns: cluster.master_public_dns_name().map(str::to_string),
         })
@@ -186,12 +199,12 @@ impl Emr {
     /// it terminates instead, or after `policy.timeout`.
     pub async fn wait_ready(&self, cluster_id: &str, policy: PollPolicy, mut on_change: impl FnMut(&ClusterView)) -> Result<ClusterView> {
         let mut backoff = Backoff::new(policy, format!("cluster {cluster_id} to be ready"));
-        let mut last_state = String::new();
+        let mut last_state = None;
         loop {
             let view = self.describe_cluster(cluster_id).await?;
-            if view.state != last_state {
+            if last_state.as_ref() != Some(&view.state) {
                 on_change(&view);
-                last_state = view.state.clone();
+                last_state = Some(view.state.clone());
             }
             if view.is_ended() {
                 return Err(DeployError::ClusterGone { cluster_id: view.id, state: view.state, reason: view.reason });
@@ -228,13 +241,13 @@ impl Emr {
             .map_err(aws_error(format!("describing step {step_id}")))?;
         let step = answer
             .step()
-            .ok_or_else(|| DeployError::Aws { doing: format!("describing step {step_id}"), message: "no such step".into() })?;
+            .ok_or_else(|| DeployError::AwsAnswer { doing: format!("describing step {step_id}"), missing: "no such step" })?;
         let status = step.status();
         let failure = status.and_then(|s| s.failure_details());
         Ok(StepView {
             id: step_id.to_string(),
             name: step.name().unwrap_or_default().to_string(),
-            state: status.and_then(|s| s.state()).map(StepState::as_str).unwrap_or("UNKNOWN").to_string(),
+            state: status.and_then(|s| s.state()).cloned().unwrap_or_else(|| StepState::from("UNKNOWN")),
             reason: failure.and_then(|f| f.reason()).map(str::to_string),
             message: failure.and_then(|f| f.message()).map(str::to_string),
             log_file: failure.and_then(|f| f.log_file()).map(str::to_string),
@@ -250,12 +263,12 @@ impl Emr {
         mut on_change: impl FnMut(&StepView),
     ) -> Result<StepView> {
         let mut backoff = Backoff::new(policy, format!("step {step_id}"));
-        let mut last_state = String::new();
+        let mut last_state = None;
         loop {
             let view = self.describe_step(cluster_id, step_id).await?;
-            if view.state != last_state {
+            if last_state.as_ref() != Some(&view.state) {
                 on_change(&view);
-                last_state = view.state.clone();
+                last_state = Some(view.state.clone());
             }
             if view.is_terminal() {
                 return Ok(view);

@@ -11,44 +11,54 @@
 //! - remembers the cluster between commands in a small JSON file ([`state`]).
 
 pub mod airflow;
+pub mod artifacts;
 pub mod bootstrap;
 pub mod emr;
 pub mod state;
 pub mod steps;
+pub mod up;
 pub mod upload;
+
+use aws_sdk_emr::types::{ClusterState, StepState};
 
 /// What can go wrong deploying or driving the cluster.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DeployError {
-    /// An AWS call failed; `message` is AWS's own explanation.
-    #[error("{doing}: {message}")]
-    Aws { doing: String, message: String },
+    /// An AWS call failed; the source is the SDK's error, with AWS's own explanation.
+    #[error("{doing}")]
+    Aws { doing: String, source: Box<dyn std::error::Error + Send + Sync + 'static> },
+    /// An AWS answer lacked what ubm needs from it.
+    #[error("{doing}: {missing}")]
+    AwsAnswer { doing: String, missing: &'static str },
     /// A flag or a combination of flags that cannot work; the text says what to do.
     #[error("{0}")]
     Usage(String),
     /// The state file could not be read or written.
     #[error("{path}: {reason}")]
     State { path: String, reason: String },
+    /// A local file (the binary, the environment file) could not be read.
+    #[error("{doing} {path}")]
+    File { doing: &'static str, path: String, source: std::io::Error },
     /// An upload to (or a clean-up of) the bucket failed.
-    #[error("{doing} {url}: {reason}")]
-    Storage { doing: &'static str, url: String, reason: String },
+    #[error("{doing} {url}")]
+    Storage { doing: &'static str, url: String, source: object_store::Error },
     /// Waiting took longer than the caller allowed.
     #[error("{0}")]
     Timeout(String),
     /// A step ended in FAILED, CANCELLED or INTERRUPTED; EMR's reason, message and log file.
-    #[error("step {step_id} ({name}) ended {state}{}", failure_text(.reason, .message, .log_file))]
+    #[error("step {step_id} ({name}) ended {}{}", state.as_str(), failure_text(.reason, .message, .log_file))]
     StepFailed {
         step_id: String,
         name: String,
-        state: String,
+        state: StepState,
         reason: Option<String>,
         message: Option<String>,
         log_file: Option<String>,
     },
     /// The cluster ended (or is ending) when it was needed.
-    #[error("cluster {cluster_id} is {state}{}", .reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
-    ClusterGone { cluster_id: String, state: String, reason: Option<String> },
+    #[error("cluster {cluster_id} is {}{}", state.as_str(), .reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
+    ClusterGone { cluster_id: String, state: ClusterState, reason: Option<String> },
 }
 
 fn failure_text(reason: &Option<String>, message: &Option<String>, log_file: &Option<String>) -> String {

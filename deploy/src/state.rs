@@ -27,8 +27,8 @@ pub struct DeployState {
 
 impl DeployState {
     /// Reads the state file; a missing file means no `deploy up` was run from here.
-    pub fn load(path: &Path) -> Result<DeployState> {
-        let bytes = std::fs::read(path).map_err(|e| DeployError::State {
+    pub async fn load(path: &Path) -> Result<DeployState> {
+        let bytes = tokio::fs::read(path).await.map_err(|e| DeployError::State {
             path: path.display().to_string(),
             reason: if e.kind() == std::io::ErrorKind::NotFound {
                 "no deployment recorded here: run `ubm deploy up` first, or pass --state with the file it wrote".to_string()
@@ -43,17 +43,17 @@ impl DeployState {
     }
 
     /// Writes the state file whole (a temporary file renamed into place).
-    pub fn save(&self, path: &Path) -> Result<()> {
+    pub async fn save(&self, path: &Path) -> Result<()> {
         let error = |e: std::io::Error| DeployError::State { path: path.display().to_string(), reason: e.to_string() };
         let json = serde_json::to_vec_pretty(self).map_err(|e| error(std::io::Error::other(e)))?;
         let partial = partial_path(path);
-        std::fs::write(&partial, json).map_err(error)?;
-        std::fs::rename(&partial, path).map_err(error)
+        tokio::fs::write(&partial, json).await.map_err(error)?;
+        tokio::fs::rename(&partial, path).await.map_err(error)
     }
 
     /// Forgets the deployment (after `down`).
-    pub fn remove(path: &Path) -> Result<()> {
-        match std::fs::remove_file(path) {
+    pub async fn remove(path: &Path) -> Result<()> {
+        match tokio::fs::remove_file(path).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(DeployError::State { path: path.display().to_string(), reason: e.to_string() }),
@@ -71,11 +71,11 @@ fn partial_path(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
-    #[test]
-    fn state_round_trips_and_a_missing_file_says_what_to_do() {
+    #[tokio::test]
+    async fn state_round_trips_and_a_missing_file_says_what_to_do() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("ubm-deploy.json");
-        let err = DeployState::load(&path).expect_err("missing").to_string();
+        let err = DeployState::load(&path).await.expect_err("missing").to_string();
         assert!(err.contains("run `ubm deploy up` first"), "{err}");
         let state = DeployState {
             cluster_id: "j-1".into(),
@@ -88,9 +88,9 @@ mod tests {
             lake: "s3://lake/ubm".into(),
             created_at: "2026-01-01T00:00:00Z".into(),
         };
-        state.save(&path).expect("save");
-        assert_eq!(DeployState::load(&path).expect("load"), state);
-        DeployState::remove(&path).expect("remove");
+        state.save(&path).await.expect("save");
+        assert_eq!(DeployState::load(&path).await.expect("load"), state);
+        DeployState::remove(&path).await.expect("remove");
         assert!(!path.exists());
     }
 }

@@ -9,22 +9,58 @@
 
 use serde::Serialize;
 
+use crate::DeployError;
+
 /// Where the master node's wrapper around `ubm` lives (see [`crate::bootstrap`]).
 pub const STEP_COMMAND: &str = "/usr/local/bin/ubm-step";
 
-/// What every step of a run shares.
+/// What every step of a run shares, checked once by [`StepPlan::new`].
 #[derive(Debug, Clone)]
 pub struct StepPlan {
     /// The scheduler's port on the master node.
-    pub scheduler_port: u16,
+    scheduler_port: u16,
     /// The vendor's review file; `{date}` in it becomes the run date.
-    pub reviews: String,
+    reviews: String,
     /// The lake, s3://bucket/prefix (every node must reach it).
-    pub lake: String,
+    lake: String,
     /// `correct` or `seed`.
-    pub semantics: String,
+    semantics: String,
     /// Attempts per task inside one step.
-    pub attempts: u32,
+    attempts: u32,
+}
+
+/// The attempts per task a step may ask for (what `ubm run --attempts` accepts).
+pub const ATTEMPTS: std::ops::RangeInclusive<u32> = 1..=20;
+
+impl StepPlan {
+    /// A plan whose steps a node will accept: reviews and lake on S3 (every node must reach
+    /// them) and attempts in [`ATTEMPTS`].
+    pub fn new(scheduler_port: u16, reviews: &str, lake: &str, semantics: &str, attempts: u32) -> crate::Result<StepPlan> {
+        require_s3("--reviews", reviews)?;
+        require_s3("--lake", lake)?;
+        if !ATTEMPTS.contains(&attempts) {
+            return Err(DeployError::Usage(format!(
+                "--attempts {attempts}: use {} to {}",
+                ATTEMPTS.start(),
+                ATTEMPTS.end()
+            )));
+        }
+        Ok(StepPlan {
+            scheduler_port,
+            reviews: reviews.to_string(),
+            lake: lake.to_string(),
+            semantics: semantics.to_string(),
+            attempts,
+        })
+    }
+}
+
+/// Every EMR node must reach `location`, so it must be on S3.
+pub fn require_s3(flag: &str, location: &str) -> crate::Result<()> {
+    if !location.starts_with("s3://") {
+        return Err(DeployError::Usage(format!("{flag} `{location}`: every EMR node must reach it, so use an s3:// location")));
+    }
+    Ok(())
 }
 
 /// One step, serialized in the shape of EMR's `AddJobFlowSteps` API (boto3, Airflow).
@@ -85,13 +121,15 @@ mod tests {
     use super::*;
 
     fn plan() -> StepPlan {
-        StepPlan {
-            scheduler_port: 50050,
-            reviews: "s3://vendor/{date}/movie_review.csv".into(),
-            lake: "s3://lake/ubm".into(),
-            semantics: "correct".into(),
-            attempts: 3,
-        }
+        StepPlan::new(50050, "s3://vendor/{date}/movie_review.csv", "s3://lake/ubm", "correct", 3).expect("valid")
+    }
+
+    #[test]
+    fn a_plan_the_node_would_refuse_is_refused_here() {
+        let err = StepPlan::new(50050, "s3://v/r.csv", "s3://l", "correct", 0).expect_err("0 attempts").to_string();
+        assert!(err.contains("--attempts 0") && err.contains("1 to 20"), "{err}");
+        let err = StepPlan::new(50050, "/local/r.csv", "s3://l", "correct", 3).expect_err("local").to_string();
+        assert!(err.contains("--reviews") && err.contains("s3://"), "{err}");
     }
 
     #[test]

@@ -45,22 +45,23 @@ impl ArtifactStore {
     /// Uploads a local file as `name`, in parts, calling `progress(sent, total)` after each.
     pub async fn upload_file(&self, name: &str, local: &std::path::Path, mut progress: impl FnMut(u64, u64)) -> Result<String> {
         let url = self.url_of(name);
-        let failed = |reason: String| DeployError::Storage { doing: "uploading to", url: url.clone(), reason };
-        let mut file = tokio::fs::File::open(local).await.map_err(|e| failed(format!("reading {}: {e}", local.display())))?;
-        let total = file.metadata().await.map_err(|e| failed(e.to_string()))?.len();
+        let reading = |source| DeployError::File { doing: "reading", path: local.display().to_string(), source };
+        let failed = |source| DeployError::Storage { doing: "uploading to", url: url.clone(), source };
+        let mut file = tokio::fs::File::open(local).await.map_err(reading)?;
+        let total = file.metadata().await.map_err(reading)?.len();
         let mut writer = BufWriter::new(Arc::clone(&self.store), self.key(name));
         let mut buffer = vec![0u8; CHUNK];
         let mut sent = 0u64;
         loop {
-            let read = file.read(&mut buffer).await.map_err(|e| failed(format!("reading {}: {e}", local.display())))?;
+            let read = file.read(&mut buffer).await.map_err(reading)?;
             if read == 0 {
                 break;
             }
-            writer.write_all(&buffer[..read]).await.map_err(|e| failed(e.to_string()))?;
+            writer.write_all(&buffer[..read]).await.map_err(|e| failed(object_store_error(e)))?;
             sent += read as u64;
             progress(sent, total);
         }
-        writer.shutdown().await.map_err(|e| failed(e.to_string()))?;
+        writer.shutdown().await.map_err(|e| failed(object_store_error(e)))?;
         Ok(url)
     }
 
@@ -70,18 +71,26 @@ impl ArtifactStore {
         self.store
             .put(&self.key(name), bytes.into())
             .await
-            .map_err(|e| DeployError::Storage { doing: "uploading to", url: url.clone(), reason: e.to_string() })?;
+            .map_err(|source| DeployError::Storage { doing: "uploading to", url: url.clone(), source })?;
         Ok(url)
     }
 
     /// Deletes everything under `ubm/VERSION/`; returns how many objects went.
     pub async fn delete_all(&self) -> Result<usize> {
-        let failed = |e: object_store::Error| DeployError::Storage { doing: "deleting", url: self.url(), reason: e.to_string() };
+        let failed = |source| DeployError::Storage { doing: "deleting", url: self.url(), source };
         let prefix = ObjectPath::from(self.prefix.as_str());
         let objects: Vec<_> = self.store.list(Some(&prefix)).try_collect().await.map_err(failed)?;
         for object in &objects {
             self.store.delete(&object.location).await.map_err(failed)?;
         }
         Ok(objects.len())
+    }
+}
+
+/// The object-store error a `BufWriter` carries inside the I/O error it returns.
+fn object_store_error(error: std::io::Error) -> object_store::Error {
+    match error.downcast::<object_store::Error>() {
+        Ok(inner) => inner,
+        Err(other) => object_store::Error::Generic { store: "S3", source: Box::new(other) },
     }
 }

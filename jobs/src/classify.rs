@@ -1,4 +1,4 @@
-//! The review classifier: the Spark job of `shared/spec/classifier.md` as one logical plan.
+//! The review classifier: the Spark job of `docs/classifier.md` as one logical plan.
 
 use datafusion::common::Result;
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};

@@ -12,6 +12,11 @@
 //! run on any subset of the spans. A record that cannot be read (wrong field count, invalid
 //! UTF-8, a quote never closed, text after a closing quote) becomes a [`Reject`] with its line
 //! number: nothing is dropped silently.
+//!
+//! Line endings are detected as Spark does with `multiLine=true` (univocity's detection): the
+//! first line break of the file decides. LF and CRLF files end records at a line feed (a CR
+//! before it is dropped); a file whose first line break is a lone CR ends records at CRs, and
+//! its line numbers count CRs.
 
 use std::borrow::Cow;
 
@@ -60,17 +65,28 @@ pub enum HeaderError {
     Unreadable { reason: String },
     #[error("the header has no `{column}` column; it has: {found}. The vendor file needs a header with `cid` and `review_str`")]
     MissingColumn { column: &'static str, found: String },
+    #[error("the header names `{column}` twice, in columns {first} and {second}; ask the vendor for a header with each name once")]
+    DuplicateColumn { column: String, first: usize, second: usize },
 }
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// The byte that ends a record: `\n` (LF and CRLF files) or `\r` (CR-only files).
+fn record_end(bytes: &[u8]) -> u8 {
+    match memchr::memchr2(b'\r', b'\n', bytes) {
+        Some(at) if bytes[at] == b'\r' && bytes.get(at + 1) != Some(&b'\n') => b'\r',
+        _ => b'\n',
+    }
+}
 
 /// Cuts `bytes` into records, the header included, in one pass.
 pub fn record_spans(bytes: &[u8]) -> Vec<RecordSpan> {
     let mut spans = Vec::with_capacity(bytes.len() / 512 + 1);
     let mut pos = if bytes.starts_with(UTF8_BOM) { UTF8_BOM.len() } else { 0 };
     let mut line = 1u64;
+    let eol = record_end(bytes);
     while pos < bytes.len() {
-        let (span, next, lines) = next_record(bytes, pos, line);
+        let (span, next, lines) = next_record(bytes, pos, line, eol);
         if span.end > span.start || !span.closed {
             spans.push(span);
         }
@@ -80,18 +96,18 @@ pub fn record_spans(bytes: &[u8]) -> Vec<RecordSpan> {
     spans
 }
 
-/// Reads one record starting at `start`; returns it, where the next one starts, and how many
-/// line feeds were consumed.
-fn next_record(bytes: &[u8], start: usize, line: u64) -> (RecordSpan, usize, u64) {
+/// Reads one record starting at `start` that ends at an `eol` byte; returns it, where the next
+/// one starts, and how many line breaks were consumed.
+fn next_record(bytes: &[u8], start: usize, line: u64, eol: u8) -> (RecordSpan, usize, u64) {
     let mut pos = start;
     let mut newlines = 0u64;
     loop {
-        let Some(found) = memchr::memchr2(b'"', b'\n', &bytes[pos..]) else {
+        let Some(found) = memchr::memchr2(b'"', eol, &bytes[pos..]) else {
             let span = RecordSpan { start, end: trim_cr(bytes, start, bytes.len()), line, closed: true };
             return (span, bytes.len(), newlines);
         };
         let at = pos + found;
-        if bytes[at] == b'\n' {
+        if bytes[at] == eol {
             let span = RecordSpan { start, end: trim_cr(bytes, start, at), line, closed: true };
             return (span, at + 1, newlines + 1);
         }
@@ -102,12 +118,12 @@ fn next_record(bytes: &[u8], start: usize, line: u64) -> (RecordSpan, usize, u64
         }
         match closing_quote(bytes, at + 1) {
             Some(close) => {
-                newlines += count_newlines(&bytes[at..close]);
+                newlines += count_line_breaks(&bytes[at..close], eol);
                 pos = close + 1;
             }
             None => {
                 let span = RecordSpan { start, end: bytes.len(), line, closed: false };
-                return (span, bytes.len(), newlines + count_newlines(&bytes[at..]));
+                return (span, bytes.len(), newlines + count_line_breaks(&bytes[at..], eol));
             }
         }
     }
@@ -130,8 +146,8 @@ fn trim_cr(bytes: &[u8], start: usize, end: usize) -> usize {
     if end > start && bytes[end - 1] == b'\r' { end - 1 } else { end }
 }
 
-fn count_newlines(bytes: &[u8]) -> u64 {
-    memchr::memchr_iter(b'\n', bytes).count() as u64
+fn count_line_breaks(bytes: &[u8], eol: u8) -> u64 {
+    memchr::memchr_iter(eol, bytes).count() as u64
 }
 
 /// Splits one record into fields, appending them to `fields` (cleared first). `None` is null.
@@ -231,6 +247,11 @@ pub fn parse_header(bytes: &[u8], first: Option<&RecordSpan>) -> Result<ReviewHe
         .iter()
         .map(|f| f.as_deref().unwrap_or("").trim().to_ascii_lowercase())
         .collect();
+    for (second, name) in names.iter().enumerate().filter(|(_, n)| !n.is_empty()) {
+        if let Some(first) = names[..second].iter().position(|n| n == name) {
+            return Err(HeaderError::DuplicateColumn { column: name.clone(), first: first + 1, second: second + 1 });
+        }
+    }
     let find = |column: &'static str| {
         names.iter().position(|n| n == column).ok_or_else(|| HeaderError::MissingColumn {
             column,
@@ -308,6 +329,29 @@ mod tests {
         assert!(results[3].as_ref().is_some_and(|r| r.line == 4 && r.reason.contains("UTF-8")));
         assert!(results[4].as_ref().is_some_and(|r| r.line == 5 && r.reason.contains("never closed")));
         assert_eq!(spans.len(), 5, "the unclosed quote swallows the rest of the file");
+    }
+
+    #[test]
+    fn lf_crlf_and_cr_only_files_give_the_same_records() {
+        let lf = "cid,review_str,id\n1,\"a\nb\",2\n\n3,c,4\n";
+        let crlf = lf.replace('\n', "\r\n");
+        let cr = lf.replace('\n', "\r");
+        let fields = |file: &str| -> Vec<Vec<Option<String>>> {
+            read(file).into_iter().map(|r| r.expect("readable").into_iter().map(|f| f.map(|v| v.replace("\r\n", "\n").replace('\r', "\n"))).collect()).collect()
+        };
+        assert_eq!(fields(lf).len(), 3);
+        assert_eq!(fields(&crlf), fields(lf));
+        assert_eq!(fields(&cr), fields(lf));
+        let lines = |file: &str| record_spans(file.as_bytes()).iter().map(|s| s.line).collect::<Vec<_>>();
+        assert_eq!(lines(&cr), lines(lf), "line numbers count CRs in a CR-only file");
+    }
+
+    #[test]
+    fn a_name_twice_in_the_header_is_refused_with_both_columns() {
+        let bytes = b"cid,CID,review_str\n";
+        let err = parse_header(bytes, record_spans(bytes).first()).expect_err("cid twice");
+        assert_eq!(err, HeaderError::DuplicateColumn { column: "cid".into(), first: 1, second: 2 });
+        assert!(err.to_string().contains("columns 1 and 2"));
     }
 
     #[test]

@@ -11,17 +11,27 @@ pub struct RunDate(NaiveDate);
 
 /// Why a text is not a run date.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{text}` is not a run date: write it as YYYY-MM-DD, a real calendar date (e.g. 2024-01-31)")]
+#[error("`{text}` is not a run date: {reason}")]
 pub struct InvalidRunDate {
     /// The text as given.
     pub text: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
 }
+
+/// The first and last dates every stage can run: the as-of bound `D + 1 day` must be a date
+/// too, and Postgres has no year 0.
+pub const FIRST_DATE: &str = "1900-01-01";
+pub const LAST_DATE: &str = "9999-12-30";
 
 impl FromStr for RunDate {
     type Err = InvalidRunDate;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let invalid = || InvalidRunDate { text: text.to_string() };
+        let invalid = || InvalidRunDate {
+            text: text.to_string(),
+            reason: "write it as YYYY-MM-DD, a real calendar date (e.g. 2024-01-31)",
+        };
         let b = text.as_bytes();
         let shape_ok = b.len() == 10
             && b[4] == b'-'
@@ -30,7 +40,15 @@ impl FromStr for RunDate {
         if !shape_ok {
             return Err(invalid());
         }
-        NaiveDate::parse_from_str(text, "%Y-%m-%d").map(RunDate).map_err(|_| invalid())
+        let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| invalid())?;
+        // Same shape, so comparing the text compares the dates.
+        if text < FIRST_DATE || text > LAST_DATE {
+            return Err(InvalidRunDate {
+                text: text.to_string(),
+                reason: "ubm runs dates from 1900-01-01 to 9999-12-30 (YYYY-MM-DD)",
+            });
+        }
+        Ok(RunDate(date))
     }
 }
 
@@ -77,7 +95,7 @@ mod tests {
     #[test]
     fn only_real_dates_in_the_exact_shape() {
         assert_eq!("2024-02-29".parse::<RunDate>().map(|d| d.to_string()), Ok("2024-02-29".into()));
-        for bad in ["2024-13-01", "2023-02-29", "2024-1-1", "2024-01-01; drop table x", "", "20240101", "2024-01-01 "] {
+        for bad in ["2024-13-01", "2023-02-29", "2024-1-1", "2024-01-01; drop table x", "", "20240101", "2024-01-01 ", "9999-12-31", "0000-01-01", "1899-12-31"] {
             assert!(bad.parse::<RunDate>().is_err(), "{bad:?} must be refused");
         }
     }

@@ -1,4 +1,4 @@
-//! `user_behavior_metric`: purchases joined with classified reviews (`shared/spec/pipeline.md`).
+//! `user_behavior_metric`: purchases joined with classified reviews (`docs/pipeline.md`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -92,8 +92,9 @@ fn line_amount() -> Expr {
     cast(col(col::QUANTITY), DataType::Decimal128(10, 0)) * col(col::UNIT_PRICE)
 }
 
-fn positive_as_one() -> Expr {
-    when(col(col::POSITIVE_REVIEW), lit(1i64)).otherwise(lit(0i64)).unwrap_or_else(|_| lit(0i64))
+/// 1 where `condition` holds, else 0: `CASE WHEN condition THEN 1 ELSE 0 END`.
+fn one_if(condition: Expr) -> Result<Expr> {
+    when(condition, lit(1i64)).otherwise(lit(0i64))
 }
 
 fn aggregate_then_join(purchases: LogicalPlan, classified: LogicalPlan) -> Result<LogicalPlan> {
@@ -104,7 +105,7 @@ fn aggregate_then_join(purchases: LogicalPlan, classified: LogicalPlan) -> Resul
     let reviews_per_cid = LogicalPlanBuilder::from(classified)
         .aggregate(
             vec![cid_as_integer(col(col::CID)).alias(CID_INT)],
-            vec![sum(positive_as_one()).alias(col::REVIEW_SCORE), count(lit(1)).alias(col::REVIEW_COUNT)],
+            vec![sum(one_if(col(col::POSITIVE_REVIEW))?).alias(col::REVIEW_SCORE), count(lit(1)).alias(col::REVIEW_COUNT)],
         )?
         .build()?;
     LogicalPlanBuilder::from(spent_per_customer)
@@ -122,7 +123,7 @@ fn join_then_aggregate(purchases: LogicalPlan, classified: LogicalPlan) -> Resul
             vec![col(col::CUSTOMER_ID)],
             vec![
                 sum(line_amount()).alias(SPENT),
-                sum(positive_as_one()).alias(col::REVIEW_SCORE),
+                sum(one_if(col(col::POSITIVE_REVIEW))?).alias(col::REVIEW_SCORE),
                 count(col(col::CID)).alias(col::REVIEW_COUNT),
             ],
         )?
@@ -147,15 +148,14 @@ pub fn review_matches(purchases: LogicalPlan, classified: LogicalPlan) -> Result
     let cids = LogicalPlanBuilder::from(classified)
         .project(vec![cid_as_integer(col(col::CID)).alias(CID_INT)])?
         .build()?;
-    let flag = |condition: Expr| when(condition, lit(1i64)).otherwise(lit(0i64)).unwrap_or_else(|_| lit(0i64));
     LogicalPlanBuilder::from(cids)
         .join(customers, JoinType::Left, (vec![CID_INT], vec![col::CUSTOMER_ID]), None)?
         .aggregate(
             Vec::<Expr>::new(),
             vec![
                 count(lit(1)).alias(REVIEWS),
-                sum(flag(col(CID_INT).is_null())).alias(INVALID_CID),
-                sum(flag(col(CID_INT).is_not_null().and(col(col::CUSTOMER_ID).is_null()))).alias(NO_CUSTOMER),
+                sum(one_if(col(CID_INT).is_null())?).alias(INVALID_CID),
+                sum(one_if(col(CID_INT).is_not_null().and(col(col::CUSTOMER_ID).is_null()))?).alias(NO_CUSTOMER),
             ],
         )?
         .build()

@@ -1,4 +1,4 @@
-//! The schemas of every table the pipeline reads or writes (`shared/spec/pipeline.md`).
+//! The schemas of every table the pipeline reads or writes (`docs/pipeline.md`).
 
 use std::sync::{Arc, LazyLock};
 

@@ -81,7 +81,7 @@ fn a_missing_column_is_named() {
 
 #[test]
 fn bad_dates_are_refused_before_any_work() {
-    for date in ["2024-13-01", "2024-01-01; drop table x", "yesterday"] {
+    for date in ["2024-13-01", "2024-01-01; drop table x", "yesterday", "9999-12-31", "0000-01-01"] {
         let output = ubm().args(["run", "--date", date, "--lake", "/nonexistent/never-created"]).output().expect("runs");
         assert_eq!(output.status.code(), Some(2), "date {date:?}");
         let stderr = text(&output.stderr);

@@ -3,9 +3,13 @@
 
 mod bad_input;
 mod common;
+mod dashboard;
 mod deploy;
 mod metric_peer;
+mod library;
 mod object_store;
+mod one_run_per_date;
 mod pipeline;
+mod retries;
 mod spark_compat;
 mod submit;

@@ -213,7 +213,7 @@ fn a_run_survives_the_loss_of_an_executor() {
 }
 
 /// In-process, a vendor file of 256 MiB or more is classified where it is while ingest copies it
-/// into the lake (src/pipeline.rs, `ingest_while_classifying`). The tables equal those of a run
+/// into the lake (pipeline/src/ingest.rs, `ingest_while_classifying`). The tables equal those of a run
 /// that classifies the lake's copy after ingest (Ballista standalone always does).
 #[test]
 fn a_large_vendor_file_is_classified_while_ingest_copies_it() {

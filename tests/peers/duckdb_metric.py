@@ -1,4 +1,4 @@
-"""The metric SQL of shared/spec/pipeline.md, run by DuckDB on ubm's lake, as a peer.
+"""The metric SQL of docs/pipeline.md, run by DuckDB on ubm's lake, as a peer.
 
 Usage: duckdb_metric.py LAKE DATE correct|seed
 

@@ -1,4 +1,4 @@
-"""The original PySpark review classifier (shared/spec/classifier.md), run as a peer.
+"""The original PySpark review classifier (docs/classifier.md), run as a peer.
 
 Usage: spark_classify.py INPUT.csv OUTPUT.jsonl [INPUT.csv OUTPUT.jsonl ...]
 

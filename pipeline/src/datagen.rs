@@ -1,4 +1,4 @@
-//! Deterministic sample data modelled on the real sources of `shared/spec/pipeline.md`.
+//! Deterministic sample data modelled on the real sources of the data contract (`docs/pipeline.md`).
 //!
 //! Scale factor 1 is 541,909 purchase lines (the UCI "Online Retail" set's size) and 100,000
 //! reviews of about 1 KB (IMDB-like). The mess is the real sets' mess: descriptions with commas
@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use crate::error::{PipelineError, Result};
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -47,7 +47,7 @@ pub struct Generated {
 
 /// Writes both files.
 pub fn generate(config: &DatagenConfig) -> Result<Generated> {
-    std::fs::create_dir_all(&config.out).with_context(|| format!("creating {}", config.out.display()))?;
+    std::fs::create_dir_all(&config.out).map_err(PipelineError::io("creating", &config.out))?;
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut ids: Vec<i32> = CUSTOMER_IDS.collect();
     ids.shuffle(&mut rng);
@@ -56,13 +56,15 @@ pub fn generate(config: &DatagenConfig) -> Result<Generated> {
     let reviews = (REVIEWS_AT_SF1 * config.scale).round() as u64;
     let purchases_csv = config.out.join("user_purchase.csv");
     let reviews_csv = config.out.join("movie_review.csv");
-    write_purchases(&purchases_csv, purchases, buyers, &mut ChaCha8Rng::seed_from_u64(rng.random()))?;
-    write_reviews(&reviews_csv, reviews, buyers, others, &mut ChaCha8Rng::seed_from_u64(rng.random()))?;
+    write_purchases(&purchases_csv, purchases, buyers, &mut ChaCha8Rng::seed_from_u64(rng.random()))
+        .map_err(PipelineError::io("writing", &purchases_csv))?;
+    write_reviews(&reviews_csv, reviews, buyers, others, &mut ChaCha8Rng::seed_from_u64(rng.random()))
+        .map_err(PipelineError::io("writing", &reviews_csv))?;
     Ok(Generated { reviews_csv, purchases_csv, reviews, purchases })
 }
 
-fn create(path: &Path) -> Result<std::io::BufWriter<std::fs::File>> {
-    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+fn create(path: &Path) -> std::io::Result<std::io::BufWriter<std::fs::File>> {
+    let file = std::fs::File::create(path)?;
     Ok(std::io::BufWriter::with_capacity(1 << 20, file))
 }
 
@@ -118,10 +120,10 @@ fn products(rng: &mut ChaCha8Rng) -> Vec<Product> {
         .collect()
 }
 
-fn write_purchases(path: &Path, lines: u64, buyers: &[i32], rng: &mut ChaCha8Rng) -> Result<()> {
+fn write_purchases(path: &Path, lines: u64, buyers: &[i32], rng: &mut ChaCha8Rng) -> std::io::Result<()> {
     let mut out = create(path)?;
     let catalogue = products(rng);
-    let start = chrono::NaiveDate::from_ymd_opt(2010, 12, 1).and_then(|d| d.and_hms_opt(8, 26, 0)).context("start date")?;
+    let start = chrono::NaiveDate::from_ymd_opt(2010, 12, 1).and_then(|d| d.and_hms_opt(8, 26, 0)).ok_or_else(|| std::io::Error::other("the first invoice date"))?;
     let span_minutes = 373 * 24 * 60; // through 2011-12-09, as the real set
     let mut row = String::with_capacity(256);
     writeln!(out, "invoice_number,stock_code,detail,quantity,invoice_date,unit_price,customer_id,country")?;
@@ -133,7 +135,7 @@ fn write_purchases(path: &Path, lines: u64, buyers: &[i32], rng: &mut ChaCha8Rng
         let at = start + chrono::Duration::minutes((span_minutes as f64 * written as f64 / lines as f64) as i64);
         let invoice_no = if cancelled { format!("C{invoice}") } else { invoice.to_string() };
         for _ in 0..rng.random_range(1..=40u64).min(lines - written) {
-            let product = catalogue.choose(rng).context("empty catalogue")?;
+            let product = catalogue.choose(rng).ok_or_else(|| std::io::Error::other("an empty product catalogue"))?;
             let quantity = rng.random_range(1..=24) * if cancelled { -1 } else { 1 };
             row.clear();
             let _ = write!(row, "{invoice_no},{},", product.stock_code);
@@ -220,7 +222,7 @@ fn review_cid(rng: &mut ChaCha8Rng, buyers: &[i32], others: &[i32]) -> String {
     }
 }
 
-fn write_reviews(path: &Path, reviews: u64, buyers: &[i32], others: &[i32], rng: &mut ChaCha8Rng) -> Result<()> {
+fn write_reviews(path: &Path, reviews: u64, buyers: &[i32], others: &[i32], rng: &mut ChaCha8Rng) -> std::io::Result<()> {
     let mut out = create(path)?;
     writeln!(out, "cid,review_str,id_review")?;
     let (mut text, mut row) = (String::with_capacity(2048), String::with_capacity(2048));

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
 use datafusion::arrow::array::{ArrayRef, Decimal128Builder, Int32Builder, StringBuilder, TimestampMicrosecondBuilder};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::{SinkExt, TryStreamExt};
@@ -21,6 +20,7 @@ use tokio_postgres::types::Type;
 use ubm_jobs::RunDate;
 use ubm_jobs::schema::{UNIT_PRICE, USER_PURCHASE};
 
+use crate::error::{PipelineError, Result};
 use crate::secret::SecretUrl;
 
 /// Rows per Arrow batch produced by an extract.
@@ -35,18 +35,20 @@ pub enum Oltp {
     Sqlite(PathBuf),
 }
 
-impl FromStr for Oltp {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            Ok(Oltp::Postgres(SecretUrl::new(s)))
-        } else if let Some(path) = s.strip_prefix("sqlite://") {
-            Ok(Oltp::Sqlite(PathBuf::from(path)))
-        } else {
-            Err(format!(
-                "`{}` is not an OLTP database URL: use postgres://user@host:5432/db or sqlite://path/to/file.sqlite",
-                crate::secret::redact(s)
-            ))
+impl Oltp {
+    /// The database `url` names: `postgres://…` (any case) or `sqlite://path`. The error names
+    /// `flag` and never shows the password.
+    pub fn from_url(flag: &str, url: SecretUrl) -> Result<Oltp> {
+        match url.scheme().as_deref() {
+            Some("postgres" | "postgresql") => url.into_postgres(flag).map(Oltp::Postgres),
+            Some("sqlite") => {
+                let path = url.expose().split_once("://").map_or("", |(_, path)| path);
+                Ok(Oltp::Sqlite(PathBuf::from(path)))
+            }
+            _ => Err(PipelineError::BadInput {
+                what: format!("{flag} `{url}`"),
+                reason: "not an OLTP database URL: use postgres://user@host:5432/db or sqlite://path/to/file.sqlite".to_string(),
+            }),
         }
     }
 }
@@ -71,11 +73,34 @@ const SQLITE_DDL: &str = "CREATE TABLE user_purchase (
     invoice_number TEXT, stock_code TEXT, detail TEXT, quantity INTEGER,
     invoice_date TEXT, unit_price TEXT, customer_id INTEGER, country TEXT)";
 
+/// Adapter for `map_err`: a Postgres request at `url` that failed while doing `doing`. Nothing
+/// is allocated until there is an error (it sits on the extract's per-row path).
+pub(crate) fn postgres_error<'a>(doing: &'a str, url: &'a SecretUrl) -> impl FnOnce(tokio_postgres::Error) -> PipelineError + 'a {
+    move |source| PipelineError::Postgres { doing: doing.to_string(), url: url.redacted(), source }
+}
+
+fn sqlite_error<'a>(doing: &'a str, path: &'a Path) -> impl FnOnce(rusqlite::Error) -> PipelineError + 'a {
+    move |source| PipelineError::Sqlite { doing: doing.to_string(), path: path.display().to_string(), source }
+}
+
+/// Column `i` of `row` as text, borrowed: five text columns of every row are on the extract's
+/// hot path.
+fn text_at<'r>(row: &'r rusqlite::Row<'_>, i: usize, db: &Path) -> Result<Option<&'r str>> {
+    fn borrowed<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
+        Ok(row.get_ref(i)?.as_str_or_null()?)
+    }
+    borrowed(row, i).map_err(sqlite_error("reading user_purchase from", db))
+}
+
+fn join_error(what: &'static str) -> impl FnOnce(tokio::task::JoinError) -> PipelineError {
+    move |e| PipelineError::Stopped { what, source: Some(e) }
+}
+
 /// Opens a Postgres session; the connection task lives as long as the client.
 pub async fn connect_postgres(url: &SecretUrl) -> Result<tokio_postgres::Client> {
     let (client, connection) = tokio_postgres::connect(url.expose(), tokio_postgres::NoTls)
         .await
-        .with_context(|| format!("connecting to Postgres at {url}"))?;
+        .map_err(postgres_error("connecting to Postgres", url))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!("Postgres connection closed: {e}");
@@ -91,7 +116,7 @@ impl Oltp {
             Oltp::Postgres(url) => load_postgres(url, csv).await,
             Oltp::Sqlite(path) => {
                 let (db, csv) = (path.clone(), csv.to_path_buf());
-                tokio::task::spawn_blocking(move || load_sqlite(&db, &csv)).await?
+                tokio::task::spawn_blocking(move || load_sqlite(&db, &csv)).await.map_err(join_error("the SQLite load"))?
             }
         }
     }
@@ -104,7 +129,7 @@ impl Oltp {
             Oltp::Postgres(url) => extract_postgres(url, date, batches).await,
             Oltp::Sqlite(path) => {
                 let db = path.clone();
-                tokio::task::spawn_blocking(move || extract_sqlite(&db, date, batches)).await?
+                tokio::task::spawn_blocking(move || extract_sqlite(&db, date, batches)).await.map_err(join_error("the SQLite extract"))?
             }
         }
     }
@@ -112,55 +137,59 @@ impl Oltp {
 
 async fn load_postgres(url: &SecretUrl, csv: &Path) -> Result<u64> {
     let mut client = connect_postgres(url).await?;
-    let tx = client.transaction().await?;
+    let loading = || postgres_error("loading retail.user_purchase", url);
+    let tx = client.transaction().await.map_err(loading())?;
     tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS retail; DROP TABLE IF EXISTS retail.user_purchase; {POSTGRES_DDL};"))
         .await
-        .context("creating retail.user_purchase")?;
-    let sink = tx.copy_in("COPY retail.user_purchase FROM STDIN WITH (FORMAT csv, HEADER true)").await?;
-    let mut file = tokio::fs::File::open(csv).await.with_context(|| format!("opening {}", csv.display()))?;
+        .map_err(postgres_error("creating retail.user_purchase", url))?;
+    let sink = tx.copy_in("COPY retail.user_purchase FROM STDIN WITH (FORMAT csv, HEADER true)").await.map_err(loading())?;
+    let mut file = tokio::fs::File::open(csv).await.map_err(PipelineError::io("opening", csv))?;
     futures::pin_mut!(sink);
     let mut chunk = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut chunk).await.with_context(|| format!("reading {}", csv.display()))?;
+        let n = file.read(&mut chunk).await.map_err(PipelineError::io("reading", csv))?;
         if n == 0 {
             break;
         }
-        sink.send(bytes::Bytes::copy_from_slice(&chunk[..n])).await?;
+        sink.send(bytes::Bytes::copy_from_slice(&chunk[..n])).await.map_err(loading())?;
     }
-    let rows = sink.finish().await.context("loading retail.user_purchase")?;
-    tx.commit().await?;
+    let rows = sink.finish().await.map_err(loading())?;
+    tx.commit().await.map_err(loading())?;
     Ok(rows)
 }
 
 fn load_sqlite(db: &Path, csv: &Path) -> Result<u64> {
     if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(PipelineError::io("creating", dir))?;
     }
-    let mut conn = rusqlite::Connection::open(db).with_context(|| format!("opening {}", db.display()))?;
-    let tx = conn.transaction()?;
-    tx.execute_batch(&format!("DROP TABLE IF EXISTS user_purchase; {SQLITE_DDL};"))?;
+    let loading = || sqlite_error("loading user_purchase into", db);
+    let mut conn = rusqlite::Connection::open(db).map_err(sqlite_error("opening", db))?;
+    let tx = conn.transaction().map_err(loading())?;
+    tx.execute_batch(&format!("DROP TABLE IF EXISTS user_purchase; {SQLITE_DDL};")).map_err(loading())?;
     let mut rows = 0u64;
     {
-        let mut insert = tx.prepare("INSERT INTO user_purchase VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?;
-        let bytes = std::fs::read(csv).with_context(|| format!("reading {}", csv.display()))?;
+        let mut insert = tx.prepare("INSERT INTO user_purchase VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)").map_err(loading())?;
+        let bytes = std::fs::read(csv).map_err(PipelineError::io("reading", csv))?;
         let spans = ubm_jobs::csv::record_spans(&bytes);
         let mut fields = Vec::new();
+        let bad_line = |line: u64, reason: String| PipelineError::BadInput { what: format!("{} line {line}", csv.display()), reason };
         for span in spans.iter().skip(1) {
-            ubm_jobs::csv::parse_record(&bytes, span, &mut fields)
-                .map_err(|r| anyhow::anyhow!("{} line {}: {}", csv.display(), r.line, r.reason))?;
+            ubm_jobs::csv::parse_record(&bytes, span, &mut fields).map_err(|r| bad_line(r.line, r.reason))?;
             if fields.len() != 8 {
-                bail!("{} line {}: expected 8 fields, found {}", csv.display(), span.line, fields.len());
+                return Err(bad_line(span.line, format!("expected 8 fields, found {}", fields.len())));
             }
             let text = |i: usize| fields[i].as_deref();
             let int = |i: usize| -> Result<Option<i64>> {
-                text(i).map(|t| t.parse::<i64>()).transpose().with_context(|| format!("{} line {}", csv.display(), span.line))
+                text(i).map(|t| t.parse::<i64>().map_err(|e| bad_line(span.line, format!("`{t}` is not an integer ({e})")))).transpose()
             };
-            insert.execute(rusqlite::params![text(0), text(1), text(2), int(3)?, text(4), text(5), int(6)?, text(7)])?;
+            insert
+                .execute(rusqlite::params![text(0), text(1), text(2), int(3)?, text(4), text(5), int(6)?, text(7)])
+                .map_err(loading())?;
             rows += 1;
         }
     }
-    tx.execute_batch("CREATE INDEX user_purchase_invoice_date ON user_purchase (invoice_date)")?;
-    tx.commit()?;
+    tx.execute_batch("CREATE INDEX user_purchase_invoice_date ON user_purchase (invoice_date)").map_err(loading())?;
+    tx.commit().map_err(loading())?;
     Ok(rows)
 }
 
@@ -193,6 +222,10 @@ impl PurchaseBatch {
     }
 
     fn finish(&mut self) -> Result<RecordBatch> {
+        self.try_finish().map_err(PipelineError::arrow("building a batch of purchases"))
+    }
+
+    fn try_finish(&mut self) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
         self.rows = 0;
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.invoice_number.finish()),
@@ -225,7 +258,10 @@ fn price_thousandths(price: Decimal) -> Result<i128> {
     let mut scaled = price;
     scaled.rescale(UNIT_PRICE.1 as u32);
     if scaled != price {
-        bail!("unit_price {price} has more than {} decimal places", UNIT_PRICE.1);
+        return Err(PipelineError::BadInput {
+            what: format!("unit_price {price}"),
+            reason: format!("has more than {} decimal places, which numeric(8,3) cannot hold", UNIT_PRICE.1),
+        });
     }
     Ok(scaled.mantissa())
 }
@@ -247,8 +283,8 @@ fn timestamp_micros(text: &str) -> Option<i64> {
     Some(time.and_utc().timestamp_micros())
 }
 
-fn consumer_gone() -> anyhow::Error {
-    anyhow::anyhow!("the writer of the staged snapshot stopped")
+fn consumer_gone() -> PipelineError {
+    PipelineError::Stopped { what: "the writer of the staged snapshot", source: None }
 }
 
 async fn extract_postgres(url: &SecretUrl, date: RunDate, out: Sender<RecordBatch>) -> Result<()> {
@@ -261,23 +297,24 @@ async fn extract_postgres(url: &SecretUrl, date: RunDate, out: Sender<RecordBatc
          FROM retail.user_purchase WHERE invoice_date < DATE '{}') TO STDOUT (FORMAT binary)",
         date.next_day()
     );
-    let copy = client.copy_out(&sql).await.with_context(|| format!("reading retail.user_purchase from {url}"))?;
+    let reading = || postgres_error("reading retail.user_purchase", url);
+    let copy = client.copy_out(&sql).await.map_err(reading())?;
     let types = [Type::VARCHAR, Type::VARCHAR, Type::VARCHAR, Type::INT4, Type::TIMESTAMP, Type::NUMERIC, Type::INT4, Type::VARCHAR];
     let rows = BinaryCopyOutStream::new(copy, &types);
     futures::pin_mut!(rows);
     let mut batch = PurchaseBatch::new();
     let mut sent_any = false;
-    while let Some(row) = rows.try_next().await.context("reading retail.user_purchase")? {
-        batch.invoice_number.append_option(row.try_get::<Option<&str>>(0)?);
-        batch.stock_code.append_option(row.try_get::<Option<&str>>(1)?);
-        batch.detail.append_option(row.try_get::<Option<&str>>(2)?);
-        batch.quantity.append_option(row.try_get::<Option<i32>>(3)?);
-        let at: Option<chrono::NaiveDateTime> = row.try_get(4)?;
+    while let Some(row) = rows.try_next().await.map_err(reading())? {
+        batch.invoice_number.append_option(row.try_get::<Option<&str>>(0).map_err(reading())?);
+        batch.stock_code.append_option(row.try_get::<Option<&str>>(1).map_err(reading())?);
+        batch.detail.append_option(row.try_get::<Option<&str>>(2).map_err(reading())?);
+        batch.quantity.append_option(row.try_get::<Option<i32>>(3).map_err(reading())?);
+        let at: Option<chrono::NaiveDateTime> = row.try_get(4).map_err(reading())?;
         batch.invoice_date.append_option(at.map(|t| t.and_utc().timestamp_micros()));
-        let price: Option<Decimal> = row.try_get(5)?;
+        let price: Option<Decimal> = row.try_get(5).map_err(reading())?;
         batch.unit_price.append_option(price.map(price_thousandths).transpose()?);
-        batch.customer_id.append_option(row.try_get::<Option<i32>>(6)?);
-        batch.country.append_option(row.try_get::<Option<&str>>(7)?);
+        batch.customer_id.append_option(row.try_get::<Option<i32>>(6).map_err(reading())?);
+        batch.country.append_option(row.try_get::<Option<&str>>(7).map_err(reading())?);
         if let Some(full) = batch.row_done()? {
             out.send(full).await.map_err(|_| consumer_gone())?;
             sent_any = true;
@@ -291,36 +328,41 @@ async fn extract_postgres(url: &SecretUrl, date: RunDate, out: Sender<RecordBatc
 
 fn extract_sqlite(db: &Path, date: RunDate, out: Sender<RecordBatch>) -> Result<()> {
     if !db.exists() {
-        bail!("the embedded OLTP database {} does not exist; create it with `ubm datagen --oltp sqlite://{}`", db.display(), db.display());
+        return Err(PipelineError::BadInput {
+            what: format!("the embedded OLTP database {}", db.display()),
+            reason: format!("it does not exist; create it with `ubm datagen --oltp sqlite://{}`", db.display()),
+        });
     }
     // NO_MUTEX: this connection never leaves this thread, and in SQLite's default serialized
     // mode every column read takes a mutex (a fifth of an SF 1 run's CPU time, measured with perf).
     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = rusqlite::Connection::open_with_flags(db, flags).with_context(|| format!("opening {}", db.display()))?;
+    let reading = || sqlite_error("reading user_purchase from", db);
+    let conn = rusqlite::Connection::open_with_flags(db, flags).map_err(sqlite_error("opening", db))?;
     let mut query = conn
         .prepare(
             "SELECT invoice_number, stock_code, detail, quantity, invoice_date, unit_price, customer_id, country \
              FROM user_purchase WHERE invoice_date < ?1",
         )
-        .with_context(|| format!("{} has no user_purchase table; create it with `ubm datagen`", db.display()))?;
-    let mut rows = query.query([date.next_day().to_string()])?;
+        .map_err(sqlite_error("finding the user_purchase table (create it with `ubm datagen`) in", db))?;
+    let mut rows = query.query([date.next_day().to_string()]).map_err(reading())?;
     let mut batch = PurchaseBatch::new();
     let mut sent_any = false;
-    while let Some(row) = rows.next()? {
-        batch.invoice_number.append_option(row.get_ref(0)?.as_str_or_null()?);
-        batch.stock_code.append_option(row.get_ref(1)?.as_str_or_null()?);
-        batch.detail.append_option(row.get_ref(2)?.as_str_or_null()?);
-        batch.quantity.append_option(row.get::<_, Option<i32>>(3)?);
-        let at = row.get_ref(4)?.as_str_or_null()?;
-        let at = at
-            .map(|t| timestamp_micros(t).with_context(|| format!("invoice_date `{t}` in the embedded database is not YYYY-MM-DD HH:MM:SS")))
+    let bad = |what: String, reason: &str| PipelineError::BadInput { what, reason: reason.to_string() };
+    while let Some(row) = rows.next().map_err(reading())? {
+        batch.invoice_number.append_option(text_at(row, 0, db)?);
+        batch.stock_code.append_option(text_at(row, 1, db)?);
+        batch.detail.append_option(text_at(row, 2, db)?);
+        batch.quantity.append_option(row.get::<_, Option<i32>>(3).map_err(reading())?);
+        let at = text_at(row, 4, db)?
+            .map(|t| timestamp_micros(t).ok_or_else(|| bad(format!("invoice_date `{t}` in {}", db.display()), "not YYYY-MM-DD HH:MM:SS")))
             .transpose()?;
         batch.invoice_date.append_option(at);
-        let price = row.get_ref(5)?.as_str_or_null()?;
-        let price = price.map(|p| Decimal::from_str(p).with_context(|| format!("unit_price `{p}` is not a decimal"))).transpose()?;
+        let price = text_at(row, 5, db)?
+            .map(|p| Decimal::from_str(p).map_err(|_| bad(format!("unit_price `{p}` in {}", db.display()), "not a decimal")))
+            .transpose()?;
         batch.unit_price.append_option(price.map(price_thousandths).transpose()?);
-        batch.customer_id.append_option(row.get::<_, Option<i32>>(6)?);
-        batch.country.append_option(row.get_ref(7)?.as_str_or_null()?);
+        batch.customer_id.append_option(row.get::<_, Option<i32>>(6).map_err(reading())?);
+        batch.country.append_option(text_at(row, 7, db)?);
         if let Some(full) = batch.row_done()? {
             out.blocking_send(full).map_err(|_| consumer_gone())?;
             sent_any = true;

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use ubm_cluster::SchedulerAddress;
+use ubm_cluster::local::LocalCluster;
 use ubm_cluster::node::{ExecutorOptions, SchedulerOptions, run_executor, run_scheduler};
 
 #[derive(Debug, Subcommand)]
@@ -40,9 +42,9 @@ pub struct SchedulerArgs {
 
 #[derive(Debug, Args)]
 pub struct ExecutorArgs {
-    /// The scheduler to register with.
-    #[arg(long, value_name = "HOST:PORT")]
-    pub scheduler: String,
+    /// The scheduler to register with (`df://` in front is allowed).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
+    pub scheduler: SchedulerAddress,
     /// Address of the Arrow Flight service that serves shuffle data; the executor's gRPC
     /// service listens on the next port. Only loopback by default.
     #[arg(long, default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
@@ -84,10 +86,8 @@ pub async fn dispatch(command: ClusterCommand) -> Result<ExitCode> {
             .await?;
         }
         ClusterCommand::Executor(args) => {
-            let (host, port) = split_host_port(&args.scheduler)?;
             run_executor(ExecutorOptions {
-                scheduler_host: host,
-                scheduler_port: port,
+                scheduler: args.scheduler,
                 bind: args.bind,
                 external_host: args.external_host,
                 work_dir: args.work_dir.map(|d| d.display().to_string()),
@@ -101,63 +101,28 @@ pub async fn dispatch(command: ClusterCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn split_host_port(address: &str) -> Result<(String, u16)> {
-    let address = address.strip_prefix("df://").unwrap_or(address);
-    let (host, port) = address
-        .rsplit_once(':')
-        .with_context(|| format!("`{address}` is not HOST:PORT (e.g. 127.0.0.1:50050)"))?;
-    let port = port.parse().with_context(|| format!("`{port}` in `{address}` is not a port number"))?;
-    Ok((host.to_string(), port))
+fn parse_host_port(text: &str) -> Result<SchedulerAddress, String> {
+    SchedulerAddress::from_host_port(text).map_err(|e| e.to_string())
 }
 
-/// A scheduler and executors as child processes of this one, stopped together.
+/// A scheduler and executors as child processes of this one, stopped together: on Ctrl-C or
+/// SIGTERM, when one of them exits, and, through the kernel, when this process dies however it
+/// dies.
 async fn local_cluster(args: LocalArgs) -> Result<ExitCode> {
-    // Each executor takes two ports after the scheduler's: Flight, then gRPC.
-    let executor_ports: Vec<u16> = (0..args.executors)
-        .map(|i| args.port.checked_add(1 + 2 * i).filter(|p| *p < u16::MAX))
-        .collect::<Option<_>>()
-        .with_context(|| format!("--port {} leaves no room for {} executors (two ports each)", args.port, args.executors))?;
     let exe = std::env::current_exe().context("finding the ubm executable")?;
-    let scheduler = format!("127.0.0.1:{}", args.port);
-    let mut children = vec![
-        tokio::process::Command::new(&exe)
-            .args(["cluster", "scheduler", "--bind", &scheduler])
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the scheduler")?,
-    ];
-    wait_for_port(&scheduler).await?;
-    for (i, port) in executor_ports.into_iter().enumerate() {
-        children.push(
-            tokio::process::Command::new(&exe)
-                .args(["cluster", "executor", "--scheduler", &scheduler, "--bind", &format!("127.0.0.1:{port}")])
-                .kill_on_drop(true)
-                .spawn()
-                .with_context(|| format!("starting executor {}", i + 1))?,
-        );
-    }
+    let mut cluster = LocalCluster::start(&exe, args.port, args.executors).await?;
+    let scheduler = cluster.scheduler.clone();
     eprintln!(
         "local cluster: scheduler df://{scheduler} and {} executors; submit with `ubm submit --scheduler df://{scheduler}`; Ctrl-C stops them",
         args.executors
     );
-    let mut exits = futures::future::select_all(children.iter_mut().map(|c| Box::pin(c.wait())));
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("stopping the local cluster");
+        signal = crate::signals::stop_requested() => {
+            eprintln!("{}: stopping the local cluster", signal?);
             Ok(ExitCode::SUCCESS)
         }
-        (status, index, _) = &mut exits => {
+        (index, status) = cluster.first_exit() => {
             bail!("process {index} of the local cluster exited ({status:?}); stopping the others")
         }
     }
-}
-
-async fn wait_for_port(address: &str) -> Result<()> {
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(address).await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    bail!("nothing listens on {address} after 10 s")
 }

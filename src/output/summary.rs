@@ -1,12 +1,8 @@
 //! The short human summary printed at the end of `ubm run`.
 
 use anyhow::Result;
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{Decimal128Type, Int32Type};
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use ubm_jobs::schema::col;
-
-use crate::pipeline::{RunConfig, RunReport};
+use ubm_pipeline::dashboard::{by_amount, customer_rows, exact};
+use ubm_pipeline::{RunConfig, RunReport};
 
 /// Prints what the run did, whether the counts reconcile, where the table is and the top
 /// customers by amount spent.
@@ -38,42 +34,23 @@ pub fn print(report: &RunReport, config: &RunConfig) -> Result<()> {
         println!("  warehouse: {rows} rows loaded into public.user_behavior_metric at {w}");
     }
     print_top_customers(report)?;
-    println!("  report:    {}_runs/{}.json", config.lake.root(), report.run_date);
+    println!("  report:    {}_runs/{}.json (page: {}_report/index.html)", config.lake.root(), report.run_date, config.lake.root());
     Ok(())
 }
 
 fn print_top_customers(report: &RunReport) -> Result<()> {
-    let mut rows: Vec<(i128, String, i32, i32, i32)> = Vec::new();
+    let mut rows = Vec::new();
     for batch in &report.metric {
-        let (Some(id), Some(amount), Some(score), Some(count)) = (
-            batch.column_by_name(col::CUSTOMERID),
-            batch.column_by_name(col::AMOUNT_SPENT),
-            batch.column_by_name(col::REVIEW_SCORE),
-            batch.column_by_name(col::REVIEW_COUNT),
-        ) else {
-            continue;
-        };
-        let formatter = ArrayFormatter::try_new(amount.as_ref(), &FormatOptions::default())?;
-        let (id, raw, score, count) = (
-            id.as_primitive::<Int32Type>(),
-            amount.as_primitive::<Decimal128Type>(),
-            score.as_primitive::<Int32Type>(),
-            count.as_primitive::<Int32Type>(),
-        );
-        for i in 0..batch.num_rows() {
-            if raw.is_valid(i) {
-                rows.push((raw.value(i), formatter.value(i).to_string(), id.value(i), score.value(i), count.value(i)));
-            }
-        }
+        rows.extend(customer_rows(batch, "the day's metric")?);
     }
-    rows.sort_by_key(|row| std::cmp::Reverse(row.0));
     if rows.is_empty() {
         return Ok(());
     }
+    by_amount(&mut rows);
     println!("  top customers by amount spent:");
     println!("    {:>10} {:>16} {:>12} {:>12}", "customerid", "amount_spent", "review_score", "review_count");
-    for (_, amount, id, score, count) in rows.iter().take(5) {
-        println!("    {id:>10} {amount:>16} {score:>12} {count:>12}");
+    for r in rows.iter().take(5) {
+        println!("    {:>10} {:>16} {:>12} {:>12}", r.customer_id, exact(r.amount), r.review_score, r.review_count);
     }
     Ok(())
 }

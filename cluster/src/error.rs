@@ -1,0 +1,80 @@
+//! What can go wrong choosing or using a place to run plans, and whether another attempt could
+//! help.
+//!
+//! Every variant keeps the error that caused it, so that [`crate::retry`] can look at the real
+//! cause (an object store's `NotFound`, an I/O error's kind, a DataFusion planning error) instead
+//! of guessing from a message; `ClusterError::is_retryable` is defined there.
+
+use ballista_core::error::BallistaError;
+use datafusion::error::DataFusionError;
+use ubm_jobs::csv::HeaderError;
+
+
+/// What can go wrong choosing or using a place to run plans.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// A location a user named cannot be used (a malformed URL, an unsupported scheme, a
+    /// scheduler address without a port). Never retried.
+    #[error("`{location}`: {reason}")]
+    BadLocation { location: String, reason: String },
+    /// An environment setting has a value ubm cannot use. Never retried.
+    #[error("{name}={value}: {reason}")]
+    BadSetting { name: &'static str, value: String, reason: String },
+    /// Reading an input through its object store failed; the source says how.
+    #[error("{doing} {url}")]
+    Store { doing: &'static str, url: String, source: object_store::Error },
+    /// The review file's header cannot be used (empty file, missing column). Never retried.
+    #[error("review file {url}")]
+    BadHeader { url: String, source: HeaderError },
+    /// The engine failed while doing `doing` (the source says how).
+    #[error("{doing}")]
+    Engine { doing: String, source: DataFusionError },
+    /// A Ballista job was cancelled (by `ubm cancel`, Ctrl-C or the scheduler's API): a choice,
+    /// not a failure, so never retried.
+    #[error("job {job_id} was cancelled")]
+    Cancelled { job_id: String },
+    /// The scheduler stopped answering while a job ran.
+    #[error(
+        "the scheduler at {scheduler} stopped answering ({reason}); is it running? Nothing of the \
+         task was committed: rerun the date once the scheduler is back"
+    )]
+    SchedulerLost { scheduler: String, reason: String },
+    /// No Ballista scheduler answers at the address (checked before any work starts).
+    #[error("`{scheduler}`: no Ballista scheduler answers there ({reason}); start one with `ubm cluster scheduler` or check the address")]
+    NoScheduler { scheduler: String, reason: String },
+    /// The scheduler's REST API could not be reached.
+    #[error(
+        "the scheduler does not answer at {scheduler}; is `ubm cluster scheduler` running there, and \
+         is its port open to this machine?"
+    )]
+    SchedulerUnreachable { scheduler: String, source: reqwest::Error },
+    /// No HTTP client could be made for the scheduler's REST API.
+    #[error("cannot make an HTTP client")]
+    HttpClient { source: reqwest::Error },
+    /// The scheduler's REST API answered with an error status, or with what ubm cannot read.
+    #[error("the scheduler at {scheduler}: {what}")]
+    SchedulerAnswer { scheduler: String, status: Option<u16>, what: String },
+    /// The scheduler does not know the job.
+    #[error(
+        "no job `{job_id}` at {scheduler}: check the id with `ubm status --scheduler {scheduler}` (a \
+         scheduler forgets finished jobs a few minutes after they end, and all jobs when it restarts)"
+    )]
+    UnknownJob { scheduler: String, job_id: String },
+    /// A scheduler or executor process failed while doing `doing`.
+    #[error("{doing}")]
+    Node { doing: &'static str, source: BallistaError },
+}
+
+impl ClusterError {
+    /// Adapter for `map_err`: a scheduler or executor error while doing `doing`.
+    pub fn node(doing: &'static str) -> impl FnOnce(BallistaError) -> ClusterError {
+        move |source| ClusterError::Node { doing, source }
+    }
+
+    /// Adapter for `map_err`: an engine error while doing `doing`.
+    pub fn engine(doing: impl Into<String>) -> impl FnOnce(DataFusionError) -> ClusterError {
+        let doing = doing.into();
+        move |source| ClusterError::Engine { doing, source }
+    }
+}

@@ -1,0 +1,192 @@
+//! What a date of the lake is: complete, running, failed, or mixed (partitions of different
+//! runs), read from the run report, each partition's `_SUCCESS` and the date's lease.
+
+use std::collections::BTreeSet;
+
+use chrono::Utc;
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use serde::Serialize;
+use ubm_jobs::RunDate;
+
+use crate::error::{PipelineError, Result};
+use crate::lake::{Lake, SUCCESS, SuccessMarker, Table};
+use crate::lease::{Host, current};
+use crate::report::{RunReport, RunStatus};
+
+/// Every table a run writes for its date.
+pub const TABLES: [Table; 5] = [Table::RAW_REVIEWS, Table::STAGE_PURCHASES, Table::STAGE_REVIEWS, Table::REJECTS, Table::METRIC];
+
+/// A date's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DayState {
+    /// The report says succeeded and every partition was written by that run.
+    Complete,
+    /// A run of the date is under way (it holds a live lease).
+    Running,
+    /// The last run failed; the partitions that exist all come from one run.
+    Failed,
+    /// The partitions come from different runs, or do not match the report (a run stopped
+    /// midway): rerun the date to heal it.
+    Mixed,
+}
+
+impl std::fmt::Display for DayState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            DayState::Complete => "complete",
+            DayState::Running => "running",
+            DayState::Failed => "failed",
+            DayState::Mixed => "mixed",
+        })
+    }
+}
+
+/// One partition of the date, and the run that wrote it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionState {
+    pub table: &'static str,
+    /// `None`: no committed partition. `Some("")`: committed before partitions named their run.
+    pub run_id: Option<String>,
+}
+
+/// What `ubm status --lake` shows for a date.
+#[derive(Debug, Clone, Serialize)]
+pub struct DayStatus {
+    pub date: String,
+    pub state: DayState,
+    /// The last run's report (`None` when the date has none).
+    pub report: Option<RunReport>,
+    pub partitions: Vec<PartitionState>,
+    /// Who holds the date now, when a run does.
+    pub holder: Option<String>,
+    /// Why the state is what it is, in words.
+    pub note: String,
+}
+
+impl std::fmt::Display for DayStatus {
+    /// The date's state, why, who holds it, and which run wrote each partition.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{} {}: {}", self.date, self.state, self.note)?;
+        if let Some(holder) = &self.holder {
+            writeln!(f, "  held by {holder}")?;
+        }
+        if let Some(report) = &self.report {
+            writeln!(f, "  report: run {} {} (started {})", report.run_id, report.status, report.started_at.format("%Y-%m-%d %H:%M:%S UTC"))?;
+        }
+        for partition in &self.partitions {
+            let by = match partition.run_id.as_deref() {
+                None => "no committed partition".to_string(),
+                Some("") => "written before partitions named their run".to_string(),
+                Some(run) => format!("run {run}"),
+            };
+            writeln!(f, "  {:<32} {by}", partition.table)?;
+        }
+        Ok(())
+    }
+}
+
+/// The dates the lake has a run report for, in order.
+pub async fn dates(lake: &Lake) -> Result<Vec<RunDate>> {
+    let dir = lake.object_path("_runs/")?;
+    let listed: Vec<_> = lake.store().list(Some(&dir)).map_ok(|m| m.location).try_collect().await.map_err(lake.store_error("listing", &dir))?;
+    let mut dates: Vec<RunDate> =
+        listed.iter().filter_map(|p| p.filename()?.strip_suffix(".json")?.parse().ok()).collect();
+    dates.sort();
+    Ok(dates)
+}
+
+/// The state of `date` in `lake`.
+pub async fn day_status(lake: &Lake, date: RunDate) -> Result<DayStatus> {
+    let report = read_json::<RunReport>(lake, &format!("_runs/{date}.json")).await?;
+    let mut partitions = Vec::with_capacity(TABLES.len());
+    for table in TABLES {
+        let marker = lake.partition_url(table, date)?.join(SUCCESS).map_err(|e| PipelineError::Internal { what: e.to_string() })?;
+        let relative = marker.as_str().strip_prefix(lake.root().as_str()).unwrap_or(marker.as_str()).to_string();
+        let run_id = read_bytes(lake, &relative).await?.map(|bytes| {
+            serde_json::from_slice::<SuccessMarker>(&bytes).map(|m| m.run_id).unwrap_or_default()
+        });
+        partitions.push(PartitionState { table: table.0, run_id });
+    }
+    let live = current(lake, date).await?.filter(|(_, record)| record.is_live(Utc::now(), &Host::current()));
+    let holder = live.as_ref().map(|(_, record)| record.describe());
+    let (state, note) = judge(report.as_ref(), &partitions, live.as_ref().map(|(_, r)| r.run_id.as_str()));
+    Ok(DayStatus { date: date.to_string(), state, report, partitions, holder, note })
+}
+
+/// The rules of [`DayState`].
+fn judge(report: Option<&RunReport>, partitions: &[PartitionState], live_run: Option<&str>) -> (DayState, String) {
+    let writers: BTreeSet<&str> = partitions.iter().filter_map(|p| p.run_id.as_deref()).collect();
+    let Some(report) = report else {
+        return (DayState::Mixed, "no run report: the partitions were not written by a finished run".to_string());
+    };
+    let all_by_report = partitions.iter().all(|p| p.run_id.as_deref() == Some(report.run_id.as_str()));
+    match report.status {
+        RunStatus::Running if live_run == Some(report.run_id.as_str()) => {
+            (DayState::Running, format!("run {} is under way", report.run_id))
+        }
+        RunStatus::Running => (
+            DayState::Mixed,
+            format!("run {} stopped before it finished; rerun the date to make it whole", report.run_id),
+        ),
+        RunStatus::Succeeded if all_by_report => (DayState::Complete, format!("every partition by run {}", report.run_id)),
+        RunStatus::Failed if writers.len() <= 1 => {
+            let why = report.tasks.iter().find_map(|t| t.error.clone().filter(|_| t.status == crate::TaskStatus::Failed));
+            (DayState::Failed, why.unwrap_or_else(|| "the run failed".to_string()))
+        }
+        _ => (
+            DayState::Mixed,
+            format!("partitions from {} runs, the report from run {}; rerun the date to make it whole", writers.len(), report.run_id),
+        ),
+    }
+}
+
+async fn read_bytes(lake: &Lake, relative: &str) -> Result<Option<bytes::Bytes>> {
+    let path = lake.object_path(relative)?;
+    match lake.store().get(&path).await {
+        Ok(got) => Ok(Some(got.bytes().await.map_err(lake.store_error("reading", &path))?)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(lake.store_error("reading", &path)(e)),
+    }
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(lake: &Lake, relative: &str) -> Result<Option<T>> {
+    let Some(bytes) = read_bytes(lake, relative).await? else { return Ok(None) };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| PipelineError::BadInput {
+        what: format!("{}{relative}", lake.root()),
+        reason: format!("not a ubm run report ({e})"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(run_id: &str, status: RunStatus) -> RunReport {
+        serde_json::from_value(serde_json::json!({
+            "run_date": "2011-12-31", "run_id": run_id, "status": status, "started_at": "2026-01-01T00:00:00Z",
+            "duration_ms": 0, "engine": "local", "semantics": "correct", "reviews": "r", "oltp": "o", "lake": "l",
+            "warehouse": null, "tasks": [], "counts": crate::Counts::default(), "counts_reconcile": true, "metric_partition": null,
+        }))
+        .expect("report")
+    }
+
+    fn written_by(runs: [&str; 5]) -> Vec<PartitionState> {
+        TABLES.iter().zip(runs).map(|(t, r)| PartitionState { table: t.0, run_id: Some(r.to_string()) }).collect()
+    }
+
+    #[test]
+    fn a_day_is_complete_only_when_every_partition_is_the_reports_run() {
+        let all_b = written_by(["b"; 5]);
+        let mix = written_by(["b", "a", "b", "b", "a"]);
+        assert_eq!(judge(Some(&report("b", RunStatus::Succeeded)), &all_b, None).0, DayState::Complete);
+        assert_eq!(judge(Some(&report("b", RunStatus::Succeeded)), &mix, None).0, DayState::Mixed);
+        assert_eq!(judge(Some(&report("b", RunStatus::Running)), &mix, Some("b")).0, DayState::Running);
+        // Killed before its first commit: the old day's partitions, the new run's report.
+        assert_eq!(judge(Some(&report("b", RunStatus::Running)), &written_by(["a"; 5]), None).0, DayState::Mixed);
+        assert_eq!(judge(Some(&report("b", RunStatus::Failed)), &written_by(["a"; 5]), None).0, DayState::Failed);
+        assert_eq!(judge(Some(&report("b", RunStatus::Failed)), &mix, None).0, DayState::Mixed);
+        assert_eq!(judge(None, &all_b, None).0, DayState::Mixed);
+    }
+}

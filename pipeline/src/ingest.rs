@@ -1,0 +1,102 @@
+//! ingest: the day's vendor file into `<lake>/raw/movie_review/insert_date=D/`, and, in-process
+//! for a large local file, classify side by side with it.
+
+use std::time::SystemTime;
+
+use ubm_cluster::{Engine, EngineKind};
+use ubm_jobs::RunDate;
+use url::Url;
+
+use crate::classify::{ClassifyCounts, classify_staged};
+use crate::error::{PipelineError, Result};
+use crate::lake::{Lake, RunStamp, Table};
+use crate::task::{RetryPolicy, TaskReport, TaskStatus, run_task};
+
+/// ingest: copies the vendor file into the raw zone; returns the URL of the copy.
+pub(crate) async fn ingest(lake: &Lake, source: &Url, date: RunDate, stamp: &RunStamp) -> Result<Url> {
+    ubm_cluster::stores::require_regular_file(source).await.map_err(|e| PipelineError::BadInput {
+        what: format!("the review file {}", source.to_file_path().map_or_else(|()| source.to_string(), |p| p.display().to_string())),
+        reason: match e {
+            ubm_cluster::ClusterError::BadLocation { reason, .. } => format!("{reason}; pass the vendor's file with --reviews"),
+            other => other.to_string(),
+        },
+    })?;
+    let before = object_version(source).await?;
+    let mut partition = lake.begin(Table::RAW_REVIEWS, date, stamp)?;
+    let bytes = partition.copy_in("movie_review.csv", source).await?;
+    // A vendor still writing the file would leave a torn copy: the file must be the same
+    // object (size, modification time, ETag on S3) after the copy as before it.
+    if object_version(source).await? != before {
+        return Err(PipelineError::Changed { url: source.to_string() });
+    }
+    let url = partition.commit().await?;
+    tracing::info!(bytes, "ingested {source}");
+    url.join("movie_review.csv").map_err(|e| PipelineError::Internal { what: format!("naming the raw copy: {e}") })
+}
+
+/// What identifies one version of an object: its size, modification time and ETag (a local
+/// file's "ETag" is object_store's, made of its inode, size and modification time).
+async fn object_version(source: &Url) -> Result<(u64, chrono::DateTime<chrono::Utc>, Option<String>)> {
+    let store = ubm_cluster::stores::object_store_for(source)?;
+    let path = object_store::path::Path::from_url_path(source.path())
+        .map_err(|e| PipelineError::BadInput { what: source.to_string(), reason: format!("not an object path: {e}") })?;
+    let meta = object_store::ObjectStoreExt::head(store.as_ref(), &path)
+        .await
+        .map_err(|e| PipelineError::Store { doing: "reading", url: source.to_string(), source: e })?;
+    Ok((meta.size, meta.last_modified, meta.e_tag))
+}
+
+/// In-process, a large local vendor file is classified where it is while ingest copies it into
+/// the lake, which takes the copy off the critical path. A cluster reads the lake's copy instead,
+/// which every executor can reach. Below this size the copy is short and the three tasks side by
+/// side only contend for the cores. Measured with `ubm run`: SF 1 (95 MB) 0.31 s one after the
+/// other vs 0.33 s side by side; SF 8 (764 MB) 3.1 s vs 2.3 s.
+const CLASSIFY_WHILE_INGESTING_FROM_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Whether classify reads the vendor's file where it is, beside ingest.
+pub(crate) async fn reads_source_directly(engine: &Engine, source: &Url) -> bool {
+    *engine.kind() == EngineKind::Local
+        && file_version(source).await.is_some_and(|(len, _)| len >= CLASSIFY_WHILE_INGESTING_FROM_BYTES)
+}
+
+/// The size and modification time of a local file, to tell whether it changed meanwhile.
+async fn file_version(source: &Url) -> Option<(u64, SystemTime)> {
+    let metadata = tokio::fs::metadata(source.to_file_path().ok()?).await.ok()?;
+    Some((metadata.len(), metadata.modified().ok()?))
+}
+
+/// ingest and classify side by side on the vendor's local file. classify commits only after
+/// ingest did, and only if the file did not change while both read it, so that the raw zone
+/// always holds the bytes that were classified.
+pub(crate) async fn ingest_while_classifying(
+    engine: &Engine,
+    lake: &Lake,
+    source: &Url,
+    date: RunDate,
+    policy: RetryPolicy,
+    stamp: &RunStamp,
+) -> (TaskReport, TaskReport, Option<ClassifyCounts>) {
+    let before = file_version(source).await;
+    let ((ingest_report, raw), (mut classify_report, staged)) = tokio::join!(
+        run_task("ingest", policy, || ingest(lake, source, date, stamp)),
+        run_task("classify", policy, || classify_staged(engine, lake, source, date, Table::STAGE_REVIEWS, Table::REJECTS, stamp)),
+    );
+    let (Some(_), Some(staged)) = (raw, staged) else {
+        if ingest_report.status == TaskStatus::Failed {
+            return (ingest_report, TaskReport::skipped("classify", "ingest failed; nothing of classify was committed"), None);
+        }
+        return (ingest_report, classify_report, None);
+    };
+    if file_version(source).await != before {
+        let changed = PipelineError::Changed { url: source.to_string() };
+        classify_report.fail(format!("{}: rerun the date", changed.describe()));
+        return (ingest_report, classify_report, None);
+    }
+    match staged.commit().await {
+        Ok(counts) => (ingest_report, classify_report, Some(counts)),
+        Err(e) => {
+            classify_report.fail(format!("committing: {}", e.describe()));
+            (ingest_report, classify_report, None)
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! What a run did: `<lake>/_runs/D.json`, and the counts that must reconcile.
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::RecordBatch;
+use serde::{Deserialize, Serialize};
+
+use crate::task::TaskReport;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Written before the run replaces its first partition; a report still `running` after
+    /// its run ended means the run was stopped (see `crate::day`).
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+        })
+    }
+}
+
+/// The counts of a run; the review counts reconcile: read = classified + rejected.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub review_records_read: u64,
+    pub reviews_classified: u64,
+    pub reviews_rejected: u64,
+    pub null_reviews: u64,
+    pub positive_reviews: u64,
+    /// Reviews whose cid is not an integer (`abc`, `12.0`, empty): they match no customer.
+    pub reviews_invalid_cid: u64,
+    /// Reviews with an integer cid that bought nothing in the snapshot.
+    pub reviews_without_customer: u64,
+    pub purchase_rows_extracted: u64,
+    pub metric_rows_written: u64,
+    pub warehouse_rows_loaded: Option<u64>,
+}
+
+impl Counts {
+    /// `review_records_read == reviews_classified + reviews_rejected`.
+    pub fn reconcile(&self) -> bool {
+        self.review_records_read == self.reviews_classified + self.reviews_rejected
+    }
+}
+
+/// What a run did, written to `<lake>/_runs/D.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    pub run_date: String,
+    /// The run's id: every partition it committed names it in its `_SUCCESS` (empty in reports
+    /// written before runs had ids).
+    #[serde(default)]
+    pub run_id: String,
+    pub status: RunStatus,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u128,
+    pub engine: String,
+    pub semantics: String,
+    pub reviews: String,
+    pub oltp: String,
+    pub lake: String,
+    pub warehouse: Option<String>,
+    pub tasks: Vec<TaskReport>,
+    pub counts: Counts,
+    /// `review_records_read == reviews_classified + reviews_rejected`.
+    pub counts_reconcile: bool,
+    /// Where the day's table is in the lake.
+    pub metric_partition: Option<String>,
+    /// The day's rows, for the summary (not serialized: the lake holds them).
+    #[serde(skip)]
+    pub metric: Vec<RecordBatch>,
+}
+
+impl RunReport {
+    pub fn succeeded(&self) -> bool {
+        self.status == RunStatus::Succeeded
+    }
+}

@@ -1,0 +1,217 @@
+//! One run of the daily pipeline for date D: ingest, extract, classify, metric, load.
+//!
+//! ingest → classify and extract run concurrently; metric needs both; load needs metric.
+//! In-process, a large local vendor file is classified while ingest copies it, and classify
+//! commits only once ingest has ([`crate::ingest`]).
+//! Every task is retried with exponential backoff before the run fails, unless its error says
+//! another attempt cannot help (a missing file, a bad header, a refused permission: see
+//! [`PipelineError::is_retryable`]). Every task writes a whole partition or nothing, so
+//! rerunning a date is always safe.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use ubm_cluster::Engine;
+use ubm_jobs::schema::USER_PURCHASE;
+use ubm_jobs::{RunDate, Semantics};
+use url::Url;
+
+use crate::classify::{ClassifyCounts, classify_into};
+use crate::error::{PipelineError, Result};
+use crate::ingest::{ingest, ingest_while_classifying, reads_source_directly};
+use crate::lake::{Lake, RunStamp, Table};
+use crate::lease::Lease;
+use crate::metric::metric;
+use crate::oltp::Oltp;
+use crate::report::{Counts, RunReport, RunStatus};
+use crate::secret::SecretUrl;
+use crate::task::{RetryPolicy, TaskReport, TaskStatus, run_task};
+
+/// Everything a run needs besides the date.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The vendor file; `{date}` in it is replaced by the run date.
+    pub reviews: String,
+    /// Where `retail.user_purchase` is read from.
+    pub oltp: Oltp,
+    /// Where every table, the raw copy and the run report are written.
+    pub lake: Lake,
+    /// Also load the metric into this Postgres/Redshift database (`None`: the lake is the output).
+    pub warehouse: Option<SecretUrl>,
+    pub semantics: Semantics,
+    pub retry: RetryPolicy,
+    /// How long to wait for another run of the same date to finish (zero: fail at once).
+    pub wait_for_lease: Duration,
+}
+
+/// The review file for `date`: `{date}` in the configured location is replaced.
+pub fn reviews_for(location: &str, date: RunDate) -> Result<Url> {
+    Ok(ubm_cluster::stores::location_url(&location.replace("{date}", &date.to_string()))?)
+}
+
+/// Runs `dates` in order, stopping after the first date that fails (later dates of a backfill
+/// would build on a broken day). `on_date` hears each date's report as soon as it is written.
+pub async fn run_dates(
+    engine: &Engine,
+    config: &RunConfig,
+    dates: &[RunDate],
+    mut on_date: impl FnMut(&RunReport),
+) -> Result<Vec<RunReport>> {
+    let mut reports = Vec::with_capacity(dates.len());
+    for date in dates {
+        let report = run_date(engine, config, *date).await?;
+        on_date(&report);
+        let failed = !report.succeeded();
+        reports.push(report);
+        if failed {
+            break;
+        }
+    }
+    Ok(reports)
+}
+
+/// Runs every task of `date` and writes the run report into the lake. Fails at once, changing
+/// nothing, when another run holds the date (see [`crate::lease`]).
+pub async fn run_date(engine: &Engine, config: &RunConfig, date: RunDate) -> Result<RunReport> {
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let lease = Arc::new(Lease::acquire(&config.lake, date, &run_id, config.wait_for_lease).await?);
+    let stamp = RunStamp { run_id, lease: Some(Arc::clone(&lease)) };
+    let outcome = run_leased(engine, config, date, &stamp, &lease).await;
+    drop(stamp);
+    if let Ok(lease) = Arc::try_unwrap(lease) {
+        lease.release().await;
+    }
+    outcome
+}
+
+/// The run of `date` once it holds the date's lease.
+async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &RunStamp, lease: &Lease) -> Result<RunReport> {
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let lake = &config.lake;
+    let policy = config.retry;
+    match lake.remove_dead_staging(date, &stamp.run_id).await {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!("removed the staging of {removed} stopped run(s) of {date}"),
+        Err(e) => tracing::warn!("could not remove the staging of stopped runs of {date}: {}", e.describe()),
+    }
+    let mut report = RunReport {
+        run_date: date.to_string(),
+        run_id: stamp.run_id.clone(),
+        status: RunStatus::Running,
+        started_at,
+        duration_ms: 0,
+        engine: engine.kind().to_string(),
+        semantics: config.semantics.to_string(),
+        reviews: config.reviews.clone(),
+        oltp: config.oltp.to_string(),
+        lake: lake.root().to_string(),
+        warehouse: config.warehouse.as_ref().map(|w| w.redacted()),
+        tasks: Vec::new(),
+        counts: Counts::default(),
+        counts_reconcile: true,
+        metric_partition: None,
+        metric: Vec::new(),
+    };
+    write_report(lake, lease, &report).await?;
+
+    let review_side = async {
+        let source = match reviews_for(&config.reviews, date) {
+            Ok(source) => source,
+            Err(e) => return (TaskReport::failed_before_start("ingest", &e), TaskReport::skipped("classify", "ingest failed"), None),
+        };
+        if reads_source_directly(engine, &source).await {
+            return ingest_while_classifying(engine, lake, &source, date, policy, stamp).await;
+        }
+        let (ingest, raw) = run_task("ingest", policy, || ingest(lake, &source, date, stamp)).await;
+        let Some(raw) = raw else {
+            return (ingest, TaskReport::skipped("classify", "ingest failed"), None);
+        };
+        let (classify, counts) = run_task("classify", policy, || {
+            classify_into(engine, lake, &raw, date, Table::STAGE_REVIEWS, Table::REJECTS, stamp)
+        })
+        .await;
+        (ingest, classify, counts)
+    };
+    let purchase_side = run_task("extract", policy, || extract(&config.oltp, lake, date, stamp));
+    let ((ingest, classify, classified), (extract, purchases)) = tokio::join!(review_side, purchase_side);
+
+    let mut tasks = vec![ingest, extract, classify];
+    let mut counts = Counts { purchase_rows_extracted: purchases.unwrap_or(0), ..review_counts(classified.as_ref()) };
+    let mut metric_rows = Vec::new();
+    let mut metric_partition = None;
+    if classified.is_some() && purchases.is_some() {
+        let (task, metric) = run_task("metric", policy, || metric(engine, lake, date, config.semantics, stamp)).await;
+        tasks.push(task);
+        if let Some(m) = metric {
+            counts.metric_rows_written = m.rows;
+            counts.reviews_invalid_cid = m.invalid_cid;
+            counts.reviews_without_customer = m.no_customer;
+            metric_partition = Some(m.partition.to_string());
+            metric_rows = m.batches;
+        }
+    } else {
+        tasks.push(TaskReport::skipped("metric", "classify or extract failed"));
+    }
+    tasks.push(match (&config.warehouse, metric_partition.is_some()) {
+        (None, _) => TaskReport::skipped("load", "no --warehouse configured; the lake table is the output"),
+        (Some(_), false) => TaskReport::skipped("load", "metric failed"),
+        (Some(url), true) => {
+            let (task, rows) = run_task("load", policy, || crate::warehouse::load_metric(url, date, &metric_rows)).await;
+            counts.warehouse_rows_loaded = rows;
+            task
+        }
+    });
+
+    let failed = tasks.iter().any(|t| t.status == TaskStatus::Failed) || metric_partition.is_none();
+    report.status = if failed { RunStatus::Failed } else { RunStatus::Succeeded };
+    report.duration_ms = clock.elapsed().as_millis();
+    report.counts_reconcile = counts.reconcile();
+    report.tasks = tasks;
+    report.counts = counts;
+    report.metric_partition = metric_partition;
+    report.metric = metric_rows;
+    write_report(lake, lease, &report).await?;
+    Ok(report)
+}
+
+/// Writes `<lake>/_runs/D.json`, if this run still holds the date.
+async fn write_report(lake: &Lake, lease: &Lease, report: &RunReport) -> Result<()> {
+    lease.check().await?;
+    let json = serde_json::to_vec_pretty(report).map_err(|source| PipelineError::Report { source })?;
+    lake.put(&format!("_runs/{}.json", report.run_date), json).await?;
+    Ok(())
+}
+
+/// The review counts of a classify that succeeded; zero when it did not.
+fn review_counts(classified: Option<&ClassifyCounts>) -> Counts {
+    let Some(c) = classified else { return Counts::default() };
+    Counts {
+        review_records_read: c.read,
+        reviews_classified: c.classified,
+        reviews_rejected: c.rejected,
+        null_reviews: c.null_reviews,
+        positive_reviews: c.positive,
+        ..Counts::default()
+    }
+}
+
+/// extract: the as-of snapshot of `retail.user_purchase` into the stage zone. The source is
+/// read on its own task while this one encodes Parquet, through a channel of a few batches.
+async fn extract(oltp: &Oltp, lake: &Lake, date: RunDate, stamp: &RunStamp) -> Result<u64> {
+    let clock = Instant::now();
+    let (batches, mut received) = tokio::sync::mpsc::channel(4);
+    let source = oltp.clone();
+    let reader = tokio::spawn(async move { source.extract(date, batches).await });
+    let mut partition = lake.begin(Table::STAGE_PURCHASES, date, stamp)?;
+    let mut file = partition.parquet("part-00000.parquet", USER_PURCHASE.clone())?;
+    while let Some(batch) = received.recv().await {
+        file.write(&batch).await?;
+    }
+    reader.await.map_err(|e| PipelineError::Stopped { what: "the OLTP reader", source: Some(e) })??;
+    let rows = file.close().await?;
+    partition.commit().await?;
+    tracing::debug!(elapsed_ms = clock.elapsed().as_millis(), rows, "staged the snapshot from {oltp}");
+    Ok(rows)
+}

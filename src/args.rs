@@ -1,0 +1,192 @@
+//! Flags that several commands share, declared and validated once: dates, data locations,
+//! engine, retries, polling, the scheduler's address.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use ubm_cluster::{EngineKind, SchedulerAddress};
+use ubm_deploy::emr::PollPolicy;
+use ubm_jobs::{RunDate, Semantics};
+use ubm_pipeline::sample::ensure_sample;
+use ubm_pipeline::{Lake, Oltp, RetryPolicy, RunConfig, SecretUrl};
+
+/// `--date D`, or `--from D1 --to D2` for a backfill.
+#[derive(Debug, Args)]
+pub struct DateArgs {
+    /// The run date, YYYY-MM-DD. Conflicts with --from/--to.
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    pub date: Option<RunDate>,
+    /// First date of a backfill (inclusive); runs date by date up to --to.
+    #[arg(long, requires = "to")]
+    pub from: Option<RunDate>,
+    /// Last date of a backfill (inclusive).
+    #[arg(long, requires = "from")]
+    pub to: Option<RunDate>,
+}
+
+impl DateArgs {
+    /// The dates named, in order; `None` when neither form is given.
+    pub fn named(&self) -> Result<Option<Vec<RunDate>>> {
+        Ok(match (self.date, self.from, self.to) {
+            (_, Some(from), Some(to)) if from > to => bail!("--from {from} is after --to {to}"),
+            (_, Some(from), Some(to)) => Some(from.through(to)),
+            (Some(date), _, _) => Some(vec![date]),
+            _ => None,
+        })
+    }
+
+    /// The dates named, or today (UTC) when none is.
+    pub fn or_today(&self) -> Result<Vec<RunDate>> {
+        Ok(self.named()?.unwrap_or_else(|| vec![RunDate::new(chrono::Utc::now().date_naive())]))
+    }
+
+    /// The dates named; naming none is an error.
+    pub fn required(&self) -> Result<Vec<RunDate>> {
+        self.named()?.ok_or_else(|| anyhow::anyhow!("name the date(s): --date D, or --from D1 --to D2"))
+    }
+}
+
+/// Attempts per task before the run fails.
+#[derive(Debug, Args)]
+pub struct AttemptsArg {
+    /// Attempts per task before the run fails (1 = no retry). Errors a retry cannot fix (a
+    /// missing file, a bad header, a refused permission, a full disk) are never retried.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub attempts: u32,
+}
+
+/// How a failing task is retried.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    #[command(flatten)]
+    pub attempts: AttemptsArg,
+    /// Wait before the first retry, in milliseconds; it doubles for each further retry.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub retry_backoff_ms: u64,
+}
+
+impl RetryArgs {
+    pub fn policy(&self) -> RetryPolicy {
+        RetryPolicy { attempts: self.attempts.attempts, first_backoff: Duration::from_millis(self.retry_backoff_ms) }
+    }
+}
+
+/// Where plans run.
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// Where plans run: `local` (in this process), `standalone` (an in-process Ballista
+    /// scheduler and executor: the same plans, shipped as on a cluster), or the `df://HOST:PORT`
+    /// of a scheduler started with `ubm cluster scheduler`.
+    #[arg(long, default_value = "local", value_name = "local|standalone|df://HOST:PORT")]
+    pub engine: EngineKind,
+}
+
+/// A scheduler's address, for the commands that talk to a cluster.
+#[derive(Debug, Args)]
+pub struct SchedulerArg {
+    /// The scheduler started with `ubm cluster scheduler`.
+    #[arg(long, env = "UBM_SCHEDULER", value_name = "df://HOST:PORT", value_parser = parse_scheduler)]
+    pub scheduler: SchedulerAddress,
+}
+
+pub fn parse_scheduler(text: &str) -> Result<SchedulerAddress, String> {
+    text.parse().map_err(|e: ubm_cluster::ClusterError| e.to_string())
+}
+
+/// How patiently to follow something on AWS.
+#[derive(Debug, Args)]
+pub struct PollArgs {
+    /// First wait between polls, in seconds; it doubles up to 60 s.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub poll_seconds: f64,
+    /// Give up following after this long (what is followed goes on; `ubm deploy status` shows
+    /// it). Default: 1800 for `up`, 14400 for `run`.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout_seconds: Option<u64>,
+}
+
+impl PollArgs {
+    pub fn policy(&self, default_timeout_seconds: u64) -> Result<PollPolicy> {
+        if !(self.poll_seconds > 0.0 && self.poll_seconds <= 600.0) {
+            bail!("--poll-seconds {}: use a number above 0 and at most 600", self.poll_seconds);
+        }
+        let first = Duration::from_secs_f64(self.poll_seconds);
+        let timeout = Duration::from_secs(self.timeout_seconds.unwrap_or(default_timeout_seconds));
+        Ok(PollPolicy { first, max: first.max(Duration::from_secs(60)), timeout })
+    }
+}
+
+/// What to run and on which data: the flags `run` and `submit` share.
+#[derive(Debug, Args)]
+pub struct RunData {
+    #[command(flatten)]
+    pub dates: DateArgs,
+    /// The vendor's movie_review.csv: a path or s3:// URL. `{date}` in it becomes the run date
+    /// (e.g. s3://vendor/{date}/movie_review.csv). Default: the sample under --data-dir.
+    #[arg(long, value_name = "PATH|URL")]
+    pub reviews: Option<String>,
+    /// The OLTP database holding retail.user_purchase: postgres://user:pass@host:5432/db or
+    /// sqlite://path. Default: the embedded sample database under --data-dir.
+    #[arg(long, env = "UBM_OLTP", hide_env_values = true, value_name = "URL")]
+    pub oltp: Option<SecretUrl>,
+    /// The lake: a directory or s3://bucket/prefix. Default: <data-dir>/lake.
+    #[arg(long, value_name = "DIR|URL")]
+    pub lake: Option<String>,
+    /// Also load public.user_behavior_metric into this Postgres (or Redshift) database,
+    /// replacing the date's rows in one transaction. The lake table is always written.
+    #[arg(long, env = "UBM_WAREHOUSE", hide_env_values = true, value_name = "postgres://…")]
+    pub warehouse: Option<SecretUrl>,
+    /// `correct` aggregates each side then joins; `seed` reproduces the original SQL's
+    /// fan-out (join first, then aggregate) so that old numbers can be reconciled.
+    #[arg(long, default_value = "correct", value_name = "correct|seed")]
+    pub semantics: Semantics,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+    /// When another run holds the date (on the same lake), wait up to this many seconds for it
+    /// to finish instead of failing at once.
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    pub wait_for_lease: u64,
+    /// Folder for the embedded defaults (sample data, SQLite database, lake).
+    #[arg(long, default_value = "ubm-data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Scale factor of the sample data made on first use (1 = 541,909 purchases, 100,000 reviews).
+    #[arg(long, default_value_t = 1.0, value_name = "SF")]
+    pub sample_scale: f64,
+    /// Print the run report(s) as JSON on stdout instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not refresh the lake's HTML report (<lake>/_report/index.html) after the run.
+    #[arg(long)]
+    pub no_report: bool,
+}
+
+impl RunData {
+    /// The dates and configuration the flags name; makes the sample data when a default
+    /// needs it.
+    pub async fn into_config(self) -> Result<(Vec<RunDate>, RunConfig)> {
+        let dates = self.dates.or_today()?;
+        // Checked before anything else happens; their errors never show a password.
+        let oltp = self.oltp.map(|url| Oltp::from_url("--oltp", url)).transpose()?;
+        let warehouse = self.warehouse.map(|url| url.into_postgres("--warehouse")).transpose()?;
+        let (reviews, oltp) = match (self.reviews, oltp) {
+            (Some(reviews), Some(oltp)) => (reviews, oltp),
+            (reviews, oltp) => {
+                let sample = ensure_sample(&self.data_dir, self.sample_scale).await?;
+                (reviews.unwrap_or_else(|| sample.reviews.display().to_string()), oltp.unwrap_or(Oltp::Sqlite(sample.database)))
+            }
+        };
+        let lake = self.lake.unwrap_or_else(|| self.data_dir.join("lake").display().to_string());
+        let config = RunConfig {
+            reviews,
+            oltp,
+            lake: Lake::open(&lake).await?,
+            warehouse,
+            semantics: self.semantics,
+            retry: self.retry.policy(),
+            wait_for_lease: Duration::from_secs(self.wait_for_lease),
+        };
+        Ok((dates, config))
+    }
+}

@@ -1,0 +1,31 @@
+//! `ubm cancel`: stops a job on a scheduler; a run waiting for it fails and commits nothing.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+use ubm_cluster::scheduler_api::{CancelOutcome, SchedulerApi};
+
+use crate::args::SchedulerArg;
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The job id, as `submit` or `status` printed it.
+    pub job: String,
+    #[command(flatten)]
+    pub scheduler: SchedulerArg,
+}
+
+pub async fn cancel(args: CancelArgs) -> Result<ExitCode> {
+    let api = SchedulerApi::new(args.scheduler.scheduler)?;
+    match api.cancel(&args.job).await? {
+        CancelOutcome::Cancelled => {
+            println!("cancelled job {}; a run waiting for it fails and commits nothing", args.job);
+            Ok(ExitCode::SUCCESS)
+        }
+        CancelOutcome::AlreadyEnded(reason) => {
+            eprintln!("job {} was not cancelled: {reason}", args.job);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! One run per date, and a day published honestly: two runs of a date on one lake, two loads
+//! into one warehouse, signals, `kill -9` at any moment, line endings, secrets.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{Sample, TestDb, parquet_rows, partition, report, text, ubm, ubm_ok};
+
+const DATE: &str = "2011-12-31";
+
+fn run_command(sample: &Sample, reviews: &str, lake: &str) -> Command {
+    let mut command = ubm();
+    command.args(["run", "--date", DATE, "--reviews", reviews, "--oltp", &sample.sqlite(), "--lake", lake, "--attempts", "1"]);
+    command
+}
+
+/// `ubm status --lake LAKE --date D --json`, as JSON.
+fn day(lake: &str) -> serde_json::Value {
+    let out = ubm().args(["status", "--lake", lake, "--date", DATE, "--json"]).output().expect("status runs");
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("status JSON")[0].clone()
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() { stack.push(path) } else { files.push(path) }
+        }
+    }
+    files
+}
+
+fn signal(child: &Child, name: &str) {
+    let sent = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().expect("kill");
+    assert!(sent.success());
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Two runs of one date on one lake with different inputs, the second started at ten offsets
+/// into the first: the day is always one run's whole (report, raw copy, staged tables, metric
+/// agree) and the other run is refused with the holder named, never a mix.
+#[test]
+fn two_runs_of_a_date_on_one_lake_never_publish_a_mix() {
+    let big = Sample::new("0.5");
+    let small_dir = tempfile::tempdir().expect("tempdir");
+    ubm_ok(&["datagen", "--scale", "0.05", "--seed", "9", "--out", &small_dir.path().display().to_string()]);
+    let small = small_dir.path().join("movie_review.csv").display().to_string();
+    let inputs = [(big.reviews(), 50_000u64), (small.clone(), 5_000u64)];
+    for offset in 0..10u64 {
+        let lake = big.lake(&format!("lake-{offset}"));
+        let first = run_command(&big, &inputs[0].0, &lake).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("first");
+        std::thread::sleep(Duration::from_millis(offset * 60));
+        let second = run_command(&big, &inputs[1].0, &lake).output().expect("second");
+        let first = first.wait_with_output().expect("first ends");
+        assert!(first.status.success() || second.status.success(), "one of them runs the day");
+        for refused in [&first, &second].into_iter().filter(|o| !o.status.success()) {
+            let said = text(&refused.stderr);
+            assert!(said.contains("is being run by run") && said.contains("--wait-for-lease"), "offset {offset}: {said}");
+        }
+        let state = day(&lake);
+        assert_eq!(state["state"], "complete", "offset {offset}: {state}");
+        let run = report(&lake, DATE);
+        let read = run["counts"]["review_records_read"].as_u64().expect("count");
+        let (input, _) = inputs.iter().find(|(_, reviews)| *reviews == read).unwrap_or_else(|| panic!("offset {offset}: {read} reviews is neither run's"));
+        let raw = partition(&lake, "raw/movie_review", DATE).join("movie_review.csv");
+        assert_eq!(std::fs::read(&raw).expect("raw copy"), std::fs::read(input).expect("input"), "offset {offset}: the raw copy is the run's input");
+        assert_eq!(parquet_rows(&partition(&lake, "stage/movie_review", DATE)).len() as u64, run["counts"]["reviews_classified"].as_u64().expect("n"));
+        assert_eq!(parquet_rows(&partition(&lake, "warehouse/user_behavior_metric", DATE)).len() as u64, run["counts"]["metric_rows_written"].as_u64().expect("n"));
+    }
+}
+
+/// Two runs of a date from two lakes into one warehouse, started together, five times: every
+/// customer of the date is there once.
+#[test]
+fn concurrent_warehouse_loads_keep_each_customer_once() {
+    let Some(db) = TestDb::create() else { return };
+    let sample = Sample::new("0.05");
+    for trial in 0..5 {
+        let runs: Vec<Child> = (0..2)
+            .map(|i| {
+                let lake = sample.lake(&format!("lake-{trial}-{i}"));
+                run_command(&sample, &sample.reviews(), &lake).args(["--warehouse", &db.url()]).stdout(Stdio::null()).spawn().expect("run")
+            })
+            .collect();
+        for run in runs {
+            let out = run.wait_with_output().expect("run ends");
+            assert!(out.status.success(), "trial {trial}: {}", text(&out.stderr));
+        }
+        let twice = db.query(&format!(
+            "SELECT customerid FROM public.user_behavior_metric WHERE insert_date = '{DATE}' GROUP BY customerid HAVING count(*) > 1"
+        ));
+        assert!(twice.is_empty(), "trial {trial}: customers loaded twice: {twice:?}");
+        let rows = db.query(&format!("SELECT count(*) FROM public.user_behavior_metric WHERE insert_date = '{DATE}'"));
+        assert_eq!(rows[0], report(&sample.lake(&format!("lake-{trial}-0")), DATE)["counts"]["metric_rows_written"].to_string());
+    }
+    // A column that would round the money is refused before anything is deleted.
+    db.query("ALTER TABLE public.user_behavior_metric ALTER COLUMN amount_spent TYPE numeric(12,2)");
+    let before = db.query("SELECT count(*) FROM public.user_behavior_metric");
+    let lake = sample.lake("lake-narrow");
+    let out = run_command(&sample, &sample.reviews(), &lake).args(["--warehouse", &db.url()]).output().expect("run");
+    assert!(!out.status.success());
+    let load = report(&lake, DATE)["tasks"].as_array().expect("tasks").iter().find(|t| t["name"] == "load").expect("load").clone();
+    assert_eq!(load["attempts"], 1, "{load}");
+    assert!(load["error"].as_str().is_some_and(|e| e.contains("amount_spent") && e.contains("numeric(12,2)")), "{load}");
+    assert_eq!(db.query("SELECT count(*) FROM public.user_behavior_metric"), before, "nothing was deleted");
+}
+
+/// The same reviews with LF, CRLF and CR-only line endings classify to equal tables.
+#[test]
+fn lf_crlf_and_cr_only_twins_give_equal_tables() {
+    let sample = Sample::new("0.01");
+    let lf = std::fs::read_to_string(sample.reviews()).expect("reviews");
+    let mut tables = Vec::new();
+    for (name, file) in [("lf", lf.clone()), ("crlf", lf.replace('\n', "\r\n")), ("cr", lf.replace('\n', "\r"))] {
+        let input = sample.dir.path().join(format!("reviews-{name}.csv"));
+        std::fs::write(&input, file).expect("write twin");
+        let out_dir = sample.lake(&format!("classified-{name}"));
+        let out = ubm_ok(&["classify", "--input", &input.display().to_string(), "--date", DATE, "--output", &out_dir, "--json"]);
+        let counts: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(counts["records_read"], 1000, "{name}: {counts}");
+        tables.push((counts["positive_reviews"].clone(), counts["rejected"].clone(), parquet_rows(&Path::new(&out_dir).join(format!("insert_date={DATE}")))));
+    }
+    assert_eq!(tables[0], tables[1], "CRLF differs from LF");
+    assert_eq!(tables[0], tables[2], "CR-only differs from LF");
+}
+
+/// No shape of a password given on the command line appears in stdout, stderr or the report.
+#[test]
+fn no_password_shape_reaches_output_or_report() {
+    let sample = Sample::new("0.001");
+    let secret = "Sup3rSecretPw";
+    for (i, url) in [
+        format!("POSTGRES://etl:{secret}@127.0.0.1:1/x"),
+        format!("mysql://etl:{secret}@127.0.0.1:1/x"),
+        format!("postgres://etl:p@ss#{secret}@127.0.0.1:1/x"),
+        format!("postgres://etl:{secret}@host@127.0.0.1:1/x"),
+        format!("host=127.0.0.1 port=1 user=etl password={secret}"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for flag in ["--oltp", "--warehouse"] {
+            let lake = sample.lake(&format!("lake-{i}-{}", flag.trim_start_matches('-')));
+            let mut command = run_command(&sample, &sample.reviews(), &lake);
+            command.args([flag, url, "--retry-backoff-ms", "10"]);
+            let out = command.output().expect("runs");
+            assert!(!out.status.success(), "{flag} {i} cannot work");
+            let run_report = std::fs::read_to_string(Path::new(&lake).join("_runs").join(format!("{DATE}.json"))).unwrap_or_default();
+            let everything = format!("{}{}{run_report}", text(&out.stdout), text(&out.stderr));
+            assert!(!everything.contains(secret), "{flag} shape {i} leaked: {everything}");
+            assert!(everything.contains("***"), "{flag} shape {i}: the redacted value is shown: {everything}");
+        }
+    }
+}
+
+/// SIGTERM mid-run: a message, a non-zero exit, and no staging left.
+#[test]
+fn sigterm_mid_run_leaves_no_staging() {
+    let sample = Sample::new("2");
+    let lake = sample.lake("lake");
+    let run = run_command(&sample, &sample.reviews(), &lake).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("run");
+    let staging = Path::new(&lake).join("_staging");
+    wait_until("the run stages something", Duration::from_secs(60), || !files_under(&staging).is_empty());
+    signal(&run, "TERM");
+    let out = run.wait_with_output().expect("run ends");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("stopped by SIGTERM"), "{}", text(&out.stderr));
+    assert_eq!(files_under(&staging), Vec::<PathBuf>::new(), "staging left behind");
+}
+
+/// `cluster local` takes its scheduler and executors down with it, on SIGTERM and on kill -9.
+#[test]
+fn cluster_local_leaves_no_process_behind() {
+    for how in ["TERM", "KILL"] {
+        let port = crate::common::free_port();
+        let ports = [port, port + 1, port + 2];
+        let cluster = ubm()
+            .args(["cluster", "local", "--executors", "1", "--port", &port.to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cluster local");
+        for p in ports {
+            crate::common::wait_for_port(p);
+        }
+        // A second cluster on the same ports is refused before it starts anything.
+        let again = ubm().args(["cluster", "local", "--executors", "1", "--port", &port.to_string()]).output().expect("again");
+        assert!(!again.status.success() && text(&again.stderr).contains(&format!("port {port}")), "{}", text(&again.stderr));
+        signal(&cluster, how);
+        let _ = cluster.wait_with_output();
+        wait_until(&format!("SIGKILL/SIGTERM ({how}) frees every port"), Duration::from_secs(15), || {
+            ports.iter().all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_err())
+        });
+    }
+}
+
+/// `kill -9` of a run at ten moments: `ubm status` names the day mixed whenever the killed run
+/// had started it, and a rerun always ends in a complete day equal to an undisturbed run.
+#[test]
+fn kill_9_at_any_moment_then_a_rerun_heals_the_day() {
+    let sample = Sample::new("0.5");
+    let reference = sample.lake("reference");
+    let clock = Instant::now();
+    ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &reference]);
+    let duration = clock.elapsed();
+    let tables = |lake: &str| -> Vec<Vec<String>> {
+        ["stage/user_purchase", "stage/movie_review", "warehouse/user_behavior_metric"].iter().map(|t| parquet_rows(&partition(lake, t, DATE))).collect()
+    };
+    let expected = tables(&reference);
+    let lake = sample.lake("lake");
+    ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &lake]);
+    let mut mixed = 0;
+    for moment in 0..10u32 {
+        let run = run_command(&sample, &sample.reviews(), &lake).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("run");
+        std::thread::sleep(duration.mul_f64((f64::from(moment) + 0.5) / 10.0));
+        signal(&run, "KILL");
+        let _ = run.wait_with_output();
+        let state = day(&lake);
+        let killed_midway = report(&lake, DATE)["status"] == "running";
+        assert!(state["state"] == "mixed" || (!killed_midway && state["state"] == "complete"), "moment {moment}: {state}");
+        if state["state"] == "mixed" {
+            mixed += 1;
+        }
+        let rerun: Output = run_command(&sample, &sample.reviews(), &lake).output().expect("rerun");
+        assert!(rerun.status.success(), "moment {moment}: the rerun takes the dead run's date: {}", text(&rerun.stderr));
+        assert_eq!(day(&lake)["state"], "complete", "moment {moment}");
+        assert_eq!(tables(&lake), expected, "moment {moment}");
+        let staging = files_under(&Path::new(&lake).join("_staging"));
+        assert!(staging.is_empty(), "moment {moment}: the dead run's staging was removed: {staging:?}");
+    }
+    assert!(mixed > 0, "no kill landed inside a run");
+}
