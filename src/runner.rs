@@ -34,8 +34,8 @@ pub async fn run_and_print(engine: &Engine, config: &RunConfig, dates: &[RunDate
             let done = finished.get();
             let at = dates.get(done).map_or(String::new(), |d| format!(" while running {d}"));
             bail!(
-                "stopped by {signal}{at} ({done} of {} dates done): every partition is either replaced whole or as it \
-                 was; rerun the date to finish it",
+                "interrupted by {signal}{at} ({done} of {} dates done): every partition is either replaced whole or as \
+                 it was; rerun the date to finish it",
                 dates.len()
             );
         }

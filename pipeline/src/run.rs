@@ -26,7 +26,7 @@ use crate::metric::metric;
 use crate::oltp::Oltp;
 use crate::report::{Counts, RunReport, RunStatus};
 use crate::secret::SecretUrl;
-use crate::task::{RetryPolicy, TaskReport, TaskStatus, run_task};
+use crate::task::{RetryPolicy, TaskReport, TaskStatus, retrying, run_task};
 
 /// Everything a run needs besides the date.
 #[derive(Debug, Clone)]
@@ -75,7 +75,9 @@ pub async fn run_dates(
 /// nothing, when another run holds the date (see [`crate::lease`]).
 pub async fn run_date(engine: &Engine, config: &RunConfig, date: RunDate) -> Result<RunReport> {
     let run_id = uuid::Uuid::new_v4().to_string();
-    let lease = Arc::new(Lease::acquire(&config.lake, date, &run_id, config.wait_for_lease).await?);
+    // Taking the lease and writing the report meet the same outages as tasks: same retries.
+    let (lease, _) = retrying("taking the date's lease", config.retry, || Lease::acquire(&config.lake, date, &run_id, config.wait_for_lease)).await;
+    let lease = Arc::new(lease?);
     let stamp = RunStamp { run_id, lease: Some(Arc::clone(&lease)) };
     let outcome = run_leased(engine, config, date, &stamp, &lease).await;
     drop(stamp);
@@ -114,7 +116,7 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
         metric_partition: None,
         metric: Vec::new(),
     };
-    write_report(lake, lease, &report).await?;
+    retrying("writing the run report", policy, || write_report(lake, lease, &report)).await.0?;
 
     let review_side = async {
         let source = match reviews_for(&config.reviews, date) {
@@ -172,7 +174,7 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
     report.counts = counts;
     report.metric_partition = metric_partition;
     report.metric = metric_rows;
-    write_report(lake, lease, &report).await?;
+    retrying("writing the run report", policy, || write_report(lake, lease, &report)).await.0?;
     Ok(report)
 }
 

@@ -81,29 +81,39 @@ impl TaskReport {
 }
 
 /// Runs `work` until it succeeds, the attempts run out, or it fails for a reason a retry
-/// cannot fix. Returns the task's report and, when it succeeded, its value.
-pub async fn run_task<T, F, Fut>(name: &str, policy: RetryPolicy, mut work: F) -> (TaskReport, Option<T>)
+/// cannot fix; returns its outcome and the attempts made. `what` names it in the log.
+pub async fn retrying<T, F, Fut>(what: &str, policy: RetryPolicy, mut work: F) -> (Result<T>, u32)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut attempts = 0;
+    let mut backoff = policy.first_backoff;
+    loop {
+        attempts += 1;
+        match work().await {
+            Ok(value) => return (Ok(value), attempts),
+            Err(err) if attempts < policy.attempts.max(1) && err.is_retryable() => {
+                tracing::warn!(task = what, attempt = attempts, "failed, retrying in {backoff:?}: {}", err.describe());
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            Err(err) => return (Err(err), attempts),
+        }
+    }
+}
+
+/// Runs `work` as the task `name` (see [`retrying`]). Returns the task's report and, when it
+/// succeeded, its value.
+pub async fn run_task<T, F, Fut>(name: &str, policy: RetryPolicy, work: F) -> (TaskReport, Option<T>)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
     let started_at = Utc::now();
     let clock = Instant::now();
-    let mut attempts = 0;
-    let mut backoff = policy.first_backoff;
     tracing::info!(task = name, "started");
-    let outcome = loop {
-        attempts += 1;
-        match work().await {
-            Ok(value) => break Ok(value),
-            Err(err) if attempts < policy.attempts.max(1) && err.is_retryable() => {
-                tracing::warn!(task = name, attempt = attempts, "failed, retrying in {backoff:?}: {}", err.describe());
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
-            }
-            Err(err) => break Err(err),
-        }
-    };
+    let (outcome, attempts) = retrying(name, policy, work).await;
     let duration_ms = clock.elapsed().as_millis();
     let (status, error, value) = match outcome {
         Ok(value) => {

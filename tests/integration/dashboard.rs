@@ -61,15 +61,25 @@ fn render(page: &Path, dir: &Path) -> Option<(String, String, Vec<String>, PathB
     assert!(dom.status.success(), "chromium: {}", text(&dom.stderr));
     let shot = flags(&[format!("--screenshot={}", screenshot.display()), "--window-size=1280,2200".to_string()]);
     assert!(shot.status.success(), "chromium: {}", text(&shot.stderr));
-    let log = std::fs::read_to_string(&net_log).expect("net log");
-    let requested: Vec<String> = log
-        .split("\"url\":\"")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').next())
-        .filter(|u| !(u.starts_with("file://") || u.starts_with("data:") || u.starts_with("chrome") || u.starts_with("about:")))
-        .map(str::to_string)
-        .collect();
+    let requested = page_requests(&std::fs::read(&net_log).expect("net log"));
     Some((text(&dom.stdout), format!("{}{}", text(&dom.stderr), text(&shot.stderr)), requested, screenshot))
+}
+
+/// The URLs the page itself asked for, from Chromium's net log: requests whose initiator is the
+/// page (`null` for a file page). The browser's own background requests (time, updates,
+/// accounts) carry the initiator `not an origin` and are not the page's doing.
+fn page_requests(net_log: &[u8]) -> Vec<String> {
+    let log: serde_json::Value = serde_json::from_slice(net_log).expect("net log JSON");
+    let start_job = &log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"];
+    log["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| &e["type"] == start_job && e["params"]["initiator"] != "not an origin")
+        .filter_map(|e| e["params"]["url"].as_str())
+        .filter(|url| !url.starts_with("file://"))
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]

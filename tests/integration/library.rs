@@ -49,7 +49,7 @@ async fn day_through_the_library(kind: EngineKind) {
     assert!(report.counts_reconcile);
     assert_eq!(counts.review_records_read, 1000, "SF 0.01 has 1,000 reviews");
     assert_eq!(counts.purchase_rows_extracted, 5419, "every purchase is before 2011-12-31");
-    assert!(counts.metric_rows_written > 100, "{counts:?}");
+    assert!(counts.metric_rows_written > 0, "{counts:?}");
 
     // The lake holds exactly the rows the run returned, and the report it wrote is this one.
     let returned: Vec<String> = report.metric.iter().flat_map(without_date).collect();

@@ -152,8 +152,12 @@ fn no_password_shape_reaches_output_or_report() {
     {
         for flag in ["--oltp", "--warehouse"] {
             let lake = sample.lake(&format!("lake-{i}-{}", flag.trim_start_matches('-')));
-            let mut command = run_command(&sample, &sample.reviews(), &lake);
-            command.args([flag, url, "--retry-backoff-ms", "10"]);
+            let oltp = if flag == "--oltp" { url.clone() } else { sample.sqlite() };
+            let mut command = ubm();
+            command.args(["run", "--date", DATE, "--reviews", &sample.reviews(), "--lake", &lake, "--attempts", "1", "--oltp", &oltp]);
+            if flag == "--warehouse" {
+                command.args(["--warehouse", url]);
+            }
             let out = command.output().expect("runs");
             assert!(!out.status.success(), "{flag} {i} cannot work");
             let run_report = std::fs::read_to_string(Path::new(&lake).join("_runs").join(format!("{DATE}.json"))).unwrap_or_default();
@@ -175,7 +179,7 @@ fn sigterm_mid_run_leaves_no_staging() {
     signal(&run, "TERM");
     let out = run.wait_with_output().expect("run ends");
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("stopped by SIGTERM"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("interrupted by SIGTERM"), "{}", text(&out.stderr));
     assert_eq!(files_under(&staging), Vec::<PathBuf>::new(), "staging left behind");
 }
 

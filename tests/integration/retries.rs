@@ -18,8 +18,9 @@ const DATE: &str = "2011-12-31";
 /// What the proxy does to a request.
 #[derive(Clone)]
 enum Fault {
-    /// `503 Slow Down` to every request for this long after the first one.
-    OutageFor(Duration),
+    /// `503 Slow Down` to every request whose path starts with `prefix`, for `window` after the
+    /// first such request.
+    OutageFor { prefix: String, window: Duration },
     /// `403 Access Denied` to every request whose path starts with this.
     DenyPath(String),
 }
@@ -96,9 +97,10 @@ fn serve(client: TcpStream, upstream: &str, fault: &Fault, first: &std::sync::On
     let mut body = vec![0u8; content_length];
     reader.read_exact(&mut body)?;
     let path = String::from_utf8_lossy(&head).split_whitespace().nth(1).unwrap_or("/").to_string();
-    let started = *first.get_or_init(Instant::now);
     let answer = match fault {
-        Fault::OutageFor(window) if started.elapsed() < *window => Some(("503 Slow Down", "SlowDown", "Please reduce your request rate.")),
+        Fault::OutageFor { prefix, window } if path.starts_with(prefix.as_str()) && first.get_or_init(Instant::now).elapsed() < *window => {
+            Some(("503 Slow Down", "SlowDown", "Please reduce your request rate."))
+        }
         Fault::DenyPath(prefix) if path.starts_with(prefix.as_str()) => Some(("403 Forbidden", "AccessDenied", "Access Denied")),
         _ => None,
     };
@@ -153,7 +155,7 @@ fn moto_with_reviews(sample: &Sample) -> Option<Moto> {
 fn a_store_outage_longer_than_the_clients_retries_is_retried_by_the_task() {
     let sample = Sample::new("0.01");
     let Some(moto) = moto_with_reviews(&sample) else { return };
-    let proxy = FaultyProxy::start(&moto.endpoint, Fault::OutageFor(Duration::from_secs(2)));
+    let proxy = FaultyProxy::start(&moto.endpoint, Fault::OutageFor { prefix: "/vendor/".to_string(), window: Duration::from_secs(2) });
     let output = run_through(&proxy, &sample, "6");
     assert!(output.status.success(), "the run recovers once S3 does:\n{}\n{}", text(&output.stdout), text(&output.stderr));
     assert!(proxy.faults.load(Ordering::SeqCst) >= 4, "the outage was seen, the client's retries included");
