@@ -74,8 +74,11 @@ impl DayData {
         (counts.reviews_classified > 0).then(|| counts.positive_reviews as f64 / counts.reviews_classified as f64)
     }
 
+    /// Rejected records, when the run's classify succeeded (otherwise nothing was counted).
     pub fn rejected(&self) -> Option<u64> {
-        self.status.report.as_ref().map(|r| r.counts.reviews_rejected)
+        let report = self.status.report.as_ref()?;
+        let classified = report.tasks.iter().any(|t| t.name == "classify" && t.status == TaskStatus::Succeeded);
+        classified.then_some(report.counts.reviews_rejected)
     }
 
     /// The run failed, is running, or left a mixed day: the page marks it.

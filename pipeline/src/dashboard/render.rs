@@ -383,7 +383,8 @@ fn scatter(points: &[(f64, f64)]) -> String {
     let mut decade = low;
     while decade <= high {
         let x = LEFT + plot_w * (decade - low) / (high - low);
-        let _ = write!(svg, "<text class=\"muted\" x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>", HEIGHT - 10.0, short(10f64.powf(decade)));
+        let anchor = if decade >= high { "end" } else { "middle" };
+        let _ = write!(svg, "<text class=\"muted\" x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{}</text>", HEIGHT - 14.0, short(10f64.powf(decade)));
         decade += 1.0;
     }
     for (amount, score) in points {
