@@ -4,7 +4,7 @@ Usage: dashboard_figures.py LAKE
 
 Reads every committed metric partition (a directory with _SUCCESS) with Hive partitioning and the
 run reports under _runs/, and prints a JSON document: per date, the customers, the exact total of
-amount_spent, the positive share and the rejected records; and the latest date's top ten
+amount_spent, the positive share and the rejected records (when the run's classify succeeded); and the latest date's top ten
 customers by amount spent. Written independently of ubm's code.
 """
 import glob
@@ -23,8 +23,10 @@ for date in dates:
         report = json.load(f)
     counts = report["counts"]
     classified = counts["reviews_classified"]
+    classify_ran = any(t["name"] == "classify" and t["status"] == "succeeded" for t in report["tasks"])
     day = {
-        "rejected": str(counts["reviews_rejected"]),
+        # A run whose classify did not succeed counted no rejects: the page leaves a gap.
+        "rejected": str(counts["reviews_rejected"]) if classify_ran else "",
         "positive_share": f"{counts['positive_reviews'] / classified:.6f}" if classified else "",
         "customers": "",
         "spent": "",
