@@ -187,16 +187,8 @@ fn sigterm_mid_run_leaves_no_staging() {
 #[test]
 fn cluster_local_leaves_no_process_behind() {
     for how in ["TERM", "KILL"] {
-        let port = crate::common::free_port();
+        let (cluster, port) = start_local_cluster();
         let ports = [port, port + 1, port + 2];
-        let cluster = ubm()
-            .args(["cluster", "local", "--executors", "1", "--port", &port.to_string()])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cluster local");
-        for p in ports {
-            crate::common::wait_for_port(p);
-        }
         // A second cluster on the same ports is refused before it starts anything.
         let again = ubm().args(["cluster", "local", "--executors", "1", "--port", &port.to_string()]).output().expect("again");
         assert!(!again.status.success() && text(&again.stderr).contains(&format!("port {port}")), "{}", text(&again.stderr));
@@ -206,6 +198,36 @@ fn cluster_local_leaves_no_process_behind() {
             ports.iter().all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_err())
         });
     }
+}
+
+/// `ubm cluster local` with one executor on three consecutive free ports. Other tests take
+/// ephemeral ports meanwhile, and the cluster (rightly) refuses a taken one: then it is tried on
+/// other ports.
+fn start_local_cluster() -> (Child, u16) {
+    for _ in 0..10 {
+        let port = crate::common::free_port();
+        if (1..=2).any(|i| std::net::TcpListener::bind(("127.0.0.1", port + i)).is_err()) {
+            continue;
+        }
+        let mut cluster = ubm()
+            .args(["cluster", "local", "--executors", "1", "--port", &port.to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cluster local");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if (0..=2).all(|i| std::net::TcpStream::connect(("127.0.0.1", port + i)).is_ok()) {
+                return (cluster, port);
+            }
+            if cluster.try_wait().expect("try_wait").is_some() || Instant::now() > deadline {
+                let _ = cluster.kill();
+                let _ = cluster.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("cluster local did not start on any of 10 port ranges");
 }
 
 /// `kill -9` of a run at ten moments: `ubm status` names the day mixed whenever the killed run
