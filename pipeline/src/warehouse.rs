@@ -1,5 +1,6 @@
-//! The SQL warehouse: `public.user_behavior_metric` in Postgres (Redshift speaks the same
-//! protocol and DDL). Loading date D replaces exactly the rows of D in one transaction.
+//! The SQL warehouse: `public.user_behavior_metric` in Postgres. Loading date D replaces exactly
+//! the rows of D in one transaction. Redshift speaks the same protocol and DDL but has no
+//! `pg_advisory_xact_lock`, which the load takes: it is not supported as is (and never was tested).
 
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::SinkExt;
