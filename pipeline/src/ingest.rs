@@ -21,12 +21,13 @@ pub(crate) async fn ingest(lake: &Lake, source: &Url, date: RunDate, stamp: &Run
             other => other.to_string(),
         },
     })?;
-    let before = object_version(source).await?;
+    let store = ubm_cluster::stores::object_store_for(source)?;
+    let before = object_version(store.as_ref(), source).await?;
     let mut partition = lake.begin(Table::RAW_REVIEWS, date, stamp)?;
     let bytes = partition.copy_in("movie_review.csv", source).await?;
     // A vendor still writing the file would leave a torn copy: the file must be the same
     // object (size, modification time, ETag on S3) after the copy as before it.
-    if object_version(source).await? != before {
+    if object_version(store.as_ref(), source).await? != before {
         return Err(PipelineError::Changed { url: source.to_string() });
     }
     let url = partition.commit().await?;
@@ -36,11 +37,10 @@ pub(crate) async fn ingest(lake: &Lake, source: &Url, date: RunDate, stamp: &Run
 
 /// What identifies one version of an object: its size, modification time and ETag (a local
 /// file's "ETag" is object_store's, made of its inode, size and modification time).
-async fn object_version(source: &Url) -> Result<(u64, chrono::DateTime<chrono::Utc>, Option<String>)> {
-    let store = ubm_cluster::stores::object_store_for(source)?;
+async fn object_version(store: &dyn object_store::ObjectStore, source: &Url) -> Result<(u64, chrono::DateTime<chrono::Utc>, Option<String>)> {
     let path = object_store::path::Path::from_url_path(source.path())
         .map_err(|e| PipelineError::BadInput { what: source.to_string(), reason: format!("not an object path: {e}") })?;
-    let meta = object_store::ObjectStoreExt::head(store.as_ref(), &path)
+    let meta = object_store::ObjectStoreExt::head(store, &path)
         .await
         .map_err(|e| PipelineError::Store { doing: "reading", url: source.to_string(), source: e })?;
     Ok((meta.size, meta.last_modified, meta.e_tag))
