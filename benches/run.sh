@@ -3,7 +3,8 @@
 # (pyspark 4.3.0, duckdb) if needed, then runs benches/suite.py with the arguments given, e.g.
 #   benches/run.sh                 # SF 1: ubm, ubm on a local cluster, Spark local[2], DuckDB
 #   benches/run.sh --scale 0.1     # a quick run
-#   benches/run.sh --scaling       # ubm in-process at SF 1, 2, 4, 8
+#   benches/run.sh --scaling       # ubm in-process at SF 1, 2, 4, 8, 16: time and peak memory
+#   benches/run.sh --cluster-scaling   # ubm on 1, 2, 3 local executors at SF 1, 4, 8 (needs strace)
 # Results: a table on stdout, JSON and Markdown under benches/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -35,7 +35,7 @@ WITH reviews AS (
     SELECT cid, review_str FROM read_csv('{reviews}', header = true, quote = '"', escape = '"',
         columns = {{'cid': 'VARCHAR', 'review_str': 'VARCHAR', 'id_review': 'VARCHAR'}})
 ), classified AS (
-    SELECT cid, coalesce(list_contains(regexp_split_to_array(lower(review_str), '[ \t\n\x0B\f\r]'), 'good'), false)
+    SELECT cid, coalesce(regexp_matches(lower(review_str), '(^|[ \t\n\x0B\f\r])good([ \t\n\x0B\f\r]|$)'), false)
            AS positive_review
     FROM reviews
 ), p AS (

@@ -1,7 +1,8 @@
 """ubm against Spark and DuckDB on the same data, in one sitting. Run it with benches/run.sh.
 
     benches/run.sh [--scale 1] [--runs 5] [--skip spark,cluster]
-    benches/run.sh --scaling [--runs 3]
+    benches/run.sh --scaling [--runs 3] [--scales 1,2,4,8,16]
+    benches/run.sh --cluster-scaling [--runs 3] [--scales 1,4,8]
 
 For a scale factor it generates the data once (`ubm datagen`: review CSV with quoted line breaks,
 purchases CSV and the same purchases in an embedded SQLite database), then runs the contenders in
@@ -23,7 +24,12 @@ purchases CSV inside this phase); end-to-end = the whole process, start-up inclu
 extract, classify, metric, run report). Phase times are measured inside each tool (ubm: its run
 report), end-to-end from outside.
 
---scaling runs ubm in-process alone at SF 1, 2, 4 and 8 and reports time and memory per SF.
+--scaling runs ubm in-process alone at SF 1, 2, 4, 8 and 16 (`--scales`) and reports time and peak memory
+per SF, of `ubm run` and of `ubm classify` alone: memory must not grow with the review file.
+
+--cluster-scaling runs ubm on `ubm cluster local` with 1, 2 and 3 executors at SF 1, 4 and 8
+(`--scales`) and reports time, every process's peak RSS and the bytes the submitting process
+received from the network (its socket reads, counted with `strace -f`, in one extra run per cell).
 """
 import argparse
 import datetime
@@ -151,9 +157,10 @@ def free_ports(count):
 
 
 class LocalCluster:
-    """`ubm cluster local --executors 2` for the duration of the runs."""
+    """`ubm cluster local --executors N` (2 by default) for the duration of the runs."""
 
-    EXECUTORS = 2
+    def __init__(self, executors=2):
+        self.EXECUTORS = executors
 
     def __enter__(self):
         self.port = free_ports(1 + 2 * self.EXECUTORS)
@@ -331,42 +338,134 @@ def compare(args):
     print(f"written: {RESULTS / f'sf{args.scale}.json'}, {RESULTS / f'sf{args.scale}.md'}")
 
 
+def classify_alone(data, work):
+    """`ubm classify` of the review file alone, in-process: (wall seconds, peak RSS MB)."""
+    out = work / "classify-alone"
+    shutil.rmtree(out, ignore_errors=True)
+    wall, rss, _ = measured([UBM, "classify", "--input", data / "movie_review.csv", "--date", DATE, "--output", out])
+    shutil.rmtree(out, ignore_errors=True)
+    return wall, rss
+
+
 def scaling(args):
     work = Path(args.work)
     rows = []
-    for scale in ("1", "2", "4", "8"):
+    scales = [s.strip() for s in args.scales.split(",") if s.strip()]
+    for scale in scales:
         data = generate(scale, work)
         csv_mb = (data / "movie_review.csv").stat().st_size / 1e6
         ubm = Ubm("ubm", data, work)
-        runs = [ubm.run(i)[:2] for i in range(args.runs)]
-        for i in range(args.runs):
+        runs, alone = [], []
+        for i in range(args.runs):  # interleaved: run, classify alone, run, ...
+            runs.append(ubm.run(i)[:2])
             shutil.rmtree(work / f"ubm-lake-{i}", ignore_errors=True)
+            alone.append(classify_alone(data, work))
         end = statistics.median(p["end-to-end"] for p, _ in runs)
         classify = statistics.median(p["classify"] for p, _ in runs)
         rss = statistics.median(r for _, r in runs)
-        rows.append({"scale": int(scale), "review_csv_mb": round(csv_mb, 1), "end_to_end_s": round(end, 3),
-                     "classify_s": round(classify, 3), "peak_rss_mb": round(rss, 1)})
-        print(f"SF {scale}: end-to-end {end:.3f} s, classify {classify:.3f} s, peak RSS {rss:.0f} MB", file=sys.stderr)
+        rows.append({"scale": float(scale) if "." in scale else int(scale), "review_csv_mb": round(csv_mb, 1),
+                     "end_to_end_s": round(end, 3), "classify_s": round(classify, 3), "peak_rss_mb": round(rss, 1),
+                     "classify_alone_s": round(statistics.median(w for w, _ in alone), 3),
+                     "classify_alone_peak_rss_mb": round(statistics.median(r for _, r in alone), 1)})
+        print(f"SF {scale}: end-to-end {end:.3f} s, classify {classify:.3f} s, peak RSS {rss:.0f} MB; "
+              f"ubm classify alone peak RSS {rows[-1]['classify_alone_peak_rss_mb']:.0f} MB", file=sys.stderr)
     base = rows[0]
     for row in rows:
-        row["time_per_sf_vs_sf1"] = round((row["end_to_end_s"] / row["scale"]) / base["end_to_end_s"], 2)
-        row["rss_per_sf_vs_sf1"] = round((row["peak_rss_mb"] / row["scale"]) / base["peak_rss_mb"], 2)
-    linear = rows[-1]["time_per_sf_vs_sf1"] <= 1.1
+        ratio = row["scale"] / base["scale"]
+        row["time_per_sf_vs_first"] = round((row["end_to_end_s"] / ratio) / base["end_to_end_s"], 2)
+        row["peak_rss_vs_first"] = round(row["peak_rss_mb"] / base["peak_rss_mb"], 2)
+        row["classify_alone_peak_rss_vs_first"] = round(row["classify_alone_peak_rss_mb"] / base["classify_alone_peak_rss_mb"], 2)
+    last = rows[-1]
+    linear = last["time_per_sf_vs_first"] <= 1.1
+    # Memory must not grow with the file: the largest SF within 1.5x of the first's, under 1 GiB.
+    bounded = all(last[k] <= 1.5 for k in ("peak_rss_vs_first", "classify_alone_peak_rss_vs_first")) \
+        and all(last[k] < 1024 for k in ("peak_rss_mb", "classify_alone_peak_rss_mb"))
     info = machine()
     lines = [
         f"### Scaling of ubm in-process, median of {args.runs} runs per SF",
         "", f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; ubm {info['ubm_commit']}, {info['date']}.", "",
-        "| SF | review CSV MB | end-to-end s | classify s | peak RSS MB | time per SF ÷ SF 1's | RSS per SF ÷ SF 1's |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| SF | review CSV MB | `ubm run` s | classify s | `ubm run` peak RSS MB | `ubm classify` alone peak RSS MB | time per SF ÷ first SF's | run RSS ÷ first SF's | classify RSS ÷ first SF's |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['scale']} | {r['review_csv_mb']} | {r['end_to_end_s']} | {r['classify_s']} | {r['peak_rss_mb']} | {r['time_per_sf_vs_sf1']} | {r['rss_per_sf_vs_sf1']} |")
-    lines += ["", f"Time grows {'linearly or better' if linear else 'faster than linearly'} up to SF 8 "
-              f"(time per SF at SF 8 is {rows[-1]['time_per_sf_vs_sf1']}× SF 1's)."]
+        lines.append(f"| {r['scale']} | {r['review_csv_mb']} | {r['end_to_end_s']} | {r['classify_s']} | {r['peak_rss_mb']} | "
+                     f"{r['classify_alone_peak_rss_mb']} | {r['time_per_sf_vs_first']} | {r['peak_rss_vs_first']} | {r['classify_alone_peak_rss_vs_first']} |")
+    lines += ["", f"Time grows {'linearly or better' if linear else 'faster than linearly'} up to SF {last['scale']} "
+              f"(time per SF is {last['time_per_sf_vs_first']}× SF {base['scale']}'s). Memory is "
+              f"{'bounded' if bounded else 'NOT bounded'}: at SF {last['scale']} `ubm run` peaks at {last['peak_rss_mb']} MB "
+              f"({last['peak_rss_vs_first']}× SF {base['scale']}'s) and `ubm classify` at {last['classify_alone_peak_rss_mb']} MB "
+              f"({last['classify_alone_peak_rss_vs_first']}×); the goal is under 1 GiB and within 1.5×."]
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "scaling.json").write_text(json.dumps({"runs": args.runs, "machine": info, "rows": rows, "linear": linear}, indent=2) + "\n")
+    (RESULTS / "scaling.json").write_text(json.dumps({"runs": args.runs, "machine": info, "rows": rows, "linear": linear, "memory_bounded": bounded}, indent=2) + "\n")
     (RESULTS / "scaling.md").write_text(text)
+    print(text)
+
+
+def socket_bytes_received(command):
+    """Runs `command` under `strace -f` and returns the bytes its socket reads returned: what the
+    process received from the network (loopback included), whatever the protocol."""
+    with tempfile.NamedTemporaryFile(prefix="ubm-strace-", suffix=".log") as trace:
+        measured(["strace", "-f", "-qq", "-yy", "-e", "trace=read,readv,recvfrom,recvmsg", "-o", trace.name, *command])
+        total = 0
+        for line in Path(trace.name).read_text(errors="replace").splitlines():
+            if "<TCP" not in line and "<UDP" not in line and "<UNIX" not in line:
+                continue
+            result = line.rsplit("=", 1)[-1].strip().split(" ", 1)[0]
+            if result.isdigit():
+                total += int(result)
+        return total
+
+
+def cluster_scaling(args):
+    """ubm on `ubm cluster local` with 1, 2 and 3 executors at each scale: time, every process's
+    peak RSS, and the bytes the submitting process received from the network."""
+    if not shutil.which("strace"):
+        sys.exit("--cluster-scaling counts the submitter's received bytes with strace: install it (apt-get install strace)")
+    work = Path(args.work)
+    rows = []
+    for scale in [s.strip() for s in args.scales.split(",") if s.strip()]:
+        data = generate(scale, work)
+        csv_mb = (data / "movie_review.csv").stat().st_size / 1e6
+        for executors in (1, 2, 3):
+            with LocalCluster(executors) as cluster:
+                engine = f"df://127.0.0.1:{cluster.port}"
+                ubm = Ubm(f"ubm-{executors}x", data, work, engine=engine)
+                runs = [ubm.run(i)[:2] for i in range(args.runs)]
+                lake = work / "strace-lake"
+                shutil.rmtree(lake, ignore_errors=True)
+                received = socket_bytes_received([
+                    UBM, "run", "--date", DATE, "--reviews", data / "movie_review.csv", "--oltp", f"sqlite://{data}/oltp.sqlite",
+                    "--lake", lake, "--engine", engine, "--no-report"])
+                shutil.rmtree(lake, ignore_errors=True)
+                peaks = cluster.peak_rss_mb()
+            for i in range(args.runs):
+                shutil.rmtree(work / f"ubm-{executors}x-lake-{i}", ignore_errors=True)
+            row = {"scale": scale, "review_csv_mb": round(csv_mb, 1), "executors": executors,
+                   "end_to_end_s": round(statistics.median(p["end-to-end"] for p, _ in runs), 3),
+                   "classify_s": round(statistics.median(p["classify"] for p, _ in runs), 3),
+                   "submitter_peak_rss_mb": round(statistics.median(r for _, r in runs), 1),
+                   "submitter_received_mb": round(received / 1e6, 2),
+                   "scheduler_peak_rss_mb": peaks.get("scheduler"),
+                   "executor_peak_rss_mb": sorted(v for k, v in peaks.items() if k.startswith("executor"))}
+            rows.append(row)
+            print(f"SF {scale} on {executors} executor(s): {row}", file=sys.stderr)
+    info = machine()
+    lines = [
+        f"### ubm on `ubm cluster local`, median of {args.runs} runs per cell",
+        "", f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; ubm {info['ubm_commit']}, {info['date']}. "
+        "All processes share this machine's cores, so more executors add slots, not cores.", "",
+        "| SF | review CSV MB | executors | `ubm run` s | classify s | submitter peak RSS MB | submitter received MB | scheduler peak RSS MB | executors' peak RSS MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['scale']} | {r['review_csv_mb']} | {r['executors']} | {r['end_to_end_s']} | {r['classify_s']} | "
+                     f"{r['submitter_peak_rss_mb']} | {r['submitter_received_mb']} | {r['scheduler_peak_rss_mb']} | "
+                     f"{', '.join(map(str, r['executor_peak_rss_mb']))} |")
+    text = "\n".join(lines) + "\n"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "cluster_scaling.json").write_text(json.dumps({"runs": args.runs, "machine": info, "rows": rows}, indent=2) + "\n")
+    (RESULTS / "cluster_scaling.md").write_text(text)
     print(text)
 
 
@@ -375,14 +474,25 @@ def main():
     parser.add_argument("--scale", default="1", help="scale factor (1 = 100,000 reviews; 0.1 for a quick run)")
     parser.add_argument("--runs", type=int, default=5, help="runs of each contender")
     parser.add_argument("--skip", default="", help="comma-separated contenders to leave out: cluster, spark, duckdb")
-    parser.add_argument("--scaling", action="store_true", help="ubm in-process at SF 1, 2, 4, 8 instead")
+    parser.add_argument("--scaling", action="store_true", help="ubm in-process at each of --scales instead")
+    parser.add_argument("--cluster-scaling", action="store_true",
+                        help="ubm on `ubm cluster local` with 1, 2 and 3 executors at each of --scales instead")
+    parser.add_argument("--scales", default=None,
+                        help="the scale factors, smallest first (--scaling: 1,2,4,8,16; --cluster-scaling: 1,4,8)")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "ubm-bench"), help="data and outputs")
     args = parser.parse_args()
     if not UBM.exists():
         sys.exit(f"{UBM} is missing: run benches/run.sh, which builds it")
     if args.runs < 1:
         sys.exit("--runs must be at least 1")
-    scaling(args) if args.scaling else compare(args)
+    if args.scales is None:
+        args.scales = "1,4,8" if args.cluster_scaling else "1,2,4,8,16"
+    if args.cluster_scaling:
+        cluster_scaling(args)
+    elif args.scaling:
+        scaling(args)
+    else:
+        compare(args)
 
 
 if __name__ == "__main__":

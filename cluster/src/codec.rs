@@ -22,7 +22,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use ubm_jobs::csv::ReviewHeader;
 
-use crate::review_source::{ReviewCsvExec, ReviewCsvTable, ReviewLocation};
+use chrono::{DateTime, Utc};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig};
+use datafusion::datasource::source::DataSourceExec;
+use ubm_jobs::splits::Split;
+
+use crate::review_scan::{ReviewScanSource, splits_in};
+use crate::review_source::{FileVersion, ReviewCsvTable, ReviewFile, ReviewLocation, ReviewPass, part_file, scan_exec};
 
 /// Prefix that marks a payload as ubm's; Ballista's payloads are protobuf and never start so.
 const MAGIC: &[u8] = b"UBM1:";
@@ -56,23 +62,156 @@ impl HeaderPayload {
     }
 }
 
+/// What a pass knows of its review file, on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePayload {
+    location: String,
+    header: HeaderPayload,
+    eol: u8,
+    data_start: u64,
+    first_line: u64,
+    size: u64,
+    last_modified: DateTime<Utc>,
+    e_tag: Option<String>,
+}
+
+impl From<&ReviewFile> for FilePayload {
+    fn from(f: &ReviewFile) -> Self {
+        Self {
+            location: f.location.as_str().to_string(),
+            header: (&f.header).into(),
+            eol: f.eol,
+            data_start: f.data_start,
+            first_line: f.first_line,
+            size: f.version.size,
+            last_modified: f.version.last_modified,
+            e_tag: f.version.e_tag.clone(),
+        }
+    }
+}
+
+impl FilePayload {
+    fn into_file(self) -> Result<ReviewFile> {
+        if !matches!(self.eol, b'\n' | b'\r') || self.data_start > self.size || self.first_line == 0 {
+            return Err(codec_error(format!(
+                "a review file with line terminator {}, records from byte {} of {} on line {}",
+                self.eol, self.data_start, self.size, self.first_line
+            )));
+        }
+        Ok(ReviewFile {
+            location: ReviewLocation::parse(&self.location)?,
+            header: self.header.into_header()?,
+            eol: self.eol,
+            data_start: self.data_start,
+            first_line: self.first_line,
+            version: FileVersion { size: self.size, last_modified: self.last_modified, e_tag: self.e_tag },
+        })
+    }
+}
+
+/// A pass on the wire: no splits for the boundaries pass, `[start, end, line]` for each split the
+/// records pass reads.
+fn pass_payload(pass: &ReviewPass, only: Option<&[u64]>) -> Option<Vec<[u64; 3]>> {
+    match pass {
+        ReviewPass::Boundaries => None,
+        ReviewPass::Records(splits) => {
+            let kept = match only {
+                Some(starts) => splits_in(splits, starts.iter().copied()),
+                None => splits.as_ref().clone(),
+            };
+            Some(kept.iter().map(|s| [s.start, s.end, s.line]).collect())
+        }
+    }
+}
+
+/// The pass, refusing splits that do not tile part of the file's records region in order.
+fn pass_from(splits: Option<Vec<[u64; 3]>>, file: &ReviewFile) -> Result<ReviewPass> {
+    let Some(splits) = splits else { return Ok(ReviewPass::Boundaries) };
+    let splits: Vec<Split> = splits.into_iter().map(|[start, end, line]| Split { start, end, line }).collect();
+    let mut previous_end = file.data_start;
+    for split in &splits {
+        if split.start < previous_end || split.end <= split.start || split.end > file.version.size || split.line < file.first_line {
+            return Err(codec_error(format!(
+                "the split {}..{} (line {}) does not fit the review file {} ({} bytes, records from byte {})",
+                split.start, split.end, split.line, file.location.as_str(), file.version.size, file.data_start
+            )));
+        }
+        previous_end = split.end;
+    }
+    Ok(ReviewPass::Records(Arc::new(splits)))
+}
+
 /// [`ReviewCsvTable`] on the wire (client → scheduler).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TablePayload {
-    location: String,
-    header: HeaderPayload,
-    single_partition: bool,
+    file: FilePayload,
+    splits: Option<Vec<[u64; 3]>>,
+    on_cluster: bool,
 }
 
-/// [`ReviewCsvExec`] on the wire (scheduler → executors).
+/// A review scan (`DataSourceExec` over [`ReviewScanSource`]) on the wire (scheduler →
+/// executors): the task's file groups, as byte ranges, and the splits they start.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ExecPayload {
-    location: String,
-    header: HeaderPayload,
-    partitions: usize,
-    projection: Option<Vec<usize>>,
+struct ScanPayload {
+    file: FilePayload,
+    splits: Option<Vec<[u64; 3]>>,
+    groups: Vec<Vec<[u64; 2]>>,
+}
+
+/// The review scan in `plan`, when it is one.
+fn review_scan(plan: &dyn ExecutionPlan) -> Option<(&FileScanConfig, &ReviewScanSource)> {
+    let exec = (plan as &dyn std::any::Any).downcast_ref::<DataSourceExec>()?;
+    let config = (exec.data_source().as_ref() as &dyn std::any::Any).downcast_ref::<FileScanConfig>()?;
+    let source = config.file_source().downcast_ref::<ReviewScanSource>()?;
+    Some((config, source))
+}
+
+fn ranges_of_groups(config: &FileScanConfig) -> Result<Vec<Vec<[u64; 2]>>> {
+    config
+        .file_groups
+        .iter()
+        .map(|group| {
+            group
+                .iter()
+                .map(|part| {
+                    let range = part.range.as_ref().ok_or_else(|| codec_error("a review range without its byte range"))?;
+                    match (u64::try_from(range.start), u64::try_from(range.end)) {
+                        (Ok(start), Ok(end)) => Ok([start, end]),
+                        _ => Err(codec_error("a negative review range")),
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Decodes a review scan, refusing ranges that are not the splits (records pass) or that fall
+/// outside the records region (boundaries pass).
+fn decode_scan(payload: ScanPayload) -> Result<Arc<dyn ExecutionPlan>> {
+    let file = payload.file.into_file()?;
+    let pass = pass_from(payload.splits, &file)?;
+    if payload.groups.is_empty() {
+        return Err(codec_error("a review scan needs at least one file group"));
+    }
+    let mut groups = Vec::with_capacity(payload.groups.len());
+    for ranges in payload.groups {
+        let mut parts = Vec::with_capacity(ranges.len());
+        for [start, end] in ranges {
+            let known = match &pass {
+                ReviewPass::Records(splits) => start == end || splits.iter().any(|s| s.start == start && s.end == end),
+                ReviewPass::Boundaries => file.data_start <= start && start < end && end <= file.version.size,
+            };
+            if !known || end > file.version.size {
+                return Err(codec_error(format!("the range {start}..{end} is not a range of {} this scan reads", file.location.as_str())));
+            }
+            parts.push(part_file(&file, start, end)?);
+        }
+        groups.push(FileGroup::new(parts));
+    }
+    Ok(scan_exec(Arc::new(file), pass, groups)?)
 }
 
 fn codec_error(reason: impl std::fmt::Display) -> DataFusionError {
@@ -116,8 +255,9 @@ impl LogicalExtensionCodec for UbmLogicalCodec {
         match decode::<TablePayload>(buf) {
             Some(payload) => {
                 let payload = payload?;
-                let location = ReviewLocation::parse(&payload.location)?;
-                Ok(Arc::new(ReviewCsvTable::from_parts(location, payload.header.into_header()?, payload.single_partition)))
+                let file = payload.file.into_file()?;
+                let pass = pass_from(payload.splits, &file)?;
+                Ok(Arc::new(ReviewCsvTable::new(Arc::new(file), pass, payload.on_cluster)))
             }
             None => self.ballista.try_decode_table_provider(buf, table_ref, schema, ctx),
         }
@@ -131,11 +271,7 @@ impl LogicalExtensionCodec for UbmLogicalCodec {
     ) -> Result<()> {
         match node.downcast_ref::<ReviewCsvTable>() {
             Some(table) => encode(
-                &TablePayload {
-                    location: table.location().as_str().to_string(),
-                    header: table.header().into(),
-                    single_partition: table.single_partition(),
-                },
+                &TablePayload { file: table.file().as_ref().into(), splits: pass_payload(table.pass(), None), on_cluster: table.on_cluster() },
                 buf,
             ),
             None => self.ballista.try_encode_table_provider(table_ref, node, buf),
@@ -173,21 +309,10 @@ impl PhysicalExtensionCodec for UbmPhysicalCodec {
         ctx: &TaskContext,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some(payload) = decode::<ExecPayload>(buf) else {
-            return self.ballista.try_decode(buf, inputs, ctx, proto_converter);
-        };
-        let payload = payload?;
-        if payload.partitions == 0 {
-            return Err(codec_error("a review scan needs at least one partition"));
+        match decode::<ScanPayload>(buf) {
+            Some(payload) => decode_scan(payload?),
+            None => self.ballista.try_decode(buf, inputs, ctx, proto_converter),
         }
-        // An out-of-range projection index fails in `new` (Schema::project), never silently.
-        let exec = ReviewCsvExec::new(
-            ReviewLocation::parse(&payload.location)?,
-            payload.header.into_header()?,
-            payload.partitions,
-            payload.projection,
-        )?;
-        Ok(Arc::new(exec))
     }
 
     fn try_encode(
@@ -196,16 +321,13 @@ impl PhysicalExtensionCodec for UbmPhysicalCodec {
         buf: &mut Vec<u8>,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
-        match ReviewCsvExec::downcast(node.as_ref()) {
-            Some(exec) => encode(
-                &ExecPayload {
-                    location: exec.location().as_str().to_string(),
-                    header: exec.header().into(),
-                    partitions: exec.partitions(),
-                    projection: exec.projection().cloned(),
-                },
-                buf,
-            ),
+        match review_scan(node.as_ref()) {
+            Some((config, source)) => {
+                let groups = ranges_of_groups(config)?;
+                let starts: Vec<u64> = groups.iter().flatten().map(|[start, _]| *start).collect();
+                let payload = ScanPayload { file: source.file().as_ref().into(), splits: pass_payload(source.pass(), Some(&starts)), groups };
+                encode(&payload, buf)
+            }
             None => self.ballista.try_encode(node, buf, proto_converter),
         }
     }
@@ -223,30 +345,29 @@ impl PhysicalExtensionCodec for UbmPhysicalCodec {
 mod tests {
     use super::*;
 
-    fn exec_payload(body: &str) -> Vec<u8> {
-        [MAGIC, body.as_bytes()].concat()
+    fn scan_payload(splits: &str, groups: &str) -> Vec<u8> {
+        let file = r#"{"location":"file:///r.csv","header":{"field_count":3,"cid":0,"review_str":1,"start":0},"eol":10,"data_start":10,"first_line":2,"size":100,"last_modified":"2026-11-29T00:00:00Z","e_tag":"x"}"#;
+        [MAGIC, format!(r#"{{"file":{file},"splits":{splits},"groups":{groups}}}"#).as_bytes()].concat()
     }
 
-    const HEADER: &str = r#"{"field_count":3,"cid":0,"review_str":1,"start":0}"#;
+    fn decode_exec(buf: &[u8]) -> Result<Arc<dyn ExecutionPlan>> {
+        decode_scan(decode::<ScanPayload>(buf).expect("ours")?)
+    }
 
     #[test]
-    fn a_malformed_payload_fails_loudly() {
-        let decode_exec = |body: &str| {
-            let payload = decode::<ExecPayload>(&exec_payload(body)).expect("ours")?;
-            ReviewCsvExec::new(ReviewLocation::parse(&payload.location)?, payload.header.into_header()?, payload.partitions, payload.projection)
-        };
-        let good = format!(r#"{{"location":"file:///r.csv","header":{HEADER},"partitions":2,"projection":[0,1]}}"#);
-        assert_eq!(decode_exec(&good).expect("valid").partitions(), 2);
-        let missing = format!(r#"{{"location":"file:///r.csv","header":{HEADER},"projection":null}}"#);
-        assert!(decode_exec(&missing).is_err(), "a missing partition count is not defaulted");
-        let beyond = format!(r#"{{"location":"file:///r.csv","header":{HEADER},"partitions":1,"projection":[0,99]}}"#);
-        assert!(decode_exec(&beyond).is_err(), "a projection index out of range is refused");
-        let negative = format!(r#"{{"location":"file:///r.csv","header":{HEADER},"partitions":1,"projection":[-1]}}"#);
-        assert!(decode_exec(&negative).is_err());
-        let extra = format!(r#"{{"location":"file:///r.csv","header":{HEADER},"partitions":1,"projection":null,"x":1}}"#);
+    fn a_malformed_scan_payload_fails_loudly() {
+        let good = decode_exec(&scan_payload("[[10,60,2],[60,100,9]]", "[[[10,60]],[[60,100]]]")).expect("valid");
+        assert_eq!(good.properties().output_partitioning().partition_count(), 2);
+        assert!(decode_exec(&scan_payload("null", "[[[10,50],[50,100]]]")).is_ok(), "a boundaries pass");
+        assert!(decode_exec(&scan_payload("[[10,60,2]]", "[[[10,70]]]")).is_err(), "a range that is not a split");
+        assert!(decode_exec(&scan_payload("[[10,60,2],[50,100,9]]", "[[[10,60]]]")).is_err(), "overlapping splits");
+        assert!(decode_exec(&scan_payload("[[10,160,2]]", "[[[10,160]]]")).is_err(), "past the end of the file");
+        assert!(decode_exec(&scan_payload("null", "[[[0,50]]]")).is_err(), "the header is not a chunk");
+        assert!(decode_exec(&scan_payload("null", "[]")).is_err(), "no group");
+        let extra = [&scan_payload("null", "[[[10,50]]]")[..scan_payload("null", "[[[10,50]]]").len() - 1], br#","x":1}"#].concat();
         assert!(decode_exec(&extra).is_err(), "an unknown field is refused");
-        let bad_header = r#"{"location":"file:///r.csv","header":{"field_count":1,"cid":0,"review_str":4,"start":0},"partitions":1,"projection":null}"#;
-        assert!(decode_exec(bad_header).is_err());
-        assert!(decode::<ExecPayload>(b"\x08\x01protobuf").is_none(), "not ours: Ballista's");
+        let bad_header = String::from_utf8(scan_payload("null", "[[[10,50]]]")).expect("utf8").replace(r#""review_str":1"#, r#""review_str":4"#);
+        assert!(decode_exec(bad_header.as_bytes()).is_err());
+        assert!(decode::<ScanPayload>(b"\x08\x01protobuf").is_none(), "not ours: Ballista's");
     }
 }

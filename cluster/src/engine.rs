@@ -5,18 +5,22 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use ballista::prelude::{SessionConfigExt, SessionContextExt};
+use datafusion::common::DataFusionError;
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use futures::TryStreamExt;
+use ubm_jobs::splits::compose;
 use url::Url;
 
 use crate::{ClusterError, SchedulerAddress};
 use crate::codec::{UbmLogicalCodec, UbmPhysicalCodec};
 use crate::jobs::{JobObserver, JobTracker};
-use crate::review_source::{ReviewCsvTable, ReviewLocation};
+use crate::review_scan::summaries_of;
+use crate::review_source::{ReviewCsvTable, ReviewFile, ReviewLocation, ReviewPass};
 use crate::scheduler_api::SchedulerApi;
 
 /// Where plans run.
@@ -144,13 +148,26 @@ impl Engine {
         &self.ctx
     }
 
-    /// A scan of the review file at `url`; fails early on a missing file or a bad header.
-    pub async fn review_records(&self, url: &Url) -> Result<LogicalPlan, ClusterError> {
-        let on_ballista = self.kind != EngineKind::Local;
-        let table = ReviewCsvTable::open(ReviewLocation::new(url.clone()), self.ctx.runtime_env().as_ref(), on_ballista).await?;
-        LogicalPlanBuilder::scan("movie_review", provider_as_source(Arc::new(table)), None)
-            .and_then(|b| b.build())
-            .map_err(ClusterError::engine("planning the review scan"))
+    /// A scan of the review file at `url`, split into ranges that start at records; fails early
+    /// on a missing file or a bad header. Finding the splits is a job of its own (the boundaries
+    /// pass, see [`crate::review_source`]): it runs where this engine runs plans and returns one
+    /// small row per chunk of the file, never the file's bytes. On Ballista that job is named
+    /// `{job_name}: record boundaries`.
+    pub async fn review_records(&self, url: &Url, job_name: &str) -> Result<LogicalPlan, ClusterError> {
+        let on_cluster = self.kind != EngineKind::Local;
+        let file = Arc::new(ReviewFile::open(ReviewLocation::new(url.clone()), self.ctx.runtime_env().as_ref()).await?);
+        let summaries = if file.records_bytes() == 0 {
+            Vec::new()
+        } else {
+            let boundaries = ReviewCsvTable::new(file.clone(), ReviewPass::Boundaries, on_cluster);
+            let stream = self.execute(scan_of(boundaries)?, &format!("{job_name}: record boundaries")).await?;
+            let batches: Vec<_> = stream.try_collect().await.map_err(ClusterError::engine(format!("finding the record boundaries of {url}")))?;
+            summaries_of(&batches).map_err(ClusterError::engine("reading the record boundaries"))?
+        };
+        let splits = compose(file.data_start, file.version.size, file.first_line, &summaries)
+            .map_err(|e| ClusterError::engine("composing the record boundaries")(DataFusionError::External(Box::new(e))))?;
+        tracing::debug!(splits = splits.len(), "{url}: record boundaries found");
+        scan_of(ReviewCsvTable::new(file, ReviewPass::Records(Arc::new(splits)), on_cluster))
     }
 
     /// A scan of the Parquet files under `url` (a partition directory).
@@ -189,6 +206,13 @@ impl Engine {
         let stream = execute_stream(physical.clone(), task_context).map_err(ClusterError::engine("starting execution"))?;
         Ok(jobs.follow(physical, job_name, stream))
     }
+}
+
+/// A logical scan of one pass over a review file.
+fn scan_of(table: ReviewCsvTable) -> Result<LogicalPlan, ClusterError> {
+    LogicalPlanBuilder::scan("movie_review", provider_as_source(Arc::new(table)), None)
+        .and_then(|b| b.build())
+        .map_err(ClusterError::engine("planning the review scan"))
 }
 
 /// Fails at once, naming the address, when nothing answers at a scheduler's `df://host:port`:

@@ -14,6 +14,7 @@ pub mod local;
 pub mod node;
 pub mod registry;
 pub mod retry;
+pub mod review_scan;
 pub mod review_source;
 pub mod scheduler_api;
 pub mod stores;

@@ -1,41 +1,60 @@
-//! The vendor's `movie_review.csv` as a DataFusion table, read by ubm's own RFC 4180 scanner.
+//! The vendor's `movie_review.csv` as DataFusion tables, read by ubm's own RFC 4180 scanner in
+//! byte ranges that many tasks read side by side, each in bounded memory.
 //!
 //! DataFusion's CSV reader cannot do what the contract asks: it fails the whole query on one
-//! malformed record instead of rejecting it with its line number, its schema inference fails on
-//! quoted line breaks, and with `newlines_in_values` it reads a file on one core. This source
-//! cuts the file into records once ([`ubm_jobs::csv::record_spans`], a `memchr2` walk that is
-//! cheap next to parsing) and then parses and emits the records on every partition in
-//! parallel. It yields [`REVIEW_RECORDS`]: one row per record, readable or rejected.
+//! malformed record instead of rejecting it with its line number, and with
+//! `newlines_in_values` it reads a file as one partition. ubm reads a review file in two passes,
+//! each a plan of its own that runs wherever the engine runs plans
+//! ([`crate::Engine::review_records`]):
+//!
+//! 1. **Boundaries** ([`ReviewPass::Boundaries`]): the file's records region is cut into
+//!    [`CHUNK_BYTES`] chunks; each task summarizes its chunks ([`ubm_jobs::splits::summarize`])
+//!    into one small row each. The planner composes the rows into splits that start at records
+//!    ([`ubm_jobs::splits::compose`]).
+//! 2. **Records** ([`ReviewPass::Records`]): each split is read and parsed into
+//!    [`REVIEW_RECORDS`] rows, one row per record, readable or rejected, with its exact line.
+//!
+//! Both passes are `DataSourceExec`s over a `FileScanConfig` whose file groups are byte ranges
+//! of the one file ([`crate::review_scan::ReviewScanSource`]), so Ballista gives each group to a
+//! task of its own. A task holds one range at a time (about [`CHUNK_BYTES`], more only for a
+//! record longer than that), whatever the file's size.
 
-use std::any::Any;
-use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use datafusion::arrow::array::{BinaryBuilder, StringBuilder, UInt64Builder};
+use chrono::{DateTime, Utc};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
 use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::Expr;
-use datafusion::physical_expr::EquivalenceProperties;
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::physical_plan::{DisplayAs, PhysicalExpr, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
-use futures::{StreamExt, TryStreamExt, stream};
 use datafusion::execution::runtime_env::RuntimeEnv;
-use object_store::{ObjectStore, ObjectStoreExt};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::projection::ProjectionExec;
 use object_store::path::Path;
-use tokio::sync::OnceCell;
-use ubm_jobs::csv::{RecordSpan, ReviewHeader, parse_header, parse_record, record_spans};
+use object_store::{ObjectStore, ObjectStoreExt};
+use ubm_jobs::csv::{ReviewHeader, parse_header, record_end, record_spans};
 use ubm_jobs::schema::REVIEW_RECORDS;
+use ubm_jobs::splits::{ScanState, Split, chunks, group_ranges, scan};
 use url::Url;
 
 use crate::ClusterError;
+use crate::review_scan::{BOUNDARIES, ReviewScanSource};
+
+/// The size of the chunks the boundaries pass summarizes, and so about the size of a split: what
+/// one task holds in memory at a time. Large enough that a GET and a task's start cost little
+/// next to reading it, small enough that a few tasks per core fit anywhere.
+pub const CHUNK_BYTES: u64 = 16 * 1024 * 1024;
+
+/// On a cluster, a task reads about this much of the file (several splits, one after another),
+/// as Spark gives a task a 128 MiB split: enough tasks to spread a large file over every
+/// executor, few enough that scheduling them costs little.
+pub const CLUSTER_TASK_BYTES: u64 = 128 * 1024 * 1024;
 
 /// Where the review file is: a `file://` or `s3://` URL, resolved through the session's
 /// object-store registry on whichever node runs the scan.
@@ -62,36 +81,12 @@ impl ReviewLocation {
         self.url.as_str()
     }
 
-    fn store_url(&self) -> Result<ObjectStoreUrl> {
+    pub(crate) fn store_url(&self) -> Result<ObjectStoreUrl> {
         ObjectStoreUrl::parse(&self.url[..url::Position::BeforePath])
     }
 
-    fn path(&self) -> Result<Path> {
+    pub(crate) fn path(&self) -> Result<Path> {
         Path::from_url_path(self.url.path()).map_err(|e| DataFusionError::External(Box::new(e)))
-    }
-
-    fn store(&self, runtime: &RuntimeEnv) -> Result<Arc<dyn ObjectStore>> {
-        runtime.object_store(self.store_url()?)
-    }
-
-    /// Reads the first [`HEADER_PROBE_BYTES`] of the file (all of it when it is shorter).
-    async fn read_head(&self, store: &dyn ObjectStore) -> Result<Bytes, ClusterError> {
-        let path = self.path().map_err(|e| self.bad_location(e))?;
-        let failed = |doing, source| ClusterError::Store { doing, url: self.url.to_string(), source };
-        let meta = store.head(&path).await.map_err(|e| failed("cannot read the review file", e))?;
-        let end = meta.size.min(HEADER_PROBE_BYTES);
-        if end == 0 {
-            return Ok(Bytes::new());
-        }
-        store.get_range(&path, 0..end).await.map_err(|e| failed("reading the review file", e))
-    }
-
-    /// Reads the whole file; a missing file is named in the error.
-    async fn read(&self, store: &dyn ObjectStore) -> Result<Bytes> {
-        let path = self.path()?;
-        let failed = |doing: &str, e| DataFusionError::ObjectStore(Box::new(e)).context(format!("{doing} {}", self.url));
-        let got = store.get(&path).await.map_err(|e| failed("cannot read the review file", e))?;
-        got.bytes().await.map_err(|e| failed("cannot read the review file", e))
     }
 
     fn bad_location(&self, error: DataFusionError) -> ClusterError {
@@ -99,76 +94,195 @@ impl ReviewLocation {
     }
 }
 
-/// A review file as a table. Creating one reads and checks the header, so that a file with no
-/// header or without `cid`/`review_str` fails before any work starts.
-#[derive(Debug)]
-pub struct ReviewCsvTable {
-    location: ReviewLocation,
-    header: ReviewHeader,
-    /// Scan in one partition. Ballista restricts each task to its share of a stage's
-    /// partitions by rewriting the leaf scans it knows (file and memory scans); any other leaf
-    /// is left whole, so every task of a multi-partition ReviewCsvExec would read every
-    /// partition and deliver rows twice. With one partition there is one task; the stage
-    /// above is still spread over the cluster after the engine repartitions.
-    single_partition: bool,
+/// Which version of the file the planner saw; every range is read only if the file is still
+/// that version (an `If-Match` on its ETag, or `If-Unmodified-Since` without one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileVersion {
+    pub size: u64,
+    pub last_modified: DateTime<Utc>,
+    pub e_tag: Option<String>,
 }
 
-/// How much of the file is read to find the header; a longer header is read whole.
+/// What every pass needs to know of a review file, found once by the planner from the file's
+/// head: its header, its line terminator, where its records start and which version it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewFile {
+    pub location: ReviewLocation,
+    pub header: ReviewHeader,
+    /// The byte that ends a record: `\n`, or `\r` in a CR-only file.
+    pub eol: u8,
+    /// Offset of the first byte after the header's line break (the size when there is none).
+    pub data_start: u64,
+    /// The line the record at `data_start` starts on.
+    pub first_line: u64,
+    pub version: FileVersion,
+}
+
+/// How much of the file is read to find the header; a longer header is read in larger steps.
 const HEADER_PROBE_BYTES: u64 = 64 * 1024;
 
-impl ReviewCsvTable {
-    /// Opens `location` through the object stores registered in `runtime` and checks its header.
-    /// `single_partition` is for Ballista (see the field's comment).
-    pub async fn open(location: ReviewLocation, runtime: &RuntimeEnv, single_partition: bool) -> Result<Self, ClusterError> {
+impl ReviewFile {
+    /// Reads and checks the file's header, so that a file with no header or without
+    /// `cid`/`review_str` fails before any work starts.
+    pub async fn open(location: ReviewLocation, runtime: &RuntimeEnv) -> Result<Self, ClusterError> {
         crate::stores::require_regular_file(&location.url).await?;
-        let store = location.store(runtime).map_err(|e| location.bad_location(e))?;
-        let head = location.read_head(store.as_ref()).await?;
-        let header = match header_of(&head, &location) {
-            Err(_) if head.len() as u64 == HEADER_PROBE_BYTES => {
-                let whole = location.read(store.as_ref()).await.map_err(ClusterError::engine("reading the review file's header"))?;
-                header_of(&whole, &location)?
+        let store = runtime.object_store(location.store_url().map_err(|e| location.bad_location(e))?).map_err(|e| location.bad_location(e))?;
+        let path = location.path().map_err(|e| location.bad_location(e))?;
+        let failed = |doing, source| ClusterError::Store { doing, url: location.url.to_string(), source };
+        let meta = store.head(&path).await.map_err(|e| failed("cannot read the review file", e))?;
+        let version = FileVersion { size: meta.size, last_modified: meta.last_modified, e_tag: meta.e_tag };
+        let mut probe = HEADER_PROBE_BYTES;
+        loop {
+            let head = read_head(store.as_ref(), &path, probe.min(version.size)).await.map_err(|e| failed("reading the review file", e))?;
+            let whole = head.len() as u64 == version.size;
+            match header_and_data_start(&head, whole, &location) {
+                Ok(Some((header, eol, data_start))) => {
+                    let first_line = 1 + memchr::memchr_iter(eol, &head[..data_start as usize]).count() as u64;
+                    return Ok(Self { location, header, eol, data_start, first_line, version });
+                }
+                Ok(None) => probe *= 8, // the header goes on past the probe: read more
+                Err(e) => return Err(e),
             }
-            other => other?,
-        };
-        Ok(Self { location, header, single_partition })
+        }
     }
 
-    /// Rebuilds a table from what [`crate::codec`] shipped; the header was checked already.
-    pub fn from_parts(location: ReviewLocation, header: ReviewHeader, single_partition: bool) -> Self {
-        Self { location, header, single_partition }
-    }
-
-    pub fn single_partition(&self) -> bool {
-        self.single_partition
-    }
-
-    pub fn location(&self) -> &ReviewLocation {
-        &self.location
-    }
-
-    pub fn header(&self) -> &ReviewHeader {
-        &self.header
+    /// The size of the file's records region.
+    pub fn records_bytes(&self) -> u64 {
+        self.version.size.saturating_sub(self.data_start)
     }
 }
 
-fn header_of(bytes: &[u8], location: &ReviewLocation) -> Result<ReviewHeader, ClusterError> {
-    let first = record_spans(first_line_or_record(bytes)).into_iter().next();
-    parse_header(bytes, first.as_ref()).map_err(|source| ClusterError::BadHeader { url: location.as_str().to_string(), source })
+async fn read_head(store: &dyn ObjectStore, path: &Path, end: u64) -> object_store::Result<Bytes> {
+    if end == 0 { Ok(Bytes::new()) } else { store.get_range(path, 0..end).await }
 }
 
-/// The bytes up to the first line feed when the header has no quoted line break (the usual
+/// The header, the line terminator and where the records start, or `None` when `head` ends
+/// inside the header and more of the file must be read.
+fn header_and_data_start(head: &[u8], whole: bool, location: &ReviewLocation) -> Result<Option<(ReviewHeader, u8, u64)>, ClusterError> {
+    let eol = record_end(head);
+    let first = record_spans(first_line_or_record(head, eol)).into_iter().next();
+    let mut header_end = None;
+    if let Some(first) = first {
+        scan(&head[first.start..], ScanState::FieldStart, eol, |at| {
+            header_end = Some((first.start + at + 1) as u64);
+            false
+        });
+    }
+    let data_start = match header_end {
+        Some(end) => end,
+        None if whole => head.len() as u64,
+        None => return Ok(None),
+    };
+    let header_bytes = &head[..data_start as usize];
+    let header = parse_header(header_bytes, record_spans(header_bytes).first())
+        .map_err(|source| ClusterError::BadHeader { url: location.as_str().to_string(), source })?;
+    Ok(Some((header, eol, data_start)))
+}
+
+/// The bytes up to the first line break when the header has no quoted line break (the usual
 /// case), so that finding the header does not walk the whole probe.
-fn first_line_or_record(bytes: &[u8]) -> &[u8] {
-    match memchr::memchr(b'\n', bytes) {
+fn first_line_or_record(bytes: &[u8], eol: u8) -> &[u8] {
+    match memchr::memchr(eol, bytes) {
         Some(i) if !bytes[..i].contains(&b'"') => &bytes[..=i],
         _ => bytes,
     }
 }
 
+/// The two passes over a review file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReviewPass {
+    /// One [`BOUNDARIES`] row per chunk of [`CHUNK_BYTES`].
+    Boundaries,
+    /// [`REVIEW_RECORDS`] rows, reading these splits (the composed boundaries).
+    Records(Arc<Vec<Split>>),
+}
+
+/// The byte ranges of one pass, with the line each starts on (0 where the pass needs none).
+fn ranges_of(file: &ReviewFile, pass: &ReviewPass) -> Vec<Split> {
+    match pass {
+        ReviewPass::Boundaries => chunks(file.data_start, file.version.size, CHUNK_BYTES)
+            .into_iter()
+            .map(|(start, end)| Split { start, end, line: 0 })
+            .collect(),
+        ReviewPass::Records(splits) => splits.as_ref().clone(),
+    }
+}
+
+/// A pass over a review file as a table.
+#[derive(Debug)]
+pub struct ReviewCsvTable {
+    file: Arc<ReviewFile>,
+    pass: ReviewPass,
+    /// Whether the plan runs on a Ballista cluster, where tasks are spread over executors (see
+    /// [`ReviewCsvTable::task_count`]).
+    on_cluster: bool,
+}
+
+impl ReviewCsvTable {
+    pub fn new(file: Arc<ReviewFile>, pass: ReviewPass, on_cluster: bool) -> Self {
+        Self { file, pass, on_cluster }
+    }
+
+    pub fn file(&self) -> &Arc<ReviewFile> {
+        &self.file
+    }
+
+    pub fn pass(&self) -> &ReviewPass {
+        &self.pass
+    }
+
+    pub fn on_cluster(&self) -> bool {
+        self.on_cluster
+    }
+
+    /// How many tasks (file groups) read the file. In-process one per target partition (each
+    /// core reads its share, one range at a time); on a cluster at least one per
+    /// [`CLUSTER_TASK_BYTES`], so that every executor gets a share of a large file.
+    fn task_count(&self, target_partitions: usize) -> usize {
+        let by_size = self.file.records_bytes().div_ceil(CLUSTER_TASK_BYTES) as usize;
+        if self.on_cluster { target_partitions.max(by_size) } else { target_partitions }.max(1)
+    }
+}
+
+/// One range of the file as DataFusion's `PartitionedFile`, with the version it must be.
+pub(crate) fn part_file(file: &ReviewFile, start: u64, end: u64) -> Result<PartitionedFile> {
+    let (Ok(start), Ok(end)) = (i64::try_from(start), i64::try_from(end)) else {
+        return Err(DataFusionError::Internal(format!("the range {start}..{end} is beyond what DataFusion can address")));
+    };
+    let mut part = PartitionedFile::new_with_range(file.location.path()?.to_string(), file.version.size, start, end);
+    part.object_meta.last_modified = file.version.last_modified;
+    part.object_meta.e_tag = file.version.e_tag.clone();
+    Ok(part)
+}
+
+/// The file groups of a scan: `ranges` cut into `tasks` runs of consecutive ranges. A file with
+/// no records still gets one (empty) range, so that the plan has a partition.
+pub(crate) fn file_groups(file: &ReviewFile, ranges: &[Split], tasks: usize) -> Result<Vec<FileGroup>> {
+    if ranges.is_empty() {
+        let end = file.version.size;
+        return Ok(vec![FileGroup::new(vec![part_file(file, end, end)?])]);
+    }
+    group_ranges(ranges, tasks, |r| r.end - r.start)
+        .into_iter()
+        .map(|g| Ok(FileGroup::new(g.iter().map(|r| part_file(file, r.start, r.end)).collect::<Result<_>>()?)))
+        .collect()
+}
+
+/// The scan of one pass: a `DataSourceExec` over `groups`.
+pub(crate) fn scan_exec(file: Arc<ReviewFile>, pass: ReviewPass, groups: Vec<FileGroup>) -> Result<Arc<DataSourceExec>> {
+    let store_url = file.location.store_url()?;
+    let source = Arc::new(ReviewScanSource::new(file, pass));
+    let config = FileScanConfigBuilder::new(store_url, source).with_file_groups(groups).build();
+    Ok(DataSourceExec::from_data_source(config))
+}
+
 #[async_trait::async_trait]
 impl TableProvider for ReviewCsvTable {
     fn schema(&self) -> SchemaRef {
-        REVIEW_RECORDS.clone()
+        match self.pass {
+            ReviewPass::Boundaries => BOUNDARIES.clone(),
+            ReviewPass::Records(_) => REVIEW_RECORDS.clone(),
+        }
     }
 
     fn table_type(&self) -> TableType {
@@ -182,277 +296,37 @@ impl TableProvider for ReviewCsvTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let partitions = if self.single_partition { 1 } else { state.config().target_partitions().max(1) };
-        Ok(Arc::new(ReviewCsvExec::new(
-            self.location.clone(),
-            self.header.clone(),
-            partitions,
-            projection.cloned(),
-        )?))
-    }
-}
-
-/// The file's bytes and its record boundaries, loaded once per plan instance and shared by its
-/// partitions (on a cluster, once per executor that runs a partition of it).
-#[derive(Debug)]
-struct LoadedFile {
-    bytes: Bytes,
-    /// Every record but the header.
-    records: Vec<RecordSpan>,
-}
-
-/// What every partition of one scan shares: the file, its header and, once read, its bytes.
-#[derive(Debug)]
-struct Scan {
-    location: ReviewLocation,
-    header: ReviewHeader,
-    loaded: OnceCell<Arc<LoadedFile>>,
-}
-
-impl Scan {
-    async fn load(&self, context: &TaskContext) -> Result<Arc<LoadedFile>> {
-        let loaded = self
-            .loaded
-            .get_or_try_init(|| async {
-                let store = self.location.store(context.runtime_env().as_ref())?;
-                let bytes = self.location.read(store.as_ref()).await?;
-                let mut records = record_spans(&bytes);
-                let header = if records.is_empty() { None } else { Some(records.remove(0)) };
-                if header.map(|h| h.start) != Some(self.header.start) {
-                    return Err(DataFusionError::Execution(format!(
-                        "the review file {} changed while it was being read; rerun the task",
-                        self.location.as_str()
-                    )));
-                }
-                // Text after the header that yields no record would be a silently empty day.
-                let after_header = header.map_or(&bytes[..], |h| &bytes[h.end.min(bytes.len())..]);
-                if records.is_empty() && after_header.iter().any(|b| !b.is_ascii_whitespace()) {
-                    return Err(DataFusionError::Plan(format!(
-                        "the review file {} has text after its header but no record could be read from it; \
-                         check its line endings and quoting",
-                        self.location.as_str()
-                    )));
-                }
-                Ok::<_, DataFusionError>(Arc::new(LoadedFile { bytes, records }))
+        let tasks = self.task_count(state.config().target_partitions());
+        let groups = file_groups(&self.file, &ranges_of(&self.file, &self.pass), tasks)?;
+        let exec: Arc<dyn ExecutionPlan> = scan_exec(self.file.clone(), self.pass.clone(), groups)?;
+        let Some(projection) = projection else { return Ok(exec) };
+        let schema = exec.schema();
+        let columns = projection
+            .iter()
+            .map(|&i| {
+                let name = schema.field(i).name().clone();
+                (Arc::new(Column::new(&name, i)) as Arc<dyn datafusion::physical_expr::PhysicalExpr>, name)
             })
-            .await?;
-        Ok(loaded.clone())
+            .collect::<Vec<_>>();
+        Ok(Arc::new(ProjectionExec::try_new(columns, exec)?))
     }
-}
-
-/// Scans a review file in `partitions` parallel slices of its records.
-#[derive(Debug)]
-pub struct ReviewCsvExec {
-    scan: Arc<Scan>,
-    partitions: usize,
-    projection: Option<Vec<usize>>,
-    schema: SchemaRef,
-    properties: Arc<PlanProperties>,
-}
-
-impl ReviewCsvExec {
-    pub fn new(
-        location: ReviewLocation,
-        header: ReviewHeader,
-        partitions: usize,
-        projection: Option<Vec<usize>>,
-    ) -> Result<Self> {
-        let schema = match &projection {
-            Some(p) => Arc::new(REVIEW_RECORDS.project(p)?),
-            None => REVIEW_RECORDS.clone(),
-        };
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(partitions),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        ));
-        let scan = Arc::new(Scan { location, header, loaded: OnceCell::new() });
-        Ok(Self { scan, partitions, projection, schema, properties })
-    }
-
-    pub fn location(&self) -> &ReviewLocation {
-        &self.scan.location
-    }
-
-    pub fn header(&self) -> &ReviewHeader {
-        &self.scan.header
-    }
-
-    pub fn partitions(&self) -> usize {
-        self.partitions
-    }
-
-    pub fn projection(&self) -> Option<&Vec<usize>> {
-        self.projection.as_ref()
-    }
-
-    /// For the codec: whether `plan` is one of ours.
-    pub fn downcast(plan: &dyn ExecutionPlan) -> Option<&ReviewCsvExec> {
-        (plan as &dyn Any).downcast_ref::<ReviewCsvExec>()
-    }
-}
-
-impl DisplayAs for ReviewCsvExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "ReviewCsvExec: file={}, partitions={}", self.location().as_str(), self.partitions)
-    }
-}
-
-impl ExecutionPlan for ReviewCsvExec {
-    fn name(&self) -> &str {
-        "ReviewCsvExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal("ReviewCsvExec has no children".to_string()))
-        }
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let scan = self.scan.clone();
-        let partitions = self.partitions;
-        let projection = self.projection.clone();
-        let batch_size = context.session_config().batch_size().max(1);
-        let batches = stream::once(async move {
-            let file = scan.load(&context).await?;
-            let (from, to) = slice_of(file.records.len(), partition, partitions);
-            let chunks: Vec<(usize, usize)> =
-                (from..to).step_by(batch_size).map(|start| (start, (start + batch_size).min(to))).collect();
-            Ok::<_, DataFusionError>(stream::iter(chunks).map(move |(start, end)| {
-                let batch = records_to_batch(&file.bytes, &file.records[start..end], &scan.header)?;
-                match &projection {
-                    Some(p) => Ok(batch.project(p)?),
-                    None => Ok(batch),
-                }
-            }))
-        })
-        .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches)))
-    }
-}
-
-/// Partition `partition` of `partitions` takes records `from..to`, an even share.
-fn slice_of(records: usize, partition: usize, partitions: usize) -> (usize, usize) {
-    (records * partition / partitions, records * (partition + 1) / partitions)
-}
-
-/// A rejected record is kept whole up to this many bytes. A longer one keeps its start, and its
-/// reason says its full length and SHA-256, so that one broken 200 MB line does not become a
-/// 200 MB line of rejects.
-pub const REJECT_KEEP_BYTES: usize = 64 * 1024;
-
-/// For a record over [`REJECT_KEEP_BYTES`]: what the reason adds about the bytes not kept.
-fn bounded(record: &[u8]) -> Option<String> {
-    use sha2::Digest;
-    if record.len() <= REJECT_KEEP_BYTES {
-        return None;
-    }
-    let digest: String = sha2::Sha256::digest(record).iter().map(|b| format!("{b:02x}")).collect();
-    Some(format!("(the record has {} bytes; the first {REJECT_KEEP_BYTES} are kept; SHA-256 of all: {digest})", record.len()))
-}
-
-/// Parses `spans` into one batch of [`REVIEW_RECORDS`].
-fn records_to_batch(bytes: &[u8], spans: &[RecordSpan], header: &ReviewHeader) -> Result<RecordBatch> {
-    let n = spans.len();
-    let mut line = UInt64Builder::with_capacity(n);
-    let mut cid = StringBuilder::with_capacity(n, n * 8);
-    let mut review = StringBuilder::with_capacity(n, spans.iter().map(|s| s.end - s.start).sum());
-    let mut reason = StringBuilder::new();
-    let mut raw = BinaryBuilder::new();
-    let mut fields = Vec::with_capacity(header.field_count);
-    for span in spans {
-        line.append_value(span.line);
-        let outcome = parse_record(bytes, span, &mut fields).map_err(|r| r.reason).and_then(|()| {
-            if fields.len() == header.field_count {
-                Ok(())
-            } else {
-                Err(format!(
-                    "expected {} fields as in the header, found {}; a field holding a comma or a \
-                     line break must be quoted",
-                    header.field_count,
-                    fields.len()
-                ))
-            }
-        });
-        match outcome {
-            Ok(()) => {
-                cid.append_option(fields[header.cid].as_deref());
-                review.append_option(fields[header.review_str].as_deref());
-                reason.append_null();
-                raw.append_null();
-            }
-            Err(why) => {
-                cid.append_null();
-                review.append_null();
-                let record = &bytes[span.start..span.end];
-                match bounded(record) {
-                    None => {
-                        reason.append_value(why);
-                        raw.append_value(record);
-                    }
-                    Some(note) => {
-                        reason.append_value(format!("{why} {note}"));
-                        raw.append_value(&record[..REJECT_KEEP_BYTES]);
-                    }
-                }
-            }
-        }
-    }
-    Ok(RecordBatch::try_new(
-        REVIEW_RECORDS.clone(),
-        vec![
-            Arc::new(line.finish()),
-            Arc::new(cid.finish()),
-            Arc::new(review.finish()),
-            Arc::new(reason.finish()),
-            Arc::new(raw.finish()),
-        ],
-    )?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_long_rejected_record_keeps_its_start_length_and_hash() {
-        assert_eq!(bounded(&vec![b'x'; REJECT_KEEP_BYTES]), None, "up to the bound it is kept whole");
-        let note = bounded(&vec![b'x'; 200_000]).expect("over the bound");
-        assert!(note.contains("200000 bytes") && note.contains("SHA-256 of all: "), "{note}");
-        assert_eq!(note.rsplit(' ').next().map(|h| h.trim_end_matches(')').len()), Some(64), "{note}");
+    fn location() -> ReviewLocation {
+        ReviewLocation::parse("file:///r.csv").expect("url")
     }
 
     #[test]
-    fn slices_cover_every_record_once() {
-        for records in [0, 1, 7, 100] {
-            for partitions in 1..5 {
-                let mut next = 0;
-                for p in 0..partitions {
-                    let (from, to) = slice_of(records, p, partitions);
-                    assert_eq!(from, next);
-                    next = to;
-                }
-                assert_eq!(next, records);
-            }
-        }
+    fn the_header_ends_at_its_line_break_even_when_quoted() {
+        let head = b"cid,\"review\nstr\",review_str\n1,a,b\n";
+        let (header, eol, start) = header_and_data_start(head, true, &location()).expect("ok").expect("found");
+        assert_eq!((header.cid, header.review_str, eol, start), (0, 2, b'\n', 28));
+        assert!(header_and_data_start(b"cid,review_str,x", false, &location()).expect("ok").is_none(), "read on");
+        let (_, _, start) = header_and_data_start(b"cid,review_str", true, &location()).expect("ok").expect("found");
+        assert_eq!(start, 14, "a header alone: no records");
     }
 }

@@ -71,8 +71,9 @@ pub enum HeaderError {
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// The byte that ends a record: `\n` (LF and CRLF files) or `\r` (CR-only files).
-fn record_end(bytes: &[u8]) -> u8 {
+/// The byte that ends a record, decided by the first line break in `bytes` (the file's start):
+/// `\n` for LF and CRLF files, `\r` for CR-only files.
+pub fn record_end(bytes: &[u8]) -> u8 {
     match memchr::memchr2(b'\r', b'\n', bytes) {
         Some(at) if bytes[at] == b'\r' && bytes.get(at + 1) != Some(&b'\n') => b'\r',
         _ => b'\n',
@@ -81,10 +82,16 @@ fn record_end(bytes: &[u8]) -> u8 {
 
 /// Cuts `bytes` into records, the header included, in one pass.
 pub fn record_spans(bytes: &[u8]) -> Vec<RecordSpan> {
-    let mut spans = Vec::with_capacity(bytes.len() / 512 + 1);
-    let mut pos = if bytes.starts_with(UTF8_BOM) { UTF8_BOM.len() } else { 0 };
-    let mut line = 1u64;
-    let eol = record_end(bytes);
+    let from = if bytes.starts_with(UTF8_BOM) { UTF8_BOM.len() } else { 0 };
+    records_from(bytes, from, 1, record_end(bytes))
+}
+
+/// Cuts `bytes[from..]`, which starts at a record, into records ending at `eol` bytes; the first
+/// one starts on line `first_line`. A split of a file ([`crate::splits`]) is read so.
+pub fn records_from(bytes: &[u8], from: usize, first_line: u64, eol: u8) -> Vec<RecordSpan> {
+    let mut spans = Vec::with_capacity((bytes.len() - from.min(bytes.len())) / 512 + 1);
+    let mut pos = from;
+    let mut line = first_line;
     while pos < bytes.len() {
         let (span, next, lines) = next_record(bytes, pos, line, eol);
         if span.end > span.start || !span.closed {

@@ -9,6 +9,7 @@ pub mod csv;
 pub mod date;
 pub mod metric;
 pub mod schema;
+pub mod splits;
 pub mod spark;
 pub mod udf;
 

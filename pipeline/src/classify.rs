@@ -69,8 +69,9 @@ pub(crate) async fn classify_staged(
     rejects: Table,
     stamp: &RunStamp,
 ) -> Result<StagedClassify> {
-    let plan = classify_reviews(engine.review_records(source).await?).map_err(PipelineError::query("planning classify"))?;
-    let mut stream = engine.execute(plan, &format!("ubm classify {date}")).await?;
+    let job_name = format!("ubm classify {date}");
+    let plan = classify_reviews(engine.review_records(source, &job_name).await?).map_err(PipelineError::query("planning classify"))?;
+    let mut stream = engine.execute(plan, &job_name).await?;
     let mut partition = lake.begin(out, date, stamp)?;
     let mut file = partition.parquet("part-00000.parquet", CLASSIFIED.clone())?;
     let mut counts = ClassifyCounts::default();
@@ -109,7 +110,7 @@ fn arrow_error(source: datafusion::arrow::error::ArrowError) -> PipelineError {
 
 /// The line numbers of the records received so far. Every record of the file has its own
 /// line, so a line seen twice means the engine delivered rows twice (as happened when Ballista
-/// ran a multi-partition review scan whole in every task; see `ReviewCsvTable`). The task then
+/// ran a multi-partition scan of its own whole in every task). The task then
 /// fails (and is retried) instead of writing doubled numbers.
 #[derive(Default)]
 pub(crate) struct LineSet {

@@ -163,6 +163,32 @@ fn one_slot_executors_read_every_record_once() {
     assert_eq!(lake_tables(&lake, DATE), lake_tables(&local, DATE));
 }
 
+/// A review file of 4x SF 1 (quoted line breaks included) on three one-slot executors: the stage
+/// that reads it runs as at least three tasks, each of which reads rows, and the tables equal an
+/// in-process run's.
+#[test]
+fn three_one_slot_executors_share_one_review_file() {
+    let sample = Sample::new("4");
+    let local = sample.lake("lake-local");
+    ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &local, "--no-report"]);
+    let cluster = crate::common::Cluster::start_with(3, Vec::new(), &["--slots", "1"]);
+    let lake = sample.lake("lake-cluster");
+    ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &lake, "--engine", &cluster.engine, "--attempts", "1", "--no-report"]);
+    assert_eq!(report(&lake, DATE)["counts"], report(&local, DATE)["counts"]);
+    assert_eq!(lake_tables(&lake, DATE), lake_tables(&local, DATE));
+
+    let scheduler = cluster.engine.as_str();
+    let json = |args: &[&str]| -> serde_json::Value { serde_json::from_slice(&ubm_ok(args).stdout).expect("status --json") };
+    let jobs = json(&["status", "--scheduler", scheduler, "--json"]);
+    let classify = jobs.as_array().expect("jobs").iter().find(|j| j["job_name"].as_str().is_some_and(|n| n.starts_with("ubm classify"))).expect("the classify job");
+    let job = json(&["status", "--scheduler", scheduler, classify["job_id"].as_str().expect("id"), "--json"]);
+    let stages = job["stages"]["stages"].as_array().expect("stages");
+    let scan = stages.iter().find(|s| s["stage_plan"].as_str().is_some_and(|p| p.contains("ubm-review-csv"))).expect("a stage that reads the review file");
+    let rows: Vec<u64> = scan["tasks"].as_array().expect("tasks").iter().map(|t| t["output_rows"].as_u64().unwrap_or(0)).collect();
+    eprintln!("review-reading tasks and the rows each produced: {rows:?}");
+    assert!(rows.len() >= 3 && rows.iter().all(|r| *r > 0), "the review file should be read by at least 3 tasks that each read rows: {rows:?}");
+}
+
 /// kill -9 of the executor running the review scan: the scheduler notices (short timeouts for
 /// the test), runs the task again on the other executor, and the run ends with the right table.
 #[test]

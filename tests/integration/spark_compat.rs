@@ -68,7 +68,7 @@ fn write_edge_corpus(path: &Path) {
 async fn ubm_classify_in_file_order(csv: &Path) -> Vec<(Option<String>, bool)> {
     let engine = Engine::start(EngineKind::Local).await.expect("engine");
     let url = ubm_cluster::stores::location_url(&csv.display().to_string()).expect("url");
-    let plan = ubm_jobs::classify_reviews(engine.review_records(&url).await.expect("scan")).expect("plan");
+    let plan = ubm_jobs::classify_reviews(engine.review_records(&url, "ubm classify spark_compat").await.expect("scan")).expect("plan");
     let batches: Vec<RecordBatch> = engine.execute(plan, "spark compat").await.expect("run").try_collect().await.expect("batches");
     let all = concat_batches(&batches[0].schema(), &batches).expect("concat");
     assert_eq!(all.column_by_name("reject_reason").expect("col").null_count(), all.num_rows(), "no rejects expected");

@@ -169,7 +169,8 @@ fn ctrl_c_on_submit_cancels_its_job() {
     let cluster = Cluster::start(0);
     let log = sample.dir.path().join("submit.log");
     let mut submit = spawn_submit(&cluster.engine, &sample, &sample.lake("lake"), &log, &[]);
-    let job = wait_for_job(&log, &format!("ubm classify {DATE}"), &mut submit);
+    // Without executors the first job, the review file's record boundaries, waits forever.
+    let job = wait_for_job(&log, &format!("ubm classify {DATE}: record boundaries"), &mut submit);
     let sent = Command::new("kill").args(["-INT", &submit.id().to_string()]).status().expect("kill runs");
     assert!(sent.success());
     let status = wait_exit(&mut submit, Duration::from_secs(30));
@@ -188,7 +189,7 @@ fn a_dead_scheduler_fails_the_submit_with_a_clear_error() {
     let log = sample.dir.path().join("submit.log");
     let mut submit =
         spawn_submit(&cluster.engine, &sample, &sample.lake("lake"), &log, &["--attempts", "2", "--retry-backoff-ms", "100"]);
-    wait_for_job(&log, &format!("ubm classify {DATE}"), &mut submit);
+    wait_for_job(&log, &format!("ubm classify {DATE}: record boundaries"), &mut submit);
     cluster.kill_scheduler();
     let status = wait_exit(&mut submit, Duration::from_secs(60));
     let said = std::fs::read_to_string(&log).expect("log");
@@ -213,7 +214,8 @@ fn a_failing_job_exits_non_zero_with_the_schedulers_error() {
         .expect("ubm submit");
     let said = text(&out.stderr);
     assert!(!out.status.success(), "{said}");
-    let job = job_id(&said, &format!("ubm classify {DATE}")).unwrap_or_else(|| panic!("no job id:\n{said}"));
+    // The first job of classify, which reads the file on the executors, is the one that fails.
+    let job = job_id(&said, &format!("ubm classify {DATE}: record boundaries")).unwrap_or_else(|| panic!("no job id:\n{said}"));
     let failure = said.lines().find(|l| l.starts_with(&format!("job {job} failed"))).unwrap_or_else(|| panic!("{said}"));
     assert!(failure.contains("raw/movie_review/insert_date=2011-12-09/movie_review.csv"), "names the file: {failure}");
     let status = ubm().args(["status", &job, "--scheduler", &cluster.engine]).output().expect("ubm status");
