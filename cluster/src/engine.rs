@@ -155,6 +155,7 @@ impl Engine {
     /// `{job_name}: record boundaries`.
     pub async fn review_records(&self, url: &Url, job_name: &str) -> Result<LogicalPlan, ClusterError> {
         let on_cluster = self.kind != EngineKind::Local;
+        let started = std::time::Instant::now();
         let file = Arc::new(ReviewFile::open(ReviewLocation::new(url.clone()), self.ctx.runtime_env().as_ref()).await?);
         let summaries = if file.records_bytes() == 0 {
             Vec::new()
@@ -166,7 +167,8 @@ impl Engine {
         };
         let splits = compose(file.data_start, file.version.size, file.first_line, &summaries)
             .map_err(|e| ClusterError::engine("composing the record boundaries")(DataFusionError::External(Box::new(e))))?;
-        tracing::debug!(splits = splits.len(), "{url}: record boundaries found");
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(splits = splits.len(), chunks = summaries.len(), ms, "{url}: record boundaries found");
         scan_of(ReviewCsvTable::new(file, ReviewPass::Records(Arc::new(splits)), on_cluster))
     }
 

@@ -78,14 +78,23 @@ pub fn scan(bytes: &[u8], mut state: ScanState, eol: u8, mut record_end: impl Fn
                     state = ScanState::AfterQuote;
                 }
             },
-            ScanState::Unquoted => match memchr::memchr2(b',', eol, &bytes[pos..]) {
+            // Only a line break or a quote can matter here, so jump from one to the next. A quote
+            // opens a field when it follows a comma: the comma put the scanner at a field start.
+            // (At the chunk's first byte the entry state says, and it says Unquoted.)
+            ScanState::Unquoted => match memchr::memchr2(b'"', eol, &bytes[pos..]) {
+                // A comma as the last byte leaves the scanner at a field start.
+                None if pos < bytes.len() && bytes[bytes.len() - 1] == b',' => return ScanState::FieldStart,
                 None => return state,
                 Some(i) => {
                     let at = pos + i;
                     pos = at + 1;
-                    state = ScanState::FieldStart;
-                    if bytes[at] == eol && !record_end(at) {
-                        return state;
+                    if bytes[at] == eol {
+                        state = ScanState::FieldStart;
+                        if !record_end(at) {
+                            return state;
+                        }
+                    } else if at > 0 && bytes[at - 1] == b',' {
+                        state = ScanState::Quoted;
                     }
                 }
             },
