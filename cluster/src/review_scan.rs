@@ -360,6 +360,30 @@ mod tests {
         assert!(check(b"1,a\n2,b", 7).is_ok(), "the file's last record needs no line break");
     }
 
+    /// The vendor rewrites the file between planning and reading: the read is refused, naming
+    /// the file, instead of parsing bytes of another version with the old splits.
+    #[test]
+    fn a_range_of_a_file_that_changed_since_planning_is_refused() {
+        let dir = std::env::temp_dir().join(format!("ubm-review-scan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("movie_review.csv");
+        std::fs::write(&path, b"cid,review_str\n1,good\n2,bad\n").expect("write");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            let url = url::Url::from_file_path(&path).expect("url");
+            let env = crate::node::runtime().expect("runtime env");
+            let file = ReviewFile::open(crate::review_source::ReviewLocation::new(url), env.as_ref()).await.expect("opens");
+            let store: Arc<dyn ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new());
+            let read = read_range(store.as_ref(), &file, file.data_start, file.version.size).await.expect("unchanged");
+            assert_eq!(&read[..], b"1,good\n2,bad\n");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::fs::write(&path, b"cid,review_str\n1,gold\n2,bad\n").expect("rewrite, same size");
+            let err = read_range(store.as_ref(), &file, file.data_start, file.version.size).await.expect_err("changed");
+            assert!(err.to_string().contains("changed while it was being read") && err.to_string().contains("movie_review.csv"), "{err}");
+        });
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     #[test]
     fn a_summary_survives_its_row() {
         let summary = summarize(b"1,\"a\n\",b\n2,c\n3", 100, b'\n');

@@ -47,9 +47,9 @@ use crate::ClusterError;
 use crate::review_scan::{BOUNDARIES, ReviewScanSource};
 
 /// The size of the chunks the boundaries pass summarizes, and so about the size of a split: what
-/// one task holds in memory at a time. Large enough that a GET and a task's start cost little
-/// next to reading it, small enough that a few tasks per core fit anywhere.
-pub const CHUNK_BYTES: u64 = 16 * 1024 * 1024;
+/// one task holds in memory at a time. 8 MiB is the byte-range size AWS recommends for S3 GETs;
+/// 16 MiB measured no faster at SF 1 or SF 16 and held ~15 MB more per process.
+pub const CHUNK_BYTES: u64 = 8 * 1024 * 1024;
 
 /// On a cluster, a task reads about this much of the file (several splits, one after another),
 /// as Spark gives a task a 128 MiB split: enough tasks to spread a large file over every
