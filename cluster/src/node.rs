@@ -30,7 +30,12 @@ pub fn for_ballista(mut config: SessionConfig) -> SessionConfig {
     // dynamic filters have been constructed"); the task then fails and the job never finishes.
     // Without the filter the join is the same, only unpruned.
     config.options_mut().optimizer.enable_join_dynamic_filter_pushdown = false;
-    config
+    // One task per partition, as Spark runs one task per split. Ballista otherwise packs as many
+    // partitions into one task as the executor has free cores: a review file's ranges would then
+    // be one task on one executor, and a lost executor would cost every range it held.
+    // (The setting lives in Ballista's options extension, which a plain config lacks yet.)
+    let ballista = ballista_core::extension::SessionConfigExt::ballista_config(&config);
+    config.with_option_extension(ballista).set_usize(ballista_core::config::BALLISTA_SCHEDULER_MAX_PARTITIONS_PER_TASK, 1)
 }
 
 /// Ballista's default session for `config`, plus ubm's functions and object stores.
