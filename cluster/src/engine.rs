@@ -13,7 +13,7 @@ use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use futures::TryStreamExt;
-use ubm_jobs::splits::compose;
+use ubm_jobs::splits::{ChunkSummary, compose};
 use url::Url;
 
 use crate::{ClusterError, SchedulerAddress};
@@ -157,19 +157,35 @@ impl Engine {
         let on_cluster = self.kind != EngineKind::Local;
         let started = std::time::Instant::now();
         let file = Arc::new(ReviewFile::open(ReviewLocation::new(url.clone()), self.ctx.runtime_env().as_ref()).await?);
-        let summaries = if file.records_bytes() == 0 {
-            Vec::new()
-        } else {
-            let boundaries = ReviewCsvTable::new(file.clone(), ReviewPass::Boundaries, on_cluster);
-            let stream = self.execute(scan_of(boundaries)?, &format!("{job_name}: record boundaries")).await?;
-            let batches: Vec<_> = stream.try_collect().await.map_err(ClusterError::engine(format!("finding the record boundaries of {url}")))?;
-            summaries_of(&batches).map_err(ClusterError::engine("reading the record boundaries"))?
-        };
+        let summaries = if file.records_bytes() == 0 { Vec::new() } else { self.record_boundaries(&file, job_name, on_cluster).await? };
         let splits = compose(file.data_start, file.version.size, file.first_line, &summaries)
             .map_err(|e| ClusterError::engine("composing the record boundaries")(DataFusionError::External(Box::new(e))))?;
         let ms = started.elapsed().as_millis() as u64;
         tracing::debug!(splits = splits.len(), chunks = summaries.len(), ms, "{url}: record boundaries found");
         scan_of(ReviewCsvTable::new(file, ReviewPass::Records(Arc::new(splits)), on_cluster))
+    }
+
+    /// Runs the boundaries pass. It is cheap and changes nothing, so a failure worth another
+    /// attempt (an executor lost before its rows were fetched, say) runs it again at once, up to
+    /// [`BOUNDARY_ATTEMPTS`] times, rather than failing the whole task.
+    async fn record_boundaries(&self, file: &Arc<ReviewFile>, job_name: &str, on_cluster: bool) -> Result<Vec<ChunkSummary>, ClusterError> {
+        let mut attempt = 1;
+        loop {
+            let boundaries = ReviewCsvTable::new(file.clone(), ReviewPass::Boundaries, on_cluster);
+            let doing = format!("finding the record boundaries of {}", file.location.as_str());
+            let result = match self.execute(scan_of(boundaries)?, &format!("{job_name}: record boundaries")).await {
+                Ok(stream) => stream.try_collect::<Vec<_>>().await.map_err(ClusterError::engine(doing)),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(batches) => return summaries_of(&batches).map_err(ClusterError::engine("reading the record boundaries")),
+                Err(e) if attempt < BOUNDARY_ATTEMPTS && e.is_retryable() => {
+                    tracing::warn!(attempt, "{}; finding the record boundaries again", crate::retry::describe(&e));
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// A scan of the Parquet files under `url` (a partition directory).
@@ -209,6 +225,9 @@ impl Engine {
         Ok(jobs.follow(physical, job_name, stream))
     }
 }
+
+/// How many times the boundaries pass runs before its failure fails the task.
+const BOUNDARY_ATTEMPTS: u32 = 3;
 
 /// A logical scan of one pass over a review file.
 fn scan_of(table: ReviewCsvTable) -> Result<LogicalPlan, ClusterError> {

@@ -40,6 +40,14 @@ pub enum ClusterError {
          task was committed: rerun the date once the scheduler is back"
     )]
     SchedulerLost { scheduler: String, reason: String },
+    /// An executor stopped answering while this process fetched a job's results from it (it
+    /// died after running its tasks, before their output was read). Ballista cannot fetch them
+    /// again, so the job is run again.
+    #[error(
+        "an executor stopped answering while the results of a job were fetched from it ({reason}); \
+         nothing of the task was committed and the job is run again"
+    )]
+    ExecutorLost { reason: String },
     /// No Ballista scheduler answers at the address (checked before any work starts).
     #[error("`{scheduler}`: no Ballista scheduler answers there ({reason}); start one with `ubm cluster scheduler` or check the address")]
     NoScheduler { scheduler: String, reason: String },

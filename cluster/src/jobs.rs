@@ -207,9 +207,10 @@ impl FollowedStream {
         }
     }
 
-    /// Names the two failures a user must tell apart from a failing plan. Ballista reports
-    /// both as text only: a cancelled job fails with the reason `Cancelled` (not a failure to
-    /// retry), and a scheduler that went away shows as a gRPC transport error.
+    /// Names the failures a user must tell apart from a failing plan. Ballista reports them as
+    /// text only: a cancelled job fails with the reason `Cancelled` (not a failure to retry); a
+    /// scheduler or an executor that went away shows as a gRPC transport error naming its
+    /// address, which tells the two apart.
     fn explain(&self, error: DataFusionError) -> DataFusionError {
         let message = error.to_string();
         if let Some(job_id) = self.job.job_id()
@@ -220,7 +221,12 @@ impl FollowedStream {
         let lost = ["code: Unavailable", "transport error", "ConnectError", "Connection refused"];
         match &self.job.tracker.api {
             Some(api) if lost.iter().any(|sign| message.contains(sign)) => {
-                DataFusionError::External(Box::new(ClusterError::SchedulerLost { scheduler: api.scheduler().to_string(), reason: message }))
+                let lost = if names_another_address(&message, &api.scheduler().host_port()) {
+                    ClusterError::ExecutorLost { reason: message }
+                } else {
+                    ClusterError::SchedulerLost { scheduler: api.scheduler().to_string(), reason: message }
+                };
+                DataFusionError::External(Box::new(lost))
             }
             _ => error,
         }
@@ -267,5 +273,29 @@ impl Drop for FollowedStream {
                 lock(&running).remove(&job_id);
             });
         }
+    }
+}
+
+/// Whether a transport error's message names an `http://host:port` other than `scheduler`'s
+/// (then an executor, whose results were being fetched, is the one that went away).
+fn names_another_address(message: &str, scheduler: &str) -> bool {
+    message.split("http://").skip(1).any(|rest| {
+        let address: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '[' | ']')).collect();
+        let address = address.trim_end_matches(':'); // "…at http://h:p: reason"
+        !address.is_empty() && address != scheduler
+    })
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::names_another_address;
+
+    #[test]
+    fn a_lost_executor_is_told_from_a_lost_scheduler() {
+        let executor = r#"GrpcConnectionError("Error connecting to Ballista scheduler or executor at http://127.0.0.1:40097: tonic")"#;
+        assert!(names_another_address(executor, "127.0.0.1:40743"));
+        let scheduler = "Error connecting to Ballista scheduler or executor at http://127.0.0.1:40743: refused";
+        assert!(!names_another_address(scheduler, "127.0.0.1:40743"));
+        assert!(!names_another_address("transport error", "127.0.0.1:40743"), "no address: the scheduler");
     }
 }

@@ -78,7 +78,10 @@ fn cluster_retry(error: &ClusterError) -> Option<Retry> {
         | ClusterError::Cancelled { .. }
         | ClusterError::UnknownJob { .. }
         | ClusterError::HttpClient { .. } => Some(Retry::Futile),
-        ClusterError::SchedulerLost { .. } | ClusterError::NoScheduler { .. } | ClusterError::SchedulerUnreachable { .. } => {
+        ClusterError::SchedulerLost { .. }
+        | ClusterError::ExecutorLost { .. }
+        | ClusterError::NoScheduler { .. }
+        | ClusterError::SchedulerUnreachable { .. } => {
             Some(Retry::Worth)
         }
         ClusterError::SchedulerAnswer { status, .. } => {
