@@ -47,8 +47,10 @@ use crate::ClusterError;
 use crate::review_scan::{BOUNDARIES, ReviewScanSource};
 
 /// The size of the chunks the boundaries pass summarizes, and so about the size of a split: what
-/// one task holds in memory at a time. 8 MiB is the byte-range size AWS recommends for S3 GETs;
-/// 16 MiB measured no faster at SF 1 or SF 16 and held ~15 MB more per process.
+/// one task holds in memory at a time, and the size of one ranged GET (S3's guidance for byte-range
+/// reads is 8 to 16 MB). Against 16 MiB, `ubm classify` took the same time at SF 1 and SF 16 and
+/// peaked 10 to 20 MB lower (3 runs each, by hand); `benches/run.sh --scaling` compares the two
+/// after a change of this constant.
 pub const CHUNK_BYTES: u64 = 8 * 1024 * 1024;
 
 /// On a cluster, a task reads about this much of the file (several splits, one after another),

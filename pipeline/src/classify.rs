@@ -24,18 +24,28 @@ pub struct ClassifyCounts {
     pub partition: Option<Url>,
 }
 
-/// classify: the review file at `source` into `out` (classified rows) and `rejects`
-/// (unreadable records, one JSON object a line, with line number, reason and the record).
-pub async fn classify_into(
-    engine: &Engine,
-    lake: &Lake,
-    source: &Url,
-    date: RunDate,
-    out: Table,
-    rejects: Table,
-    stamp: &RunStamp,
-) -> Result<ClassifyCounts> {
-    classify_staged(engine, lake, source, date, out, rejects, stamp).await?.commit().await
+/// Where one classify writes: the classified table and its rejects, for one date of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct ClassifyOutput<'a> {
+    pub lake: &'a Lake,
+    pub date: RunDate,
+    /// The classified rows (`cid`, `positive_review`).
+    pub classified: Table,
+    /// The unreadable records, one JSON object a line, with line number, reason and the record.
+    pub rejects: Table,
+    pub stamp: &'a RunStamp,
+}
+
+impl<'a> ClassifyOutput<'a> {
+    /// The daily run's tables: `stage/movie_review` and its rejects.
+    pub(crate) fn staged_reviews(lake: &'a Lake, date: RunDate, stamp: &'a RunStamp) -> Self {
+        Self { lake, date, classified: Table::STAGE_REVIEWS, rejects: Table::REJECTS, stamp }
+    }
+}
+
+/// classify: the review file at `source` into `output`, both partitions committed whole.
+pub async fn classify_into(engine: &Engine, source: &Url, output: ClassifyOutput<'_>) -> Result<ClassifyCounts> {
+    classify_staged(engine, source, output).await?.commit().await
 }
 
 /// What classify wrote, staged: the partitions replace the lake's only on [`StagedClassify::commit`].
@@ -60,15 +70,8 @@ impl StagedClassify {
 }
 
 /// classify, up to the commit: runs the plan and stages both partitions.
-pub(crate) async fn classify_staged(
-    engine: &Engine,
-    lake: &Lake,
-    source: &Url,
-    date: RunDate,
-    out: Table,
-    rejects: Table,
-    stamp: &RunStamp,
-) -> Result<StagedClassify> {
+pub(crate) async fn classify_staged(engine: &Engine, source: &Url, output: ClassifyOutput<'_>) -> Result<StagedClassify> {
+    let ClassifyOutput { lake, date, classified: out, rejects, stamp } = output;
     let job_name = format!("ubm classify {date}");
     let plan = classify_reviews(engine.review_records(source, &job_name).await?).map_err(PipelineError::query("planning classify"))?;
     let mut stream = engine.execute(plan, &job_name).await?;

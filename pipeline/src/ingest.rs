@@ -7,7 +7,7 @@ use ubm_cluster::{Engine, EngineKind};
 use ubm_jobs::RunDate;
 use url::Url;
 
-use crate::classify::{ClassifyCounts, classify_staged};
+use crate::classify::{ClassifyCounts, ClassifyOutput, classify_staged};
 use crate::error::{PipelineError, Result};
 use crate::lake::{Lake, RunStamp, Table};
 use crate::task::{RetryPolicy, TaskReport, TaskStatus, run_task};
@@ -79,7 +79,7 @@ pub(crate) async fn ingest_while_classifying(
     let before = file_version(source).await;
     let ((ingest_report, raw), (mut classify_report, staged)) = tokio::join!(
         run_task("ingest", policy, || ingest(lake, source, date, stamp)),
-        run_task("classify", policy, || classify_staged(engine, lake, source, date, Table::STAGE_REVIEWS, Table::REJECTS, stamp)),
+        run_task("classify", policy, || classify_staged(engine, source, ClassifyOutput::staged_reviews(lake, date, stamp))),
     );
     let (Some(_), Some(staged)) = (raw, staged) else {
         if ingest_report.status == TaskStatus::Failed {

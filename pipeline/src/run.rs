@@ -17,7 +17,7 @@ use ubm_jobs::schema::USER_PURCHASE;
 use ubm_jobs::{RunDate, Semantics};
 use url::Url;
 
-use crate::classify::{ClassifyCounts, classify_into};
+use crate::classify::{ClassifyCounts, ClassifyOutput, classify_into};
 use crate::error::{PipelineError, Result};
 use crate::ingest::{ingest, ingest_while_classifying, reads_source_directly};
 use crate::lake::{Lake, RunStamp, Table};
@@ -131,7 +131,7 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
             return (ingest, TaskReport::skipped("classify", "ingest failed"), None);
         };
         let (classify, counts) = run_task("classify", policy, || {
-            classify_into(engine, lake, &raw, date, Table::STAGE_REVIEWS, Table::REJECTS, stamp)
+            classify_into(engine, &raw, ClassifyOutput::staged_reviews(lake, date, stamp))
         })
         .await;
         (ingest, classify, counts)

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use ubm_cluster::Engine;
 use ubm_jobs::RunDate;
-use ubm_pipeline::classify::classify_into;
+use ubm_pipeline::classify::{ClassifyOutput, classify_into};
 use ubm_pipeline::lake::RunStamp;
 use ubm_pipeline::{Lake, Table, reviews_for};
 
@@ -35,7 +35,9 @@ pub async fn classify(args: ClassifyArgs) -> Result<ExitCode> {
     let engine = Engine::start(args.engine.engine).await?;
     let lake = Lake::open(&args.output).await?;
     let source = reviews_for(&args.input, args.date)?;
-    let counts = classify_into(&engine, &lake, &source, args.date, Table(""), Table("_rejects"), &RunStamp::unleased()).await?;
+    let stamp = RunStamp::unleased();
+    let output = ClassifyOutput { lake: &lake, date: args.date, classified: Table(""), rejects: Table("_rejects"), stamp: &stamp };
+    let counts = classify_into(&engine, &source, output).await?;
     let partition = counts.partition.as_ref().map(|u| u.to_string()).unwrap_or_default();
     if args.json {
         let json = serde_json::json!({
