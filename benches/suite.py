@@ -3,6 +3,7 @@
     benches/run.sh [--scale 1] [--runs 5] [--skip spark,cluster]
     benches/run.sh --scaling [--runs 3] [--scales 1,2,4,8,16]
     benches/run.sh --cluster-scaling [--runs 3] [--scales 1,4,8]
+    benches/run.sh --tls-cost [--runs 7] [--scale 1]
 
 For a scale factor it generates the data once (`ubm datagen`: review CSV with quoted line breaks,
 purchases CSV and the same purchases in an embedded SQLite database), then runs the contenders in
@@ -30,6 +31,10 @@ per SF, of `ubm run` and of `ubm classify` alone: memory must not grow with the 
 --cluster-scaling runs ubm on `ubm cluster local` with 1, 2 and 3 executors at SF 1, 4 and 8
 (`--scales`) and reports time, every process's peak RSS and the bytes the submitting process
 received from the network (its socket reads, counted with `strace -f`, in one extra run per cell).
+
+--tls-cost runs the same day on two local clusters of 2 executors, one plaintext and one with
+mutual TLS (`ubm cluster certs`, `--tls`), alternating run by run, and reports the medians and
+their ratio: what TLS costs.
 """
 import argparse
 import datetime
@@ -86,10 +91,10 @@ def generate(scale, work):
 
 
 class Ubm:
-    """`ubm run`, in-process or on a local cluster (`engine`)."""
+    """`ubm run`, in-process or on a local cluster (`engine`, with the client material of `tls`)."""
 
-    def __init__(self, name, data, work, engine="local"):
-        self.name, self.data, self.work, self.engine = name, data, work, engine
+    def __init__(self, name, data, work, engine="local", tls=None):
+        self.name, self.data, self.work, self.engine, self.tls = name, data, work, engine, tls
 
     def run(self, i):
         lake = self.work / f"{self.name}-lake-{i}"
@@ -98,7 +103,7 @@ class Ubm:
             UBM, "run", "--date", DATE, "--reviews", self.data / "movie_review.csv",
             "--oltp", f"sqlite://{self.data}/oltp.sqlite", "--lake", lake, "--engine", self.engine, "--json",
             # The HTML report is not part of the job the peers do; `benches/report.sh` times it.
-            "--no-report",
+            "--no-report", *(["--tls", self.tls / "client"] if self.tls else []),
         ])
         report = json.loads(stdout)[0]
         tasks = {t["name"]: t["duration_ms"] / 1000 for t in report["tasks"]}
@@ -157,16 +162,19 @@ def free_ports(count):
 
 
 class LocalCluster:
-    """`ubm cluster local --executors N` (2 by default) for the duration of the runs."""
+    """`ubm cluster local --executors N` (2 by default) for the duration of the runs; with `tls`,
+    a folder made by `ubm cluster certs`, the cluster runs with its node material."""
 
-    def __init__(self, executors=2):
+    def __init__(self, executors=2, tls=None):
         self.EXECUTORS = executors
+        self.tls = tls
 
     def __enter__(self):
         self.port = free_ports(1 + 2 * self.EXECUTORS)
         self.log = tempfile.NamedTemporaryFile(prefix="ubm-bench-cluster-", suffix=".log", delete=False)
+        tls = ["--tls", str(self.tls / "node")] if self.tls else []
         self.process = subprocess.Popen(
-            [UBM, "cluster", "local", "--executors", str(self.EXECUTORS), "--port", str(self.port)],
+            [UBM, "cluster", "local", "--executors", str(self.EXECUTORS), "--port", str(self.port), *tls],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.time() + 60
@@ -469,6 +477,48 @@ def cluster_scaling(args):
     print(text)
 
 
+def tls_cost(args):
+    """The same day on a plaintext and a TLS local cluster, alternating, in one sitting."""
+    work = Path(args.work)
+    data = generate(args.scale, work)
+    material = work / "tls-material"
+    shutil.rmtree(material, ignore_errors=True)
+    subprocess.run([UBM, "cluster", "certs", "--out", material], check=True, stdout=subprocess.DEVNULL)
+    samples = {"plaintext": [], "tls": []}
+    with LocalCluster(2) as plain, LocalCluster(2, tls=material) as secure:
+        contenders = {
+            "plaintext": Ubm("plaintext", data, work, engine=f"df://127.0.0.1:{plain.port}"),
+            "tls": Ubm("tls", data, work, engine=f"df://127.0.0.1:{secure.port}", tls=material),
+        }
+        outputs = {}
+        for i in range(args.runs):
+            for name, ubm in contenders.items():
+                phases, _, outputs[name] = ubm.run(i)
+                samples[name].append(phases)
+        problems = check_same_answers({"ubm": outputs["plaintext"], "tls": outputs["tls"]})
+        if problems:
+            sys.exit("the TLS cluster's answer differs: " + "; ".join(problems))
+    medians = {name: {phase: statistics.median(p[phase] for p in runs) for phase in ("classify", "metric", "end-to-end")}
+               for name, runs in samples.items()}
+    ratio = medians["tls"]["end-to-end"] / medians["plaintext"]["end-to-end"]
+    info = machine()
+    lines = [
+        f"### Mutual TLS on `ubm cluster local --executors 2`, SF {args.scale}, median of {args.runs} runs each, alternating",
+        "", f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; ubm {info['ubm_commit']}, {info['date']}.", "",
+        "| cluster | `ubm run` s | classify s | metric s |", "|---|---:|---:|---:|",
+    ]
+    for name, m in medians.items():
+        lines.append(f"| {name} | {m['end-to-end']:.3f} | {m['classify']:.3f} | {m['metric']:.3f} |")
+    lines += ["", f"TLS / plaintext, end to end: {ratio:.3f} (target: at most 1.10)"]
+    text = "\n".join(lines) + "\n"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "tls_cost.json").write_text(json.dumps({"scale": args.scale, "runs": args.runs, "machine": info, "samples": samples,
+                                                         "medians": medians, "tls_over_plaintext": ratio}, indent=2) + "\n")
+    (RESULTS / "tls_cost.md").write_text(text)
+    print(text)
+    shutil.rmtree(material, ignore_errors=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", default="1", help="scale factor (1 = 100,000 reviews; 0.1 for a quick run)")
@@ -477,6 +527,8 @@ def main():
     parser.add_argument("--scaling", action="store_true", help="ubm in-process at each of --scales instead")
     parser.add_argument("--cluster-scaling", action="store_true",
                         help="ubm on `ubm cluster local` with 1, 2 and 3 executors at each of --scales instead")
+    parser.add_argument("--tls-cost", action="store_true",
+                        help="ubm on a plaintext and a mutual-TLS local cluster, alternating, at --scale instead")
     parser.add_argument("--scales", default=None,
                         help="the scale factors, smallest first (--scaling: 1,2,4,8,16; --cluster-scaling: 1,4,8)")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "ubm-bench"), help="data and outputs")
@@ -487,7 +539,9 @@ def main():
         sys.exit("--runs must be at least 1")
     if args.scales is None:
         args.scales = "1,4,8" if args.cluster_scaling else "1,2,4,8,16"
-    if args.cluster_scaling:
+    if args.tls_cost:
+        tls_cost(args)
+    elif args.cluster_scaling:
         cluster_scaling(args)
     elif args.scaling:
         scaling(args)

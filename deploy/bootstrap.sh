@@ -1,11 +1,14 @@
 #!/bin/bash
 # ubm's EMR bootstrap action. EMR runs it on every node before the node joins the cluster:
 #
-#   bootstrap.sh BINARY_URL [ENV_FILE_URL|-] [SCHEDULER_PORT]
+#   bootstrap.sh BINARY_URL [ENV_FILE_URL|-] [SCHEDULER_PORT] [TLS_URL|-]
 #
 # It installs ubm, and ubm-step (ubm with the variables of /etc/ubm/env, which EMR steps run),
 # then starts `ubm cluster scheduler` on the master node, or `ubm cluster executor` pointed at
 # the master's private DNS name on every other node, as a service that restarts on failure.
+# TLS_URL is a folder holding the cluster's node material (ca.pem, cert.pem, key.pem): it goes
+# to /etc/ubm/tls (the key mode 0600) and every process runs with --tls, steps included. With
+# `-`, the processes listen in plaintext on the private network (--insecure).
 # Which node it is on, and the master's name, come from EMR's own files:
 # /mnt/var/lib/info/instance.json (isMaster) and job-flow.json (masterPrivateDnsName).
 #
@@ -14,9 +17,10 @@
 # UBM_EXECUTOR_PORT, UBM_SERVICE_MANAGER (systemd | loop; default: systemd when it runs).
 set -euo pipefail
 
-binary_url="${1:?usage: bootstrap.sh BINARY_URL [ENV_FILE_URL|-] [SCHEDULER_PORT]}"
+binary_url="${1:?usage: bootstrap.sh BINARY_URL [ENV_FILE_URL|-] [SCHEDULER_PORT] [TLS_URL|-]}"
 env_url="${2:--}"
 scheduler_port="${3:-50050}"
+tls_url="${4:--}"
 info_dir="${UBM_EMR_INFO_DIR:-/mnt/var/lib/info}"
 install_dir="${UBM_INSTALL_DIR:-/usr/local/bin}"
 etc_dir="${UBM_ETC_DIR:-/etc/ubm}"
@@ -61,12 +65,27 @@ if [ "$env_url" != "-" ]; then
   # Steps run as hadoop: it alone may read the secrets.
   if id hadoop >/dev/null 2>&1; then $sudo chown hadoop "$etc_dir/env"; fi
 fi
+exposure="--insecure"
+if [ "$tls_url" != "-" ]; then
+  # The node's key pair and the cluster's CA. Steps (run as hadoop) present the same
+  # certificate to the scheduler, so hadoop owns the files; nothing here prints them.
+  $sudo mkdir -p "$etc_dir/tls"
+  $sudo chmod 0700 "$etc_dir/tls"
+  for file in ca.pem cert.pem key.pem; do
+    fetch "${tls_url%/}/$file" "$tmp"
+    $sudo install -m 0600 "$tmp" "$etc_dir/tls/$file"
+  done
+  if id hadoop >/dev/null 2>&1; then $sudo chown -R hadoop "$etc_dir/tls"; fi
+  exposure="--tls $etc_dir/tls"
+fi
 cat >"$tmp" <<EOF
 #!/bin/sh
 # ubm with the variables of $etc_dir/env (UBM_OLTP, UBM_WAREHOUSE, AWS_REGION, ...), which
-# stay out of EMR step arguments (the console shows those to anyone who can see the cluster).
+# stay out of EMR step arguments (the console shows those to anyone who can see the cluster),
+# and the node's TLS material when the cluster has some.
 set -a
 if [ -r "$etc_dir/env" ]; then . "$etc_dir/env"; fi
+if [ -d "$etc_dir/tls" ]; then UBM_TLS_DIR="$etc_dir/tls"; fi
 set +a
 exec "$install_dir/ubm" "\$@"
 EOF
@@ -75,14 +94,14 @@ rm -f "$tmp"
 
 if [ "$is_master" = "true" ]; then
   name=ubm-scheduler
-  command="$install_dir/ubm cluster scheduler --bind 0.0.0.0:$scheduler_port --external-host $external_host"
+  command="$install_dir/ubm cluster scheduler --bind 0.0.0.0:$scheduler_port --external-host $external_host $exposure"
 else
   if [ -z "$master" ]; then
     echo "bootstrap: no masterPrivateDnsName in $info_dir/job-flow.json" >&2
     exit 1
   fi
   name=ubm-executor
-  command="$install_dir/ubm cluster executor --scheduler $master:$scheduler_port --bind 0.0.0.0:$executor_port --external-host $external_host --work-dir $work_dir"
+  command="$install_dir/ubm cluster executor --scheduler $master:$scheduler_port --bind 0.0.0.0:$executor_port --external-host $external_host --work-dir $work_dir $exposure"
 fi
 
 manager="${UBM_SERVICE_MANAGER:-}"

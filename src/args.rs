@@ -2,10 +2,12 @@
 //! engine, retries, polling, the scheduler's address.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Args;
+use ubm_cluster::tls::ClusterTls;
 use ubm_cluster::{EngineKind, SchedulerAddress};
 use ubm_deploy::emr::PollPolicy;
 use ubm_jobs::{RunDate, Semantics};
@@ -73,6 +75,24 @@ impl RetryArgs {
     }
 }
 
+/// Mutual TLS material, for a cluster started with `--tls`.
+#[derive(Debug, Args)]
+pub struct TlsArg {
+    /// A TLS directory: ca.pem (the cluster's CA), cert.pem and key.pem (mode 0600).
+    /// `ubm cluster certs --out DIR` makes DIR/node for the scheduler and executors and
+    /// DIR/client for submitters. With it, every port speaks TLS only and every peer must
+    /// present a certificate the cluster's CA signed.
+    #[arg(long, env = "UBM_TLS_DIR", value_name = "DIR")]
+    pub tls: Option<PathBuf>,
+}
+
+impl TlsArg {
+    /// The material, loaded and checked; `None` without --tls.
+    pub fn load(&self) -> Result<Option<Arc<ClusterTls>>> {
+        Ok(self.tls.as_deref().map(ClusterTls::load).transpose()?)
+    }
+}
+
 /// Where plans run.
 #[derive(Debug, Args)]
 pub struct EngineArgs {
@@ -81,6 +101,21 @@ pub struct EngineArgs {
     /// of a scheduler started with `ubm cluster scheduler`.
     #[arg(long, default_value = "local", value_name = "local|standalone|df://HOST:PORT")]
     pub engine: EngineKind,
+    #[command(flatten)]
+    pub tls: TlsArg,
+}
+
+impl EngineArgs {
+    /// The engine, with the TLS material on a cluster's address; --tls without a cluster is
+    /// refused rather than ignored.
+    pub fn kind(&self) -> Result<EngineKind> {
+        let tls = self.tls.load()?;
+        Ok(match (&self.engine, tls) {
+            (EngineKind::Remote(address), tls) => EngineKind::Remote(address.clone().with_tls(tls)),
+            (_, Some(_)) => bail!("--tls (or UBM_TLS_DIR) is for a cluster: use it with --engine df://HOST:PORT"),
+            (kind, None) => kind.clone(),
+        })
+    }
 }
 
 /// A scheduler's address, for the commands that talk to a cluster.
@@ -89,6 +124,15 @@ pub struct SchedulerArg {
     /// The scheduler started with `ubm cluster scheduler`.
     #[arg(long, env = "UBM_SCHEDULER", value_name = "df://HOST:PORT", value_parser = parse_scheduler)]
     pub scheduler: SchedulerAddress,
+    #[command(flatten)]
+    pub tls: TlsArg,
+}
+
+impl SchedulerArg {
+    /// The scheduler's address with the TLS material, if any.
+    pub fn address(&self) -> Result<SchedulerAddress> {
+        Ok(self.scheduler.clone().with_tls(self.tls.load()?))
+    }
 }
 
 pub fn parse_scheduler(text: &str) -> Result<SchedulerAddress, String> {

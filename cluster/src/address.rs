@@ -2,18 +2,22 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use url::Url;
 
 use crate::ClusterError;
+use crate::tls::ClusterTls;
 
-/// Where a Ballista scheduler listens: its gRPC service and, on the same port, its REST API.
+/// Where a Ballista scheduler listens: its gRPC service and, on the same port, its REST API;
+/// and, for a cluster that requires it, the TLS material this machine reaches it with.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SchedulerAddress {
     host: String,
     port: u16,
-    /// `http://HOST:PORT/`, the base of the REST API.
+    /// `http://HOST:PORT/` (`https://` with TLS), the base of the REST API.
     rest_base: Url,
+    tls: Option<Arc<ClusterTls>>,
 }
 
 impl SchedulerAddress {
@@ -33,7 +37,20 @@ impl SchedulerAddress {
         let port = url
             .port()
             .ok_or_else(|| bad("the port is missing: a scheduler address looks like df://HOST:50050".to_string()))?;
-        Ok(Self { host: host.to_string(), port, rest_base: url.clone() })
+        Ok(Self { host: host.to_string(), port, rest_base: url.clone(), tls: None })
+    }
+
+    /// The same scheduler, reached with mutual TLS (`Some`) or in plaintext (`None`).
+    pub fn with_tls(mut self, tls: Option<Arc<ClusterTls>>) -> Self {
+        // Only the scheme changes, between two schemes `Url` knows: this cannot fail.
+        let _ = self.rest_base.set_scheme(if tls.is_some() { "https" } else { "http" });
+        self.tls = tls;
+        self
+    }
+
+    /// The TLS material this machine reaches the scheduler with, if the cluster uses TLS.
+    pub fn tls(&self) -> Option<&Arc<ClusterTls>> {
+        self.tls.as_ref()
     }
 
     pub fn host(&self) -> &str {

@@ -89,6 +89,11 @@ impl Engine {
         if kind != EngineKind::Local {
             config = crate::node::for_ballista(config);
         }
+        if let EngineKind::Remote(address) = &kind
+            && let Some(tls) = address.tls()
+        {
+            config = config.with_ballista_use_tls(true).with_ballista_override_create_grpc_client_endpoint(tls.endpoint_override());
+        }
         let runtime = crate::node::runtime().map_err(ClusterError::engine("creating the runtime"))?;
         let mut state = SessionStateBuilder::new()
             .with_config(config)
@@ -107,6 +112,8 @@ impl Engine {
             EngineKind::Remote(address) => {
                 let api = SchedulerApi::new(address.clone())?;
                 check_reachable(address).await?;
+                // A TLS refusal (or a missing --tls) is said here, in words, before any job.
+                api.check().await?;
                 let ctx = SessionContext::remote_with_state(&address.to_string(), state)
                     .await
                     .map_err(ClusterError::engine("connecting to the Ballista scheduler"))?;

@@ -69,6 +69,19 @@ pub enum ClusterError {
          scheduler forgets finished jobs a few minutes after they end, and all jobs when it restarts)"
     )]
     UnknownJob { scheduler: String, job_id: String },
+    /// A TLS directory cannot be used (a missing file, a key others can read, an expired
+    /// certificate, one the CA did not sign). Never retried.
+    #[error("TLS material {dir}: {reason}")]
+    Tls { dir: String, reason: String },
+    /// The scheduler accepts only TLS and this client has none.
+    #[error(
+        "the scheduler at {scheduler} accepts only TLS with a client certificate: pass --tls DIR (or set UBM_TLS_DIR) \
+         with this cluster's client material (`ubm cluster certs` makes it)"
+    )]
+    TlsRequired { scheduler: String },
+    /// A TLS connection to the scheduler failed; `reason` says which side refused what.
+    #[error("{reason}")]
+    TlsRefused { reason: String },
     /// A scheduler or executor process failed while doing `doing`.
     #[error("{doing}")]
     Node { doing: &'static str, source: BallistaError },

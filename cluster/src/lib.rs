@@ -3,9 +3,11 @@
 //!
 //! Also home to what every node needs to run the plans: ubm's review source
 //! ([`review_source`]), the codecs that ship it ([`codec`]), the object stores ([`stores`],
-//! [`registry`]) and the scheduler and executor processes that carry all of it ([`node`]).
+//! [`registry`]) and the scheduler and executor processes that carry all of it ([`node`]), with
+//! mutual TLS between them ([`tls`], material from [`certs`]).
 
 pub mod address;
+pub mod certs;
 pub mod codec;
 pub mod engine;
 pub mod error;
@@ -18,6 +20,7 @@ pub mod review_scan;
 pub mod review_source;
 pub mod scheduler_api;
 pub mod stores;
+pub mod tls;
 
 pub use address::SchedulerAddress;
 pub use engine::{Engine, EngineKind};

@@ -19,7 +19,8 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Checks that `port` and the two ports after it for each executor are free, then starts
     /// `exe cluster scheduler` on `port` and `executors` × `exe cluster executor` after it.
-    pub async fn start(exe: &Path, port: u16, executors: u16) -> Result<LocalCluster, ClusterError> {
+    /// With `tls`, every process gets `--tls tls` (node material).
+    pub async fn start(exe: &Path, port: u16, executors: u16, tls: Option<&Path>) -> Result<LocalCluster, ClusterError> {
         let last = u32::from(port) + 2 * u32::from(executors);
         let bad = |reason: String| ClusterError::BadLocation { location: format!("127.0.0.1:{port}"), reason };
         if last >= u32::from(u16::MAX) {
@@ -35,11 +36,13 @@ impl LocalCluster {
         }
         let scheduler = format!("127.0.0.1:{port}");
         let failed = |what: String| move |e: std::io::Error| bad(format!("starting {what}: {e}"));
-        let mut children = vec![child(exe, &["cluster", "scheduler", "--bind", &scheduler]).map_err(failed("the scheduler".into()))?];
+        let tls_flag: Vec<String> = tls.map(|dir| vec!["--tls".to_string(), dir.display().to_string()]).unwrap_or_default();
+        let with_tls = |args: &[&str]| args.iter().map(|a| a.to_string()).chain(tls_flag.iter().cloned()).collect::<Vec<String>>();
+        let mut children = vec![child(exe, &with_tls(&["cluster", "scheduler", "--bind", &scheduler])).map_err(failed("the scheduler".into()))?];
         wait_for_port(&scheduler).await.map_err(bad)?;
         for (i, p) in ports[1..].iter().step_by(2).enumerate() {
             let bind = format!("127.0.0.1:{p}");
-            let started = child(exe, &["cluster", "executor", "--scheduler", &scheduler, "--bind", &bind]);
+            let started = child(exe, &with_tls(&["cluster", "executor", "--scheduler", &scheduler, "--bind", &bind]));
             children.push(started.map_err(failed(format!("executor {}", i + 1)))?);
         }
         Ok(LocalCluster { children, scheduler })
@@ -53,7 +56,7 @@ impl LocalCluster {
 }
 
 /// A child that is killed when dropped, and sent SIGTERM by the kernel if this process dies.
-fn child(exe: &Path, args: &[&str]) -> std::io::Result<Child> {
+fn child(exe: &Path, args: &[String]) -> std::io::Result<Child> {
     let mut command = Command::new(exe);
     command.args(args).kill_on_drop(true);
     // SAFETY: prctl is async-signal-safe and touches nothing of this process's memory.

@@ -5,18 +5,29 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arrow_flight::flight_service_server::FlightServiceServer;
+use ballista_core::config::TaskSchedulingPolicy;
+use ballista_core::error::BallistaError;
+use ballista_core::extension::SessionConfigExt;
 use ballista_core::registry::BallistaFunctionRegistry;
+use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
+use ballista_core::utils::{GrpcServerConfig, create_grpc_server, default_config_producer};
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use ballista_executor::flight_service::BallistaFlightService;
+use ballista_executor::shutdown::Shutdown;
+use ballista_scheduler::api::get_routes;
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
-use ballista_scheduler::scheduler_process::start_server;
+use ballista_scheduler::scheduler_process::{create_scheduler, start_server};
 use datafusion::execution::SessionState;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::SessionConfig;
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 
 use crate::{ClusterError, SchedulerAddress};
 use crate::codec::{UbmLogicalCodec, UbmPhysicalCodec};
 use crate::registry::UbmObjectStoreRegistry;
+use crate::tls::{ClusterTls, TlsListener};
 
 /// A runtime whose object stores resolve `s3://` on first use.
 pub fn runtime() -> datafusion::common::Result<Arc<RuntimeEnv>> {
@@ -60,11 +71,13 @@ pub struct SchedulerOptions {
     /// How often the scheduler looks for dead executors, in seconds (Ballista's default: 15).
     /// Keep it below `executor_timeout_seconds`, or a dead executor is noticed late.
     pub expire_dead_executor_interval_seconds: u64,
+    /// Mutual TLS on the scheduler's port, to the executors and from every client.
+    pub tls: Option<Arc<ClusterTls>>,
 }
 
 /// Runs a scheduler until the process is stopped.
 pub async fn run_scheduler(options: SchedulerOptions) -> Result<(), ClusterError> {
-    let config = SchedulerConfig {
+    let mut config = SchedulerConfig {
         bind_host: options.bind.ip().to_string(),
         bind_port: options.bind.port(),
         external_host: options.external_host,
@@ -75,8 +88,47 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<(), ClusterError
         override_physical_codec: Some(Arc::new(UbmPhysicalCodec::default())),
         ..SchedulerConfig::default()
     };
+    if let Some(tls) = &options.tls {
+        config.use_tls = true;
+        config.override_create_grpc_client_endpoint = Some(tls.endpoint_override());
+        // Executors pull their tasks: the scheduler then never dials them, and an executor has
+        // no task port (Ballista serves that one in plaintext only).
+        config.scheduling_policy = TaskSchedulingPolicy::PullStaged;
+    }
     let cluster = BallistaCluster::new_from_config(&config).await.map_err(ClusterError::node("setting up the scheduler"))?;
-    start_server(cluster, options.bind, Arc::new(config)).await.map_err(ClusterError::node("running the scheduler"))
+    match options.tls {
+        None => start_server(cluster, options.bind, Arc::new(config)).await.map_err(ClusterError::node("running the scheduler")),
+        Some(tls) => serve_scheduler_over_tls(cluster, options.bind, Arc::new(config), &tls).await,
+    }
+}
+
+/// The scheduler's gRPC service and REST API on one port, as Ballista serves them, but over
+/// [`TlsListener`]: Ballista's own server takes a plain TCP listener only.
+async fn serve_scheduler_over_tls(
+    cluster: BallistaCluster,
+    bind: SocketAddr,
+    config: Arc<SchedulerConfig>,
+    tls: &ClusterTls,
+) -> Result<(), ClusterError> {
+    config.validate().map_err(ClusterError::node("checking the scheduler's settings"))?;
+    let scheduler = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, config.clone())
+        .await
+        .map_err(ClusterError::node("setting up the scheduler"))?;
+    let grpc = SchedulerGrpcServer::new(scheduler.clone())
+        .max_encoding_message_size(config.grpc_server_max_encoding_message_size as usize)
+        .max_decoding_message_size(config.grpc_server_max_decoding_message_size as usize);
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes.add_service(grpc);
+    let router = get_routes(Arc::new(scheduler)).merge(routes.routes().into_axum_router());
+    let listener = TlsListener::bind(bind, tls.server_config()?, "scheduler")
+        .await
+        .map_err(|e| ClusterError::Node { doing: "listening for the scheduler", source: BallistaError::IoError(e) })?;
+    // Ballista's handlers read the peer's address from axum's `ConnectInfo<SocketAddr>`, which
+    // axum derives for a listener of its own kind or a tapped one; the tap does nothing else.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .await
+        .map_err(|e| ClusterError::Node { doing: "running the scheduler", source: BallistaError::IoError(e) })
 }
 
 /// How an executor is run.
@@ -95,13 +147,15 @@ pub struct ExecutorOptions {
     pub slots: usize,
     /// Seconds between heartbeats to the scheduler (Ballista's default: 60).
     pub heartbeat_seconds: u64,
+    /// Mutual TLS on the Flight port, to the scheduler and to other executors.
+    pub tls: Option<Arc<ClusterTls>>,
 }
 
 /// Runs an executor until the process is stopped.
 pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> {
     let state = session_state(SessionConfig::new()).map_err(ClusterError::engine("building the executor's session"))?;
     let runtime = runtime().map_err(ClusterError::engine("building the executor's runtime"))?;
-    let config = ExecutorProcessConfig {
+    let mut config = ExecutorProcessConfig {
         bind_host: options.bind.ip().to_string(),
         port: options.bind.port(),
         grpc_port: options.bind.port().saturating_add(1),
@@ -118,5 +172,47 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> 
         override_physical_codec: Some(Arc::new(UbmPhysicalCodec::default())),
         ..ExecutorProcessConfig::default()
     };
+    if let Some(tls) = &options.tls {
+        with_tls(&mut config, tls)?;
+    }
     start_executor_process(Arc::new(config)).await.map_err(ClusterError::node("running the executor"))
+}
+
+/// An executor of a TLS cluster: pulls its tasks (so it has no task port, see
+/// [`run_scheduler`]), reaches the scheduler and the other executors with TLS (the endpoint
+/// override also goes into every task's session, which fetches shuffle data), and serves its
+/// Flight port over [`TlsListener`].
+fn with_tls(config: &mut ExecutorProcessConfig, tls: &ClusterTls) -> Result<(), ClusterError> {
+    let endpoint = tls.endpoint_override();
+    config.task_scheduling_policy = TaskSchedulingPolicy::PullStaged;
+    config.override_create_grpc_client_endpoint = Some(endpoint.clone());
+    config.override_config_producer = Some(Arc::new(move || {
+        default_config_producer().with_ballista_use_tls(true).with_ballista_override_create_grpc_client_endpoint(endpoint.clone())
+    }));
+    let server_config = tls.server_config()?;
+    let (max_encoding, max_decoding) = (config.grpc_max_encoding_message_size as usize, config.grpc_max_decoding_message_size as usize);
+    config.override_arrow_flight_service = Some(Arc::new(move |work_dir, address, shutdown, grpc| {
+        tokio::spawn(serve_flight_over_tls(work_dir, address, shutdown, grpc, server_config.clone(), (max_encoding, max_decoding)))
+    }));
+    Ok(())
+}
+
+/// Ballista's Flight service (shuffle data and results), over [`TlsListener`].
+async fn serve_flight_over_tls(
+    work_dir: String,
+    address: SocketAddr,
+    mut shutdown: Shutdown,
+    grpc: GrpcServerConfig,
+    server_config: Arc<rustls::ServerConfig>,
+    (max_encoding, max_decoding): (usize, usize),
+) -> Result<(), BallistaError> {
+    let listener = TlsListener::bind(address, server_config, "executor flight").await?;
+    let flight = FlightServiceServer::new(BallistaFlightService::new(work_dir))
+        .max_encoding_message_size(max_encoding)
+        .max_decoding_message_size(max_decoding);
+    create_grpc_server(&grpc)
+        .add_service(flight)
+        .serve_with_incoming_shutdown(listener.into_stream(), shutdown.recv())
+        .await
+        .map_err(BallistaError::TonicError)
 }

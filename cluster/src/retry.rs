@@ -77,7 +77,10 @@ fn cluster_retry(error: &ClusterError) -> Option<Retry> {
         | ClusterError::BadHeader { .. }
         | ClusterError::Cancelled { .. }
         | ClusterError::UnknownJob { .. }
-        | ClusterError::HttpClient { .. } => Some(Retry::Futile),
+        | ClusterError::HttpClient { .. }
+        | ClusterError::Tls { .. }
+        | ClusterError::TlsRequired { .. }
+        | ClusterError::TlsRefused { .. } => Some(Retry::Futile),
         ClusterError::SchedulerLost { .. }
         | ClusterError::ExecutorLost { .. }
         | ClusterError::NoScheduler { .. }

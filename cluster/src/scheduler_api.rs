@@ -91,13 +91,20 @@ pub enum CancelOutcome {
 
 impl SchedulerApi {
     /// The REST API of the scheduler at `scheduler`.
+    /// With TLS material on the address, every request presents its certificate.
     pub fn new(scheduler: SchedulerAddress) -> Result<Self, ClusterError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|source| ClusterError::HttpClient { source })?;
+        let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(30));
+        let http = match scheduler.tls() {
+            Some(tls) => tls.http_client(builder)?,
+            None => builder.build().map_err(|source| ClusterError::HttpClient { source })?,
+        };
         Ok(Self { scheduler, http })
+    }
+
+    /// Fails, saying why, unless the scheduler answers this client: reachable, and on a TLS
+    /// cluster, the handshake done both ways.
+    pub async fn check(&self) -> Result<(), ClusterError> {
+        self.jobs().await.map(|_| ())
     }
 
     /// The scheduler's address.
@@ -156,6 +163,9 @@ impl SchedulerApi {
         if status.as_u16() == 404 {
             return Ok(None);
         }
+        if response.headers().contains_key(crate::tls::TLS_REQUIRED_HEADER) {
+            return Err(ClusterError::TlsRequired { scheduler: self.scheduler.to_string() });
+        }
         let body = response.bytes().await.map_err(|e| self.unreachable(e))?;
         if !status.is_success() {
             return Err(self.error(Some(status.as_u16()), format!("GET /{path} answered HTTP {status}: {}", String::from_utf8_lossy(&body))));
@@ -173,6 +183,10 @@ impl SchedulerApi {
     }
 
     fn unreachable(&self, source: reqwest::Error) -> ClusterError {
+        let server = format!("the scheduler at {}", self.scheduler);
+        if let Some(reason) = self.scheduler.tls().and_then(|tls| tls.explain(&server, &source)) {
+            return ClusterError::TlsRefused { reason };
+        }
         ClusterError::SchedulerUnreachable { scheduler: self.scheduler.to_string(), source }
     }
 

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::{BackoffConfig, ObjectStore, RetryConfig};
 use url::Url;
@@ -59,19 +59,43 @@ pub fn object_store_for(url: &Url) -> Result<Arc<dyn ObjectStore>, ClusterError>
     match url.scheme() {
         "file" => Ok(Arc::new(LocalFileSystem::new())),
         "s3" | "s3a" => {
-            let bucket = url.host_str().ok_or_else(|| bad("an s3:// location needs a bucket: s3://bucket/prefix".to_string()))?;
-            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry_config()?);
-            if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
-                builder = builder.with_allow_http(endpoint.starts_with("http://")).with_endpoint(endpoint);
-            }
-            if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
-                builder = builder.with_region("us-east-1");
-            }
-            let store = builder.build().map_err(|e| bad(format!("cannot set up S3 access: {e}")))?;
+            let store = s3_builder(url)?.build().map_err(|e| bad(format!("cannot set up S3 access: {e}")))?;
             Ok(Arc::new(store))
         }
         other => Err(bad(format!("`{other}://` is not supported; use a local path or s3://bucket/prefix"))),
     }
+}
+
+/// An S3 store whose every upload asks for server-side encryption: SSE-S3 (AES256) unless the
+/// environment chooses another (`AWS_SERVER_SIDE_ENCRYPTION=aws:kms` with `AWS_SSE_KMS_KEY_ID`).
+/// For what `ubm deploy up` puts in its bucket: the nodes' keys, the environment file.
+pub fn encrypted_object_store_for(url: &Url) -> Result<Arc<dyn ObjectStore>, ClusterError> {
+    let bad = |reason: String| ClusterError::BadLocation { location: url.to_string(), reason };
+    if !matches!(url.scheme(), "s3" | "s3a") {
+        return Err(bad("server-side encryption is for s3:// locations".to_string()));
+    }
+    let mut builder = s3_builder(url)?;
+    if std::env::var("AWS_SERVER_SIDE_ENCRYPTION").is_err() {
+        // object_store does not export the key's enum; its name is the public form.
+        let key: AmazonS3ConfigKey = "aws_server_side_encryption".parse().map_err(|e| bad(format!("{e}")))?;
+        builder = builder.with_config(key, "AES256");
+    }
+    Ok(Arc::new(builder.build().map_err(|e| bad(format!("cannot set up S3 access: {e}")))?))
+}
+
+fn s3_builder(url: &Url) -> Result<AmazonS3Builder, ClusterError> {
+    let bucket = url.host_str().ok_or_else(|| ClusterError::BadLocation {
+        location: url.to_string(),
+        reason: "an s3:// location needs a bucket: s3://bucket/prefix".to_string(),
+    })?;
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry_config()?);
+    if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
+        builder = builder.with_allow_http(endpoint.starts_with("http://")).with_endpoint(endpoint);
+    }
+    if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
+        builder = builder.with_region("us-east-1");
+    }
+    Ok(builder)
 }
 
 /// Fails unless `url` names a regular file (for local files; an `s3://` object always is).

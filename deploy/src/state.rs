@@ -23,6 +23,27 @@ pub struct DeployState {
     pub reviews: String,
     pub lake: String,
     pub created_at: String,
+    /// The cluster's mutual TLS: where the nodes fetched their material, and the client material
+    /// kept on this machine. Absent in files of ubm versions before TLS.
+    #[serde(default)]
+    pub tls: Option<DeployTls>,
+}
+
+/// Where a deployment's TLS material is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployTls {
+    /// `s3://BUCKET/ubm/VERSION/tls-STAMP/`: the node material (server-side encrypted).
+    pub node_material: String,
+    /// The folder made next to the state file: `client/` for `ubm submit --tls`, `ca/` to sign
+    /// more.
+    pub local_dir: String,
+}
+
+/// The folder of a deployment's TLS material, next to its state file: `ubm-deploy.json` →
+/// `ubm-deploy-tls/`.
+pub fn tls_dir_for(state_file: &Path) -> PathBuf {
+    let stem = state_file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "ubm-deploy".to_string());
+    state_file.with_file_name(format!("{stem}-tls"))
 }
 
 impl DeployState {
@@ -87,10 +108,12 @@ mod tests {
             reviews: "s3://vendor/{date}/movie_review.csv".into(),
             lake: "s3://lake/ubm".into(),
             created_at: "2026-01-01T00:00:00Z".into(),
+            tls: Some(DeployTls { node_material: "s3://b/ubm/0.1.0/tls-1/".into(), local_dir: "ubm-deploy-tls".into() }),
         };
         state.save(&path).await.expect("save");
         assert_eq!(DeployState::load(&path).await.expect("load"), state);
         DeployState::remove(&path).await.expect("remove");
         assert!(!path.exists());
+        assert_eq!(tls_dir_for(&path), dir.path().join("ubm-deploy-tls"));
     }
 }

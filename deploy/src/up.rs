@@ -1,13 +1,13 @@
 //! `ubm deploy up`: upload ubm, create the EMR cluster, record it, wait until it is ready.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use object_store::ObjectStore;
 
 use crate::artifacts::{LeanBinary, environment_file};
 use crate::emr::{ClusterSpec, ClusterView, Emr, PollPolicy};
-use crate::state::DeployState;
+use crate::state::{DeployState, DeployTls};
 use crate::steps::require_s3;
 use crate::upload::ArtifactStore;
 use crate::{DeployError, Result};
@@ -31,6 +31,9 @@ pub struct Deployment {
     /// Where the deployment is recorded for `run`, `status` and `down`.
     pub state_file: PathBuf,
     pub poll: PollPolicy,
+    /// The cluster's TLS material made on this machine (`ubm cluster certs` layout): `node/` is
+    /// uploaded for the nodes and then removed here; `client/` and `ca/` stay.
+    pub tls_dir: PathBuf,
 }
 
 /// What `up` tells its caller as it goes.
@@ -38,6 +41,8 @@ pub struct Deployment {
 pub enum UpEvent<'a> {
     Uploading { url: String },
     Uploaded { name: &'a str, sent: u64, total: u64 },
+    /// The node material went to the bucket (server-side encrypted).
+    TlsUploaded { url: &'a str },
     Creating(&'a ClusterSpec),
     Created { cluster_id: &'a str },
     ClusterState(&'a ClusterView),
@@ -72,11 +77,13 @@ pub async fn up(
     let binary_url = uploaded?;
     let bootstrap_url = artifacts.put("bootstrap.sh", crate::bootstrap::BOOTSTRAP_SH.as_bytes().to_vec()).await?;
     let env_url = artifacts.put("ubm.env", env).await?;
+    let tls_url = upload_node_material(&artifacts, &deployment.tls_dir).await?;
+    on_event(UpEvent::TlsUploaded { url: &tls_url });
 
     let spec = ClusterSpec {
         log_uri: format!("s3://{}/ubm/logs/", deployment.bucket),
         bootstrap_script: bootstrap_url,
-        bootstrap_args: crate::bootstrap::bootstrap_args(&binary_url, Some(&env_url), deployment.scheduler_port),
+        bootstrap_args: crate::bootstrap::bootstrap_args(&binary_url, Some(&env_url), deployment.scheduler_port, Some(&tls_url)),
         tags: vec![("ubm-version".to_string(), version.to_string())],
         ..deployment.cluster
     };
@@ -92,8 +99,28 @@ pub async fn up(
         reviews: deployment.reviews.clone(),
         lake: deployment.lake.clone(),
         created_at: chrono::Utc::now().to_rfc3339(),
+        tls: Some(DeployTls { node_material: tls_url, local_dir: deployment.tls_dir.display().to_string() }),
     };
     state.save(&deployment.state_file).await?;
     on_event(UpEvent::Created { cluster_id: &cluster_id });
     emr.wait_ready(&cluster_id, deployment.poll, |view| on_event(UpEvent::ClusterState(view))).await
+}
+
+/// Uploads `tls_dir/node/{ca,cert,key}.pem` under a folder of this deployment's own (two
+/// clusters of one version in one bucket never share keys), then removes the local copy of the
+/// node key: from now on it lives in the bucket and on the nodes only. Returns the folder's URL.
+async fn upload_node_material(artifacts: &ArtifactStore, tls_dir: &Path) -> Result<String> {
+    let node = tls_dir.join("node");
+    let folder = format!("tls-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f"));
+    for name in ["ca.pem", "cert.pem", "key.pem"] {
+        let path = node.join(name);
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|source| DeployError::File { doing: "reading the node's TLS material", path: path.display().to_string(), source })?;
+        artifacts.put(&format!("{folder}/{name}"), bytes).await?;
+    }
+    tokio::fs::remove_dir_all(&node)
+        .await
+        .map_err(|source| DeployError::File { doing: "removing the uploaded node material", path: node.display().to_string(), source })?;
+    Ok(artifacts.url_of(&format!("{folder}/")))
 }

@@ -17,7 +17,7 @@ pub struct CancelArgs {
 }
 
 pub async fn cancel(args: CancelArgs) -> Result<ExitCode> {
-    let api = SchedulerApi::new(args.scheduler.scheduler)?;
+    let api = SchedulerApi::new(args.scheduler.address()?)?;
     match api.cancel(&args.job).await? {
         CancelOutcome::Cancelled => {
             println!("cancelled job {}; a run waiting for it fails and commits nothing", args.job);

@@ -32,7 +32,7 @@ pub struct ClassifyArgs {
 }
 
 pub async fn classify(args: ClassifyArgs) -> Result<ExitCode> {
-    let engine = Engine::start(args.engine.engine).await?;
+    let engine = Engine::start(args.engine.kind()?).await?;
     let lake = Lake::open(&args.output).await?;
     let source = reviews_for(&args.input, args.date)?;
     let stamp = RunStamp::unleased();

@@ -8,8 +8,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use ubm_cluster::SchedulerAddress;
+use ubm_cluster::certs::{CA_DAYS, CertsRequest, LEAF_DAYS};
 use ubm_cluster::local::LocalCluster;
 use ubm_cluster::node::{ExecutorOptions, SchedulerOptions, run_executor, run_scheduler};
+
+use crate::args::TlsArg;
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
@@ -20,6 +23,39 @@ pub enum ClusterCommand {
     /// Start a scheduler and N executors as child processes on this machine, for development;
     /// Ctrl-C stops them all.
     Local(LocalArgs),
+    /// Make a cluster's own CA and the key pairs it signs, for `--tls`: OUT/node (scheduler and
+    /// executors), OUT/client (submitters), OUT/ca (the CA; keep it off the cluster).
+    Certs(CertsArgs),
+}
+
+/// Who may connect: mutual TLS, or, on purpose, anyone who can reach the ports.
+#[derive(Debug, Args)]
+pub struct Exposure {
+    #[command(flatten)]
+    pub tls: TlsArg,
+    /// Listen on a non-loopback address without TLS: anyone who reaches the ports can submit
+    /// plans that run with this node's credentials. Without --tls, only loopback is allowed
+    /// unless this is given.
+    #[arg(long, conflicts_with = "tls")]
+    pub insecure: bool,
+}
+
+impl Exposure {
+    /// The TLS material, after refusing a plaintext non-loopback bind that was not asked for;
+    /// `ports` names what would be open, for the refusal and the warning.
+    fn check(&self, bind: SocketAddr, ports: &str) -> Result<Option<std::sync::Arc<ubm_cluster::tls::ClusterTls>>> {
+        let tls = self.tls.load()?;
+        if tls.is_none() && !bind.ip().is_loopback() {
+            if !self.insecure {
+                bail!(
+                    "refusing to listen on {bind} without TLS: {ports} would accept anyone who can reach them. Pass --tls DIR \
+                     (`ubm cluster certs` makes the material), or --insecure if the network itself keeps strangers out"
+                );
+            }
+            tracing::warn!("--insecure: {ports} accept plaintext connections from anyone who can reach {}", bind.ip());
+        }
+        Ok(tls)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -38,6 +74,8 @@ pub struct SchedulerArgs {
     /// How often to look for executors past that timeout; keep it below the timeout.
     #[arg(long, default_value_t = 15, value_name = "SECONDS")]
     pub expire_dead_executor_interval_seconds: u64,
+    #[command(flatten)]
+    pub exposure: Exposure,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +99,8 @@ pub struct ExecutorArgs {
     /// Seconds between heartbeats to the scheduler.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub heartbeat_seconds: u64,
+    #[command(flatten)]
+    pub exposure: Exposure,
 }
 
 #[derive(Debug, Args)]
@@ -71,13 +111,41 @@ pub struct LocalArgs {
     /// The scheduler's port; executors take the ports after it, two each.
     #[arg(long, default_value_t = 50050)]
     pub port: u16,
+    // Node material for the scheduler and executors (OUT/node of `ubm cluster certs`); clients
+    // then need client material (OUT/client).
+    #[command(flatten)]
+    pub tls: TlsArg,
+}
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Folder to make; it gets node/, client/ and ca/. Existing material is never overwritten.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Host names and addresses the scheduler and executors are reached at, comma-separated;
+    /// wildcards such as *.ec2.internal work. localhost, 127.0.0.1 and ::1 are always included.
+    #[arg(long, value_delimiter = ',', value_name = "H1,H2,...")]
+    pub hosts: Vec<String>,
+    /// Sign with an existing CA (the ca/ folder of an earlier run) instead of making one: new
+    /// node and client material that the running cluster trusts.
+    #[arg(long, value_name = "CA_DIR")]
+    pub ca: Option<PathBuf>,
+    /// Lifetime of the node and client certificates, in days.
+    #[arg(long, default_value_t = LEAF_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub days: u32,
+    /// Lifetime of a new CA, in days.
+    #[arg(long, default_value_t = CA_DAYS, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub ca_days: u32,
 }
 
 pub async fn dispatch(command: ClusterCommand) -> Result<ExitCode> {
     match command {
         ClusterCommand::Scheduler(args) => {
-            eprintln!("ubm scheduler listening on {} (df://{}:{})", args.bind, args.external_host, args.bind.port());
+            let tls = args.exposure.check(args.bind, &format!("the scheduler's port {} (gRPC and REST)", args.bind.port()))?;
+            let how = if tls.is_some() { "mutual TLS" } else { "plaintext" };
+            eprintln!("ubm scheduler listening on {} (df://{}:{}, {how})", args.bind, args.external_host, args.bind.port());
             run_scheduler(SchedulerOptions {
+                tls,
                 bind: args.bind,
                 external_host: args.external_host,
                 executor_timeout_seconds: args.executor_timeout_seconds,
@@ -86,7 +154,10 @@ pub async fn dispatch(command: ClusterCommand) -> Result<ExitCode> {
             .await?;
         }
         ClusterCommand::Executor(args) => {
+            let ports = format!("the executor's ports {} (Flight) and {} (tasks)", args.bind.port(), args.bind.port().saturating_add(1));
+            let tls = args.exposure.check(args.bind, &ports)?;
             run_executor(ExecutorOptions {
+                tls,
                 scheduler: args.scheduler,
                 bind: args.bind,
                 external_host: args.external_host,
@@ -97,6 +168,7 @@ pub async fn dispatch(command: ClusterCommand) -> Result<ExitCode> {
             .await?;
         }
         ClusterCommand::Local(args) => return local_cluster(args).await,
+        ClusterCommand::Certs(args) => certs(args)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -110,10 +182,13 @@ fn parse_host_port(text: &str) -> Result<SchedulerAddress, String> {
 /// dies.
 async fn local_cluster(args: LocalArgs) -> Result<ExitCode> {
     let exe = std::env::current_exe().context("finding the ubm executable")?;
-    let mut cluster = LocalCluster::start(&exe, args.port, args.executors).await?;
+    // Checked here so that a bad directory fails once, not in every child.
+    args.tls.load()?;
+    let mut cluster = LocalCluster::start(&exe, args.port, args.executors, args.tls.tls.as_deref()).await?;
     let scheduler = cluster.scheduler.clone();
+    let client_tls = if args.tls.tls.is_some() { " --tls CLIENT_DIR" } else { "" };
     eprintln!(
-        "local cluster: scheduler df://{scheduler} and {} executors; submit with `ubm submit --scheduler df://{scheduler}`; Ctrl-C stops them",
+        "local cluster: scheduler df://{scheduler} and {} executors; submit with `ubm submit --scheduler df://{scheduler}{client_tls}`; Ctrl-C stops them",
         args.executors
     );
     tokio::select! {
@@ -125,4 +200,16 @@ async fn local_cluster(args: LocalArgs) -> Result<ExitCode> {
             bail!("process {index} of the local cluster exited ({status:?}); stopping the others")
         }
     }
+}
+
+fn certs(args: CertsArgs) -> Result<()> {
+    let mut request = CertsRequest::new(args.out, args.hosts);
+    (request.existing_ca, request.leaf_days, request.ca_days) = (args.ca, args.days, args.ca_days);
+    let made = ubm_cluster::certs::make(&request)?;
+    println!("CA:      {} (its key signs more material with --ca; keep it off the cluster)", made.ca.display());
+    println!("node:    {} (scheduler and executors: --tls {})", made.node.display(), made.node.display());
+    println!("         names {}", made.node_hosts.join(", "));
+    println!("client:  {} (ubm submit, status, cancel, run --engine df://…: --tls {})", made.client.display(), made.client.display());
+    println!("valid until {} (node and client)", made.leaf_not_after.date());
+    Ok(())
 }

@@ -22,6 +22,6 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let (json, refresh_report) = (args.data.json, !args.data.no_report);
     let (dates, config) = args.data.into_config().await?;
-    let engine = Engine::start(args.engine.engine).await?.with_job_observer(Arc::new(LogJobs));
+    let engine = Engine::start(args.engine.kind()?).await?.with_job_observer(Arc::new(LogJobs));
     run_and_print(&engine, &config, &dates, json, refresh_report).await
 }

@@ -19,6 +19,8 @@ pub struct StatusArgs {
     /// The scheduler started with `ubm cluster scheduler`: show its jobs.
     #[arg(long, env = "UBM_SCHEDULER", value_name = "df://HOST:PORT", value_parser = crate::args::parse_scheduler, required_unless_present = "lake")]
     pub scheduler: Option<SchedulerAddress>,
+    #[command(flatten)]
+    pub tls: crate::args::TlsArg,
     /// A lake (directory or s3://bucket/prefix): show each date as complete, running, failed or
     /// mixed (partitions of different runs). Exits 1 when a date shown is failed or mixed.
     #[arg(long, value_name = "DIR|URL")]
@@ -36,7 +38,7 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode> {
         return lake_status(lake, args.date, args.json).await;
     }
     let Some(scheduler) = args.scheduler else { anyhow::bail!("name a lake (--lake) or a scheduler (--scheduler)") };
-    let api = SchedulerApi::new(scheduler)?;
+    let api = SchedulerApi::new(scheduler.with_tls(args.tls.load()?))?;
     let Some(job_id) = args.job else {
         let mut jobs = api.jobs().await?;
         jobs.sort_by_key(|job| std::cmp::Reverse(job.start_time));

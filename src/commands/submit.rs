@@ -42,7 +42,7 @@ pub async fn submit(args: SubmitArgs) -> Result<ExitCode> {
         return detach(&args).await;
     }
     // The scheduler first: a wrong address fails before any sample data is made.
-    let engine = Engine::start(EngineKind::Remote(args.scheduler.scheduler)).await?;
+    let engine = Engine::start(EngineKind::Remote(args.scheduler.address()?)).await?;
     let (json, refresh_report) = (args.data.json, !args.data.no_report);
     let (dates, config) = args.data.into_config().await?;
     let engine = engine.with_job_observer(Arc::new(ProgressPrinter::new(std::env::var_os(DETACHED).is_none())));
@@ -80,7 +80,12 @@ async fn detach(args: &SubmitArgs) -> Result<ExitCode> {
         let text = tokio::fs::read_to_string(&log).await.unwrap_or_default();
         if let Some((job_id, name)) = text.lines().find_map(submitted_line) {
             let scheduler = &args.scheduler.scheduler;
-            println!("submitted job {job_id} ({name}) to {scheduler}");
+            // The hints work as printed on a TLS cluster too.
+            let scheduler = match &args.scheduler.tls.tls {
+                Some(dir) => format!("{scheduler} --tls {}", dir.display()),
+                None => scheduler.to_string(),
+            };
+            println!("submitted job {job_id} ({name}) to {}", args.scheduler.scheduler);
             println!("the run goes on in the background (pid {pid}), logging to {}", log.display());
             println!("follow it: ubm status {job_id} --scheduler {scheduler}   (all jobs: ubm status --scheduler {scheduler})");
             println!("cancel it: ubm cancel {job_id} --scheduler {scheduler}");

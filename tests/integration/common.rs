@@ -360,7 +360,17 @@ impl Cluster {
         scheduler_args: &[&str],
         executor_args: &[&str],
     ) -> Cluster {
-        let scheduler_port = free_port();
+        Cluster::start_at(free_port(), executors, env, scheduler_args, executor_args)
+    }
+
+    /// The same, with the scheduler on `scheduler_port`.
+    pub fn start_at(
+        scheduler_port: u16,
+        executors: usize,
+        env: Vec<(&'static str, String)>,
+        scheduler_args: &[&str],
+        executor_args: &[&str],
+    ) -> Cluster {
         let scheduler = format!("127.0.0.1:{scheduler_port}");
         let spawn = |args: &[&str]| {
             ubm()
@@ -401,6 +411,11 @@ impl Cluster {
         let scheduler = &mut self.children[0];
         scheduler.kill().expect("kill the scheduler");
         scheduler.wait().expect("reap the scheduler");
+    }
+
+    /// Process ids of the scheduler and the executors.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(std::process::Child::id).collect()
     }
 
     /// Process ids of the executors (the scheduler is the first child).

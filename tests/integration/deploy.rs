@@ -1,8 +1,9 @@
 //! `ubm deploy` against moto's EMR and S3, with `tests/peers/emr_harness.py` running the steps
-//! here as EMR would on the master node, against a local cluster of `ubm cluster` processes;
-//! and the bootstrap script run on this machine for a master and a core node.
+//! here as EMR would on the master node, against a local cluster of `ubm cluster` processes
+//! that run with the node TLS material `up` put in the bucket; and the bootstrap script run on
+//! this machine for a master and a core node, with TLS.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -12,11 +13,12 @@ const BUCKET: &str = "ubm-artifacts";
 const REVIEWS: &str = "s3://vendor/daily/{date}/movie_review.csv";
 const LAKE: &str = "s3://lake/ubm";
 
-/// A deployment's surroundings: the harness, buckets with the vendor's files, a local cluster
-/// that plays the EMR nodes, and the state file.
+/// A deployment's surroundings: the harness, buckets with the vendor's files, the port of the
+/// local cluster that plays the EMR nodes once `up` made its TLS material, and the state file.
 struct Setup {
     harness: EmrHarness,
-    cluster: Cluster,
+    scheduler_port: u16,
+    nodes: Option<Cluster>,
     sample: Sample,
     state: String,
 }
@@ -30,13 +32,32 @@ impl Setup {
             uploads.push_str(&format!("s3.upload_file('{}', 'vendor', 'daily/{date}/movie_review.csv')\n", sample.reviews()));
         }
         harness.boto3(&uploads);
-        let cluster = Cluster::start_with_env(2, harness.env());
         let state = sample.dir.path().join("ubm-deploy.json").display().to_string();
-        Some(Setup { harness, cluster, sample, state })
+        Some(Setup { harness, scheduler_port: free_port(), nodes: None, sample, state })
     }
 
     fn scheduler_port(&self) -> String {
-        self.cluster.engine.rsplit(':').next().expect("port").to_string()
+        self.scheduler_port.to_string()
+    }
+
+    /// What the bootstrap action does on the nodes: fetch the node material `up` uploaded (from
+    /// the folder the state file records) and start the scheduler and executors with it.
+    fn start_nodes(&mut self) -> PathBuf {
+        let recorded: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&self.state).expect("state")).expect("json");
+        let url = recorded["tls"]["node_material"].as_str().expect("the state records the node material").to_string();
+        let (bucket, prefix) = url.trim_start_matches("s3://").split_once('/').expect("bucket/prefix");
+        let node = self.sample.dir.path().join("node-tls");
+        std::fs::create_dir_all(&node).expect("node dir");
+        let fetched = self.harness.boto3(&format!(
+            "import os\nfor n in ['ca.pem', 'cert.pem', 'key.pem']:\n    h = s3.head_object(Bucket='{bucket}', Key='{prefix}' + n)\n    print(n, h.get('ServerSideEncryption'))\n    s3.download_file('{bucket}', '{prefix}' + n, '{dir}/' + n)\nos.chmod('{dir}/key.pem', 0o600)\n",
+            dir = node.display()
+        ));
+        for name in ["ca.pem", "cert.pem", "key.pem"] {
+            assert!(fetched.contains(&format!("{name} AES256")), "{name} is stored server-side encrypted: {fetched}");
+        }
+        let tls = ["--tls", node.to_str().expect("utf-8")];
+        self.nodes = Some(Cluster::start_at(self.scheduler_port, 2, self.harness.env(), &tls, &tls));
+        node
     }
 
     /// `ubm deploy ARGS --state S` with the harness as AWS.
@@ -50,12 +71,14 @@ impl Setup {
         out
     }
 
-    fn up(&self, env_file: &Path) -> Output {
+    fn up(&mut self, env_file: &Path) -> Output {
         let port = self.scheduler_port();
-        self.deploy_ok(&[
+        let out = self.deploy_ok(&[
             "up", "--bucket", BUCKET, "--reviews", REVIEWS, "--lake", LAKE, "--env-file", &env_file.display().to_string(),
             "--scheduler-port", &port, "--poll-seconds", "0.1", "--core-nodes", "2",
-        ])
+        ]);
+        self.start_nodes();
+        out
     }
 }
 
@@ -63,13 +86,20 @@ impl Setup {
 fn up_runs_two_dates_into_the_warehouse_then_down_removes_everything() {
     let dates = ["2011-12-08", "2011-12-09"];
     let Some(db) = TestDb::create() else { return };
-    let Some(setup) = Setup::new(&dates) else { return };
+    let Some(mut setup) = Setup::new(&dates) else { return };
     let env_file = setup.sample.dir.path().join("ubm.env");
     std::fs::write(&env_file, format!("# on the nodes\nUBM_OLTP={}\nUBM_WAREHOUSE={}\n", setup.sample.sqlite(), db.url())).expect("env file");
 
     let up = setup.up(&env_file);
     let said = text(&up.stdout);
-    assert!(said.contains("is WAITING"), "{said}{}", text(&up.stderr));
+    assert!(said.contains("is WAITING") && said.contains("mutual TLS"), "{said}{}", text(&up.stderr));
+    // On this machine: the client material and the CA; the node key went to the bucket only.
+    let local_tls = setup.sample.dir.path().join("ubm-deploy-tls");
+    assert!(local_tls.join("client/key.pem").exists() && local_tls.join("ca/key.pem").exists(), "client material kept");
+    assert!(!local_tls.join("node").exists(), "the node key is not kept here");
+    let node_key = std::fs::read_to_string(setup.sample.dir.path().join("node-tls/key.pem")).expect("node key");
+    assert!(!std::fs::read_to_string(&setup.state).expect("state").contains("PRIVATE KEY"), "no key in the state file");
+    assert!(!said.contains("PRIVATE KEY") && !text(&up.stderr).contains("PRIVATE KEY"), "no key in the output");
     let uploaded = setup.harness.boto3(&format!("for o in s3.list_objects_v2(Bucket='{BUCKET}')['Contents']: print(o['Key'])"));
     for name in ["ubm", "bootstrap.sh", "ubm.env"] {
         assert!(uploaded.lines().any(|k| k.ends_with(&format!("/{name}"))), "{name} not uploaded:\n{uploaded}");
@@ -81,6 +111,7 @@ fn up_runs_two_dates_into_the_warehouse_then_down_removes_everything() {
     assert_eq!(steps[0]["HadoopJarStep"]["Jar"], "command-runner.jar");
     assert_eq!(steps[0]["ActionOnFailure"], "CANCEL_AND_WAIT");
     assert!(!steps.to_string().contains("sqlite://"), "no secret in step arguments: {steps}");
+    assert!(!steps.to_string().contains("PRIVATE KEY") && !steps.to_string().contains(node_key.trim()), "no key in step arguments");
 
     let run = setup.deploy_ok(&["run", "--from", dates[0], "--to", dates[1], "--poll-seconds", "0.2"]);
     let said = text(&run.stdout);
@@ -96,8 +127,17 @@ fn up_runs_two_dates_into_the_warehouse_then_down_removes_everything() {
     setup.deploy_ok(&["airflow-dag", "--out", &dag.display().to_string()]);
     check_python_syntax(&dag);
 
+    // A submitter on this machine reaches the scheduler with the client material, and only so.
+    let client = local_tls.join("client").display().to_string();
+    let scheduler = format!("df://127.0.0.1:{}", setup.scheduler_port);
+    ubm().args(["status", "--scheduler", &scheduler, "--tls", &client]).output().map(|o| assert!(o.status.success(), "{}", text(&o.stderr))).expect("status");
+    let plain = ubm().args(["status", "--scheduler", &scheduler]).output().expect("status");
+    assert!(!plain.status.success() && text(&plain.stderr).contains("accepts only TLS"), "{}", text(&plain.stderr));
+
     let down = text(&setup.deploy_ok(&["down", "--purge"]).stdout);
-    assert!(down.contains("terminating cluster") && down.contains("deleted 3 objects"), "{down}");
+    // The binary, the bootstrap script, the environment file and the three files of node material.
+    assert!(down.contains("terminating cluster") && down.contains("deleted 6 objects"), "{down}");
+    assert!(!local_tls.exists(), "down removes the terminated cluster's TLS material");
     assert!(!Path::new(&setup.state).exists(), "the state file is removed");
     let states = setup.harness.boto3("print([c['Status']['State'] for c in emr.list_clusters()['Clusters']])");
     assert!(states.contains("TERMINAT"), "{states}");
@@ -114,7 +154,7 @@ fn check_python_syntax(file: &Path) {
 #[test]
 fn a_failing_step_shows_emrs_reason_and_a_slow_one_hits_the_timeout() {
     let date = "2011-12-09";
-    let Some(setup) = Setup::new(&[date]) else { return };
+    let Some(mut setup) = Setup::new(&[date]) else { return };
     let env_file = setup.sample.dir.path().join("ubm.env");
     std::fs::write(&env_file, format!("UBM_OLTP={}\n", setup.sample.sqlite())).expect("env file");
     setup.up(&env_file);
@@ -163,6 +203,9 @@ fn the_bootstrap_script_starts_a_scheduler_and_an_executor_that_form_a_cluster()
         }
     };
     let mut services = Services(Vec::new());
+    let material = root.path().join("tls");
+    crate::common::ubm_ok(&["cluster", "certs", "--out", &material.display().to_string()]);
+    let node_material = format!("{}/", material.join("node").display());
     for (node, is_master) in [("master", true), ("core", false)] {
         let dir = root.path().join(node);
         let info = dir.join("info");
@@ -173,7 +216,7 @@ fn the_bootstrap_script_starts_a_scheduler_and_an_executor_that_form_a_cluster()
         std::fs::write(&env_file, format!("UBM_SCHEDULER=df://localhost:{scheduler_port}\n")).expect("env");
         let out = Command::new("bash")
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/bootstrap.sh"))
-            .args([env!("CARGO_BIN_EXE_ubm"), &env_file.display().to_string(), &scheduler_port.to_string()])
+            .args([env!("CARGO_BIN_EXE_ubm"), &env_file.display().to_string(), &scheduler_port.to_string(), &node_material])
             .env("UBM_EMR_INFO_DIR", &info)
             .env("UBM_INSTALL_DIR", dir.join("bin"))
             .env("UBM_ETC_DIR", dir.join("etc"))
@@ -188,11 +231,14 @@ fn the_bootstrap_script_starts_a_scheduler_and_an_executor_that_form_a_cluster()
         services.0.push(dir.join("work").join(format!("{name}.pid")));
         assert!(out.status.success(), "bootstrap on the {node} node: {}{}", text(&out.stdout), text(&out.stderr));
         assert!(text(&out.stdout).contains(&format!("started {name} (loop)")), "{}", text(&out.stdout));
+        assert!(text(&out.stdout).contains("--tls"), "the node runs with TLS: {}", text(&out.stdout));
+        let key = std::fs::metadata(dir.join("etc/tls/key.pem")).expect("the node's key is installed");
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777, 0o600);
         wait_for_port(if is_master { scheduler_port } else { executor_port });
     }
     std::thread::sleep(Duration::from_secs(1)); // the executor registers right after it listens
 
-    // ubm-step loads the node's environment file: no --scheduler needed.
+    // ubm-step loads the node's environment file and TLS material: no --scheduler, no --tls.
     let step = root.path().join("master/bin/ubm-step");
     let sample = Sample::new("0.01");
     let lake = sample.lake("lake");

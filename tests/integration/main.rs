@@ -13,3 +13,4 @@ mod pipeline;
 mod retries;
 mod spark_compat;
 mod submit;
+mod tls;

@@ -5,7 +5,8 @@ AWS_ENDPOINT_URL). moto accepts steps but never runs them; this harness does, as
 command-runner.jar would on the master node: one step at a time, in order, the step's command
 run here (the node's `/usr/local/bin/ubm-step` played by the `ubm` binary given with --ubm, with
 the variables of the environment file the cluster's bootstrap action names, read from moto's
-S3). A step then becomes COMPLETED or FAILED by its exit code, FAILED with failure details
+S3, and with the node's TLS material from the folder its fourth argument names, as
+UBM_TLS_DIR). A step then becomes COMPLETED or FAILED by its exit code, FAILED with failure details
 (reason, message, log file) as EMR reports them, and ActionOnFailure=CANCEL_AND_WAIT cancels
 the steps after a failed one.
 
@@ -97,6 +98,9 @@ def run_step(cluster, step, args):
         command[0] = args.ubm
     env = dict(os.environ)
     env.update(cluster_environment(cluster))
+    tls_dir = node_tls_material(cluster, args)
+    if tls_dir:
+        env["UBM_TLS_DIR"] = tls_dir
     with open(os.path.join(log_dir, "stdout"), "wb") as out, open(stderr_path, "wb") as err:
         code = subprocess.call(command, stdout=out, stderr=err, env=env)
     with open(stderr_path, "rb") as err:
@@ -117,6 +121,28 @@ def finish(step, code, message, log_file):
         "Message": message,
         "LogFile": log_file,
     }
+
+
+def node_tls_material(cluster, args):
+    """The master node's TLS material, as the bootstrap action installs it (its fourth argument
+    names the folder in S3), so that a step presents the node's certificate as on EMR."""
+    for action in cluster.bootstrap_actions:
+        arguments = action.args
+        if len(arguments) >= 4 and arguments[3].startswith("s3://"):
+            bucket, prefix = arguments[3][len("s3://"):].split("/", 1)
+            folder = os.path.join(args.log_dir, cluster.id, "tls")
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            for name in ("ca.pem", "cert.pem", "key.pem"):
+                found = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].get_object(bucket, prefix.rstrip("/") + "/" + name)
+                if found is None:
+                    print(f"harness: {arguments[3]}{name} is missing", file=sys.stderr)
+                    return None
+                path = os.path.join(folder, name)
+                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(descriptor, "wb") as out:
+                    out.write(found.value)
+            return folder
+    return None
 
 
 def cluster_environment(cluster):
