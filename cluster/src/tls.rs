@@ -195,7 +195,7 @@ impl ClusterTls {
     /// Says in words why a TLS connection to `server` failed, and what to do, when `error`'s
     /// causes hold a TLS error; `None` otherwise.
     pub fn explain(&self, server: &str, error: &(dyn std::error::Error + 'static)) -> Option<String> {
-        let tls_error = causes(error).find_map(|cause| cause.downcast_ref::<rustls::Error>())?;
+        let tls_error = causes(error).find_map(tls_error_in)?;
         let (ca, cert) = (self.file(CA_FILE), self.file(CERT_FILE));
         Some(match tls_error {
             rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => format!(
@@ -272,6 +272,20 @@ fn validity(cert: &CertificateDer<'_>) -> (String, String) {
     match x509_parser::parse_x509_certificate(cert) {
         Ok((_, parsed)) => (parsed.validity().not_before.to_string(), parsed.validity().not_after.to_string()),
         Err(_) => ("(unreadable)".to_string(), "(unreadable)".to_string()),
+    }
+}
+
+/// The TLS error `cause` is or wraps. An `io::Error` hides the error it wraps from `source()`
+/// (it returns that error's own source), and the HTTP client nests two of them, so they are
+/// opened by hand.
+fn tls_error_in<'a>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut current = cause;
+    loop {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        let inner: &'a (dyn std::error::Error + Send + Sync + 'static) = current.downcast_ref::<std::io::Error>()?.get_ref()?;
+        current = inner;
     }
 }
 

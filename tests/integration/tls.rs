@@ -65,33 +65,37 @@ fn plaintext_answer(port: u16, request: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-/// Connects with TLS trusting `ca`, presenting `identity` (cert, key) if any, sends an HTTP/1.1
-/// request and returns what came back: `Err` when the server refused.
-fn tls_answer(port: u16, ca: &Path, identity: Option<&Path>) -> Result<String, String> {
+/// Connects with TLS (ALPN h2) trusting `ca`, presenting `identity` (cert, key) if any, sends
+/// the HTTP/2 client preface and returns the first frame header the server sends back: `Err`
+/// (a TLS alert) when the server refused.
+fn tls_answer(port: u16, ca: &Path, identity: Option<&Path>) -> Result<Vec<u8>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca.join("ca.pem")).expect("ca") {
         roots.add(cert.expect("ca cert")).expect("root");
     }
     let builder = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().expect("versions").with_root_certificates(roots);
-    let config = match identity {
+    let mut config = match identity {
         Some(dir) => {
             let chain = CertificateDer::pem_file_iter(dir.join("cert.pem")).expect("cert").map(|c| c.expect("cert")).collect();
             builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(dir.join("key.pem")).expect("key")).expect("identity")
         }
         None => builder.with_no_client_auth(),
     };
+    config.alpn_protocols = vec![b"h2".to_vec()];
     let connection = rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").expect("name")).expect("client");
     let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let mut tls = rustls::StreamOwned::new(connection, tcp);
-    tls.write_all(b"GET /api/jobs HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut answer = Vec::new();
-    match tls.read_to_end(&mut answer) {
-        Ok(_) if answer.is_empty() => Err("closed without an answer".to_string()),
-        Ok(_) => Ok(String::from_utf8_lossy(&answer).into_owned()),
-        Err(e) => Err(e.to_string()),
-    }
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").map_err(|e| e.to_string())?;
+    let mut frame = vec![0u8; 9];
+    tls.read_exact(&mut frame).map_err(|e| e.to_string())?;
+    Ok(frame)
+}
+
+/// A server's HTTP/2 connection preface opens with a SETTINGS frame (type 4).
+fn is_http2_settings(frame: &[u8]) -> bool {
+    frame.len() == 9 && frame[3] == 4
 }
 
 #[test]
@@ -122,12 +126,12 @@ fn a_tls_cluster_serves_its_own_and_refuses_everyone_else() {
         let http2 = plaintext_answer(port, h2_preface);
         assert!(!http2.as_bytes().starts_with(&[0, 0]) && http2.contains("accepts only TLS"), "plaintext HTTP/2 on {port}: {http2:?}");
         let anonymous = tls_answer(port, &client, None);
-        assert!(anonymous.is_err(), "TLS without a client certificate on {port}: {anonymous:?}");
+        assert!(anonymous.as_ref().is_err_and(|e| e.contains("CertificateRequired")), "TLS without a client certificate on {port}: {anonymous:?}");
         let foreign = tls_answer(port, &client, Some(&other.join("client")));
-        assert!(foreign.is_err(), "a certificate of another CA on {port}: {foreign:?}");
-        // The control: with the cluster's own client material the same request is answered.
+        assert!(foreign.as_ref().is_err_and(|e| e.contains("alert")), "a certificate of another CA on {port}: {foreign:?}");
+        // The control: with the cluster's own client material the server speaks HTTP/2.
         let own = tls_answer(port, &client, Some(&client));
-        assert!(own.is_ok(), "the cluster's own client on {port}: {own:?}");
+        assert!(own.as_ref().is_ok_and(|frame| is_http2_settings(frame)), "the cluster's own client on {port}: {own:?}");
     }
 
     // ubm's own clients say what is wrong, and exit non-zero.
@@ -139,7 +143,7 @@ fn a_tls_cluster_serves_its_own_and_refuses_everyone_else() {
     ubm_cluster::certs::make(&request).expect("expired material");
     let scheduler_port: u16 = cluster.engine.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
     let refused = tls_answer(scheduler_port, &client, Some(&expired.join("client")));
-    assert!(refused.is_err(), "an expired certificate: {refused:?}");
+    assert!(refused.as_ref().is_err_and(|e| e.contains("CertificateExpired")), "an expired certificate: {refused:?}");
     for (tls, says) in [
         (None, "accepts only TLS"),
         (Some(other.join("client")), "did not sign"),
