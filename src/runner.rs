@@ -8,7 +8,6 @@ use ubm_cluster::Engine;
 use ubm_jobs::RunDate;
 use ubm_pipeline::{RunConfig, dashboard, run_dates};
 
-use crate::output::summary;
 
 /// Runs `dates` in order on `engine`, stopping at the first failed date, and prints the
 /// reports (a summary each, or all as JSON). Exits non-zero when a date failed.
@@ -52,7 +51,7 @@ pub async fn run_and_print(engine: &Engine, config: &RunConfig, dates: &[RunDate
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         for report in &reports {
-            summary::print(report, config)?;
+            print!("{}", ubm_pipeline::summary::summary(report, config)?);
         }
     }
     if let Some(failed) = reports.iter().find(|r| !r.succeeded())

@@ -61,6 +61,17 @@ pub struct CertsMade {
     pub leaf_not_after: OffsetDateTime,
 }
 
+impl std::fmt::Display for CertsMade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (node, client) = (self.node.display(), self.client.display());
+        writeln!(f, "CA:      {} (its key signs more material with --ca; keep it off the cluster)", self.ca.display())?;
+        writeln!(f, "node:    {node} (scheduler and executors: --tls {node})")?;
+        writeln!(f, "         names {}", self.node_hosts.join(", "))?;
+        writeln!(f, "client:  {client} (ubm submit, status, cancel, run --engine df://…: --tls {client})")?;
+        writeln!(f, "valid until {} (node and client)", self.leaf_not_after.date())
+    }
+}
+
 /// Makes (or reuses) the CA and signs a node and a client key pair. Writes into a staging folder
 /// under `out` and renames it into place, so a run that is killed leaves nothing half made
 /// where a cluster would look; refuses to overwrite existing material.

@@ -19,8 +19,8 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Checks that `port` and the two ports after it for each executor are free, then starts
     /// `exe cluster scheduler` on `port` and `executors` × `exe cluster executor` after it.
-    /// With `tls`, every process gets `--tls tls` (node material).
-    pub async fn start(exe: &Path, port: u16, executors: u16, tls: Option<&Path>) -> Result<LocalCluster, ClusterError> {
+    /// With `tls`, every process gets `--tls tls` (node material); with `pull`, `--pull`.
+    pub async fn start(exe: &Path, port: u16, executors: u16, tls: Option<&Path>, pull: bool) -> Result<LocalCluster, ClusterError> {
         let last = u32::from(port) + 2 * u32::from(executors);
         let bad = |reason: String| ClusterError::BadLocation { location: format!("127.0.0.1:{port}"), reason };
         if last >= u32::from(u16::MAX) {
@@ -36,8 +36,11 @@ impl LocalCluster {
         }
         let scheduler = format!("127.0.0.1:{port}");
         let failed = |what: String| move |e: std::io::Error| bad(format!("starting {what}: {e}"));
-        let tls_flag: Vec<String> = tls.map(|dir| vec!["--tls".to_string(), dir.display().to_string()]).unwrap_or_default();
-        let with_tls = |args: &[&str]| args.iter().map(|a| a.to_string()).chain(tls_flag.iter().cloned()).collect::<Vec<String>>();
+        let mut node_flags: Vec<String> = tls.map(|dir| vec!["--tls".to_string(), dir.display().to_string()]).unwrap_or_default();
+        if pull {
+            node_flags.push("--pull".to_string());
+        }
+        let with_tls = |args: &[&str]| args.iter().map(|a| a.to_string()).chain(node_flags.iter().cloned()).collect::<Vec<String>>();
         let mut children = vec![child(exe, &with_tls(&["cluster", "scheduler", "--bind", &scheduler])).map_err(failed("the scheduler".into()))?];
         wait_for_port(&scheduler).await.map_err(bad)?;
         for (i, p) in ports[1..].iter().step_by(2).enumerate() {

@@ -73,6 +73,8 @@ pub struct SchedulerOptions {
     pub expire_dead_executor_interval_seconds: u64,
     /// Mutual TLS on the scheduler's port, to the executors and from every client.
     pub tls: Option<Arc<ClusterTls>>,
+    /// Executors poll for their tasks instead of being sent them (always so with TLS).
+    pub pull: bool,
 }
 
 /// Runs a scheduler until the process is stopped.
@@ -91,8 +93,10 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<(), ClusterError
     if let Some(tls) = &options.tls {
         config.use_tls = true;
         config.override_create_grpc_client_endpoint = Some(tls.endpoint_override());
-        // Executors pull their tasks: the scheduler then never dials them, and an executor has
-        // no task port (Ballista serves that one in plaintext only).
+    }
+    // With TLS executors pull their tasks: the scheduler then never dials them, and an executor
+    // has no task port (Ballista serves that one in plaintext only).
+    if options.pull || options.tls.is_some() {
         config.scheduling_policy = TaskSchedulingPolicy::PullStaged;
     }
     let cluster = BallistaCluster::new_from_config(&config).await.map_err(ClusterError::node("setting up the scheduler"))?;
@@ -149,6 +153,9 @@ pub struct ExecutorOptions {
     pub heartbeat_seconds: u64,
     /// Mutual TLS on the Flight port, to the scheduler and to other executors.
     pub tls: Option<Arc<ClusterTls>>,
+    /// Poll the scheduler for tasks instead of being sent them (always so with TLS); the
+    /// scheduler must be started the same way.
+    pub pull: bool,
 }
 
 /// Runs an executor until the process is stopped.
@@ -172,6 +179,9 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> 
         override_physical_codec: Some(Arc::new(UbmPhysicalCodec::default())),
         ..ExecutorProcessConfig::default()
     };
+    if options.pull {
+        config.task_scheduling_policy = TaskSchedulingPolicy::PullStaged;
+    }
     if let Some(tls) = &options.tls {
         with_tls(&mut config, tls)?;
     }

@@ -23,8 +23,8 @@ pub struct SchedulerApi {
     http: reqwest::Client,
 }
 
-/// What a job's state is, in a few numbers a progress line can show.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a job's state is, in a few numbers a progress line can show (and `ubm status --json`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct JobProgress {
     pub job_id: String,
     pub job_name: String,
@@ -42,13 +42,15 @@ pub struct JobProgress {
 }
 
 /// A job's state as the scheduler reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum JobState {
     Queued,
     Running,
     Completed,
     Failed,
     /// A state word this version of ubm does not know.
+    #[serde(rename = "unknown")]
     Other,
 }
 
@@ -193,6 +195,46 @@ impl SchedulerApi {
     fn error(&self, status: Option<u16>, what: String) -> ClusterError {
         ClusterError::SchedulerAnswer { scheduler: self.scheduler.to_string(), status, what }
     }
+}
+
+impl JobProgress {
+    /// What `ubm status JOB` shows: the job, and each of `stages` (in stage order) with its
+    /// tasks done and rows in and out.
+    pub fn describe(&self, stages: Option<QueryStagesResponse>) -> String {
+        let mut text = format!("job {} ({}): {}\n", self.job_id, self.job_name, self.state);
+        text += &format!("  stages {}/{} done, tasks {}/{} done\n", self.stages_done, self.stages, self.tasks_done, self.tasks);
+        if self.state == JobState::Failed || self.state == JobState::Other {
+            text += &format!("  {}\n", self.detail);
+        }
+        let mut stages = stages.map(|s| s.stages).unwrap_or_default();
+        stages.sort_by_key(|stage| stage.stage_id.parse::<u64>().unwrap_or(u64::MAX));
+        for stage in &stages {
+            text += &format!(
+                "  stage {:<4} {:<12} tasks {}/{}, rows in {} out {}\n",
+                stage.stage_id,
+                stage.stage_status,
+                tasks_done(stage),
+                stage.tasks.len(),
+                stage.input_rows,
+                stage.output_rows
+            );
+        }
+        text
+    }
+}
+
+/// What `ubm status --scheduler` shows: one line per job, its seconds counted to its end (or
+/// to now while it runs).
+pub fn jobs_table(jobs: &[JobResponse]) -> String {
+    let now = chrono::Utc::now().timestamp_millis().max(0) as u64;
+    let mut text = format!("{:<14} {:<10} {:>7} {:>9}  NAME\n", "JOB", "STATE", "STAGES", "SECONDS");
+    for job in jobs {
+        let end = if job.end_time > 0 { job.end_time } else { now };
+        let seconds = end.saturating_sub(job.start_time) as f64 / 1000.0;
+        let stages = format!("{}/{}", job.completed_stages, job.num_stages);
+        text += &format!("{:<14} {:<10} {:>7} {:>9.1}  {}\n", job.job_id, job.status, stages, seconds, job.job_name);
+    }
+    text
 }
 
 /// The tasks of `stage` that finished successfully.

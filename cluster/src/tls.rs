@@ -243,6 +243,25 @@ impl Hash for ClusterTls {
     }
 }
 
+/// Refuses a plaintext node on a non-loopback address unless `insecure` says it is meant (then
+/// warns); `ports` names what would be open.
+pub fn check_exposure(bind: SocketAddr, tls: bool, insecure: bool, ports: &str) -> Result<(), ClusterError> {
+    if tls || bind.ip().is_loopback() {
+        return Ok(());
+    }
+    if !insecure {
+        return Err(ClusterError::BadLocation {
+            location: bind.to_string(),
+            reason: format!(
+                "refusing to listen here without TLS: {ports} would accept anyone who can reach them. Pass --tls DIR \
+                 (`ubm cluster certs` makes the material), or --insecure if the network itself keeps strangers out"
+            ),
+        });
+    }
+    tracing::warn!("--insecure: {ports} accept plaintext connections from anyone who can reach {}", bind.ip());
+    Ok(())
+}
+
 /// The one crypto provider ubm's TLS uses (the build holds two, so none is the default).
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

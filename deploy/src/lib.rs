@@ -8,11 +8,14 @@
 //! - describes the daily run as EMR steps, `command-runner.jar` running `ubm submit`
 //!   ([`steps`]), adds them and follows each to its end ([`emr`]);
 //! - writes the same steps as an Airflow DAG for teams that keep Airflow ([`airflow`]);
-//! - remembers the cluster between commands in a small JSON file ([`state`]).
+//! - remembers the cluster between commands in a small JSON file ([`state`]);
+//! - gives every cluster a CA of its own, whose node material goes to the nodes through the
+//!   bucket and whose client material stays next to the state file ([`up`], [`down`]).
 
 pub mod airflow;
 pub mod artifacts;
 pub mod bootstrap;
+pub mod down;
 pub mod emr;
 pub mod state;
 pub mod steps;

@@ -47,6 +47,22 @@ pub fn tls_dir_for(state_file: &Path) -> PathBuf {
 }
 
 impl DeployState {
+    /// What `ubm deploy status` shows: the cluster as EMR sees it, and what `up` recorded.
+    pub fn describe(&self, view: &crate::emr::ClusterView) -> String {
+        let mut text = format!("cluster {} ({}): {}\n", view.id, view.name, view.state.as_str());
+        if let Some(reason) = &view.reason {
+            text += &format!("  {reason}\n");
+        }
+        if let Some(dns) = &view.master_dns {
+            text += &format!("  master node: {dns} (scheduler on port {})\n", self.scheduler_port);
+        }
+        if let Some(tls) = &self.tls {
+            text += &format!("  mutual TLS: client material {}/client, node material {}\n", tls.local_dir, tls.node_material);
+        }
+        text += &format!("  region {}, ubm {} from {}\n", self.region, self.version, self.artifacts);
+        text + &format!("  reviews {}, lake {}\n", self.reviews, self.lake)
+    }
+
     /// Reads the state file; a missing file means no `deploy up` was run from here.
     pub async fn load(path: &Path) -> Result<DeployState> {
         let bytes = tokio::fs::read(path).await.map_err(|e| DeployError::State {

@@ -1,9 +1,6 @@
 //! `ubm deploy up`: upload ubm, create the EMR cluster, record it, wait until it is ready.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use object_store::ObjectStore;
 
 use crate::artifacts::{LeanBinary, environment_file};
 use crate::emr::{ClusterSpec, ClusterView, Emr, PollPolicy};
@@ -31,12 +28,13 @@ pub struct Deployment {
     /// Where the deployment is recorded for `run`, `status` and `down`.
     pub state_file: PathBuf,
     pub poll: PollPolicy,
-    /// The cluster's TLS material made on this machine (`ubm cluster certs` layout): `node/` is
+    /// Where the cluster's TLS material is made (`ubm cluster certs` layout): `node/` is
     /// uploaded for the nodes and then removed here; `client/` and `ca/` stay.
     pub tls_dir: PathBuf,
 }
 
-/// What `up` tells its caller as it goes.
+/// What `up` tells its caller as it goes; `Display` gives the line to show (none for an upload
+/// that moved less than a quarter since the last line shown).
 #[derive(Debug)]
 pub enum UpEvent<'a> {
     Uploading { url: String },
@@ -48,15 +46,37 @@ pub enum UpEvent<'a> {
     ClusterState(&'a ClusterView),
 }
 
-/// Uploads ubm, creates the cluster, records it before waiting (so that `down` finds it even if
-/// the wait is interrupted), and waits until steps can run.
-pub async fn up(
-    deployment: Deployment,
-    emr: &Emr,
-    region: String,
-    bucket_store: Arc<dyn ObjectStore>,
-    mut on_event: impl FnMut(UpEvent),
-) -> Result<ClusterView> {
+impl UpEvent<'_> {
+    /// The line to show, if any; `shown` is the upload percentage last shown.
+    pub fn line(&self, shown: &mut u64) -> Option<String> {
+        Some(match self {
+            UpEvent::Uploading { url } => format!("uploading ubm {} to {url}", env!("CARGO_PKG_VERSION")),
+            UpEvent::Uploaded { name, sent, total } => {
+                let percent = if *total == 0 { 100 } else { sent * 100 / total };
+                if percent < *shown + 25 && sent != total {
+                    return None;
+                }
+                *shown = percent;
+                format!("  {name}: {} of {} MB", sent / 1_000_000, total / 1_000_000)
+            }
+            UpEvent::TlsUploaded { url } => format!("  node TLS material: {url} (server-side encrypted)"),
+            UpEvent::Creating(spec) => format!(
+                "creating EMR cluster `{}`: 1 master + {} core {} nodes, {}",
+                spec.name, spec.core_nodes, spec.instance_type, spec.release_label
+            ),
+            UpEvent::Created { cluster_id } => format!("cluster {cluster_id} created; waiting until it is ready"),
+            UpEvent::ClusterState(view) => {
+                let reason = view.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+                format!("  {}: {}{reason}", view.id, view.state.as_str())
+            }
+        })
+    }
+}
+
+/// Makes the cluster's CA, uploads ubm and the node material (server-side encrypted), creates
+/// the cluster, records it before waiting (so that `down` finds it even if the wait is
+/// interrupted), and waits until steps can run.
+pub async fn up(deployment: Deployment, emr: &Emr, region: String, mut on_event: impl FnMut(UpEvent)) -> Result<ClusterView> {
     require_s3("--lake", &deployment.lake)?;
     require_s3("--reviews", &deployment.reviews)?;
     if tokio::fs::try_exists(&deployment.state_file).await.unwrap_or(false) {
@@ -67,6 +87,11 @@ pub async fn up(
             known.cluster_id
         )));
     }
+    // Everything up puts in the bucket (the binary, the secrets, the node keys) is encrypted at rest.
+    let bad_bucket = |e: ubm_cluster::ClusterError| DeployError::Usage(format!("--bucket {}: {e}", deployment.bucket));
+    let bucket_url = ubm_cluster::stores::location_url(&format!("s3://{}", deployment.bucket)).map_err(bad_bucket)?;
+    let bucket_store = ubm_cluster::stores::encrypted_object_store_for(&bucket_url).map_err(bad_bucket)?;
+    make_cluster_tls(&deployment.tls_dir, &region).await?;
     let env = environment_file(deployment.env_file.as_deref(), &region).await?;
     let version = env!("CARGO_PKG_VERSION");
     let artifacts = ArtifactStore::new(bucket_store, &deployment.bucket, version);
@@ -123,4 +148,20 @@ async fn upload_node_material(artifacts: &ArtifactStore, tls_dir: &Path) -> Resu
         .await
         .map_err(|source| DeployError::File { doing: "removing the uploaded node material", path: node.display().to_string(), source })?;
     Ok(artifacts.url_of(&format!("{folder}/")))
+}
+
+/// A CA of the cluster's own and its key pairs, in `dir`. Node certificates name EMR's private
+/// host names (`*.ec2.internal` in us-east-1, `*.REGION.compute.internal` elsewhere) and
+/// localhost, where steps reach the scheduler. Material left by an `up` that failed before
+/// recording a cluster belongs to no cluster and is replaced.
+async fn make_cluster_tls(dir: &Path, region: &str) -> Result<()> {
+    if tokio::fs::try_exists(dir).await.unwrap_or(false) {
+        tokio::fs::remove_dir_all(dir)
+            .await
+            .map_err(|source| DeployError::File { doing: "removing the material of an `up` that did not finish", path: dir.display().to_string(), source })?;
+    }
+    let hosts = vec!["*.ec2.internal".to_string(), format!("*.{region}.compute.internal")];
+    ubm_cluster::certs::make(&ubm_cluster::certs::CertsRequest::new(dir.to_path_buf(), hosts))
+        .map_err(|e| DeployError::Usage(e.to_string()))?;
+    Ok(())
 }

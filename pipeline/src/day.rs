@@ -65,6 +65,16 @@ pub struct DayStatus {
     pub note: String,
 }
 
+/// What `ubm status --lake` shows for several dates: one line each.
+pub fn table(days: &[DayStatus]) -> String {
+    let mut text = format!("{:<10}  {:<9} {:<36}  NOTE\n", "DATE", "STATE", "RUN");
+    for day in days {
+        let run = day.report.as_ref().map_or("-", |r| r.run_id.as_str());
+        text += &format!("{:<10}  {:<9} {:<36}  {}\n", day.date, day.state, run, day.note);
+    }
+    text
+}
+
 impl std::fmt::Display for DayStatus {
     /// The date's state, why, who holds it, and which run wrote each partition.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

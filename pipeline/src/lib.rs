@@ -27,6 +27,7 @@ pub mod report;
 pub mod run;
 pub mod sample;
 pub mod secret;
+pub mod summary;
 pub mod task;
 pub mod warehouse;
 

@@ -28,9 +28,15 @@ pub enum ClusterCommand {
     Certs(CertsArgs),
 }
 
-/// Who may connect: mutual TLS, or, on purpose, anyone who can reach the ports.
+/// Who may connect: mutual TLS, or, on purpose, anyone who can reach the ports; and how tasks
+/// reach the executors.
 #[derive(Debug, Args)]
 pub struct Exposure {
+    /// Executors poll the scheduler for tasks (Ballista's pull policy) instead of being sent
+    /// them; give it to the scheduler and every executor alike. Always so with --tls: the push
+    /// policy needs a task port on each executor that Ballista serves in plaintext only.
+    #[arg(long)]
+    pub pull: bool,
     #[command(flatten)]
     pub tls: TlsArg,
     /// Listen on a non-loopback address without TLS: anyone who reaches the ports can submit
@@ -41,19 +47,10 @@ pub struct Exposure {
 }
 
 impl Exposure {
-    /// The TLS material, after refusing a plaintext non-loopback bind that was not asked for;
-    /// `ports` names what would be open, for the refusal and the warning.
+    /// The TLS material, after refusing a plaintext non-loopback bind that was not asked for.
     fn check(&self, bind: SocketAddr, ports: &str) -> Result<Option<std::sync::Arc<ubm_cluster::tls::ClusterTls>>> {
         let tls = self.tls.load()?;
-        if tls.is_none() && !bind.ip().is_loopback() {
-            if !self.insecure {
-                bail!(
-                    "refusing to listen on {bind} without TLS: {ports} would accept anyone who can reach them. Pass --tls DIR \
-                     (`ubm cluster certs` makes the material), or --insecure if the network itself keeps strangers out"
-                );
-            }
-            tracing::warn!("--insecure: {ports} accept plaintext connections from anyone who can reach {}", bind.ip());
-        }
+        ubm_cluster::tls::check_exposure(bind, tls.is_some(), self.insecure, ports)?;
         Ok(tls)
     }
 }
@@ -115,6 +112,9 @@ pub struct LocalArgs {
     // then need client material (OUT/client).
     #[command(flatten)]
     pub tls: TlsArg,
+    /// Executors poll the scheduler for tasks (see `ubm cluster scheduler --help`).
+    #[arg(long)]
+    pub pull: bool,
 }
 
 #[derive(Debug, Args)]
@@ -142,10 +142,11 @@ pub async fn dispatch(command: ClusterCommand) -> Result<ExitCode> {
     match command {
         ClusterCommand::Scheduler(args) => {
             let tls = args.exposure.check(args.bind, &format!("the scheduler's port {} (gRPC and REST)", args.bind.port()))?;
-            let how = if tls.is_some() { "mutual TLS" } else { "plaintext" };
-            eprintln!("ubm scheduler listening on {} (df://{}:{}, {how})", args.bind, args.external_host, args.bind.port());
+            let (bind, how) = (args.bind, if tls.is_some() { "mutual TLS" } else { "plaintext" });
+            eprintln!("ubm scheduler listening on {bind} (df://{}:{}, {how})", args.external_host, bind.port());
             run_scheduler(SchedulerOptions {
                 tls,
+                pull: args.exposure.pull,
                 bind: args.bind,
                 external_host: args.external_host,
                 executor_timeout_seconds: args.executor_timeout_seconds,
@@ -158,6 +159,7 @@ pub async fn dispatch(command: ClusterCommand) -> Result<ExitCode> {
             let tls = args.exposure.check(args.bind, &ports)?;
             run_executor(ExecutorOptions {
                 tls,
+                pull: args.exposure.pull,
                 scheduler: args.scheduler,
                 bind: args.bind,
                 external_host: args.external_host,
@@ -184,13 +186,10 @@ async fn local_cluster(args: LocalArgs) -> Result<ExitCode> {
     let exe = std::env::current_exe().context("finding the ubm executable")?;
     // Checked here so that a bad directory fails once, not in every child.
     args.tls.load()?;
-    let mut cluster = LocalCluster::start(&exe, args.port, args.executors, args.tls.tls.as_deref()).await?;
+    let mut cluster = LocalCluster::start(&exe, args.port, args.executors, args.tls.tls.as_deref(), args.pull).await?;
     let scheduler = cluster.scheduler.clone();
-    let client_tls = if args.tls.tls.is_some() { " --tls CLIENT_DIR" } else { "" };
-    eprintln!(
-        "local cluster: scheduler df://{scheduler} and {} executors; submit with `ubm submit --scheduler df://{scheduler}{client_tls}`; Ctrl-C stops them",
-        args.executors
-    );
+    let (executors, client_tls) = (args.executors, if args.tls.tls.is_some() { " --tls CLIENT_DIR" } else { "" });
+    eprintln!("local cluster: scheduler df://{scheduler} and {executors} executors; submit with `ubm submit --scheduler df://{scheduler}{client_tls}`; Ctrl-C stops them");
     tokio::select! {
         signal = crate::signals::stop_requested() => {
             eprintln!("{}: stopping the local cluster", signal?);
@@ -205,11 +204,6 @@ async fn local_cluster(args: LocalArgs) -> Result<ExitCode> {
 fn certs(args: CertsArgs) -> Result<()> {
     let mut request = CertsRequest::new(args.out, args.hosts);
     (request.existing_ca, request.leaf_days, request.ca_days) = (args.ca, args.days, args.ca_days);
-    let made = ubm_cluster::certs::make(&request)?;
-    println!("CA:      {} (its key signs more material with --ca; keep it off the cluster)", made.ca.display());
-    println!("node:    {} (scheduler and executors: --tls {})", made.node.display(), made.node.display());
-    println!("         names {}", made.node_hosts.join(", "));
-    println!("client:  {} (ubm submit, status, cancel, run --engine df://…: --tls {})", made.client.display(), made.client.display());
-    println!("valid until {} (node and client)", made.leaf_not_after.date());
+    print!("{}", ubm_cluster::certs::make(&request)?);
     Ok(())
 }

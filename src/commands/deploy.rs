@@ -9,11 +9,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use ubm_deploy::artifacts::check_architecture;
 use ubm_deploy::emr::{ClusterSpec, Emr};
-use ubm_cluster::certs::CertsRequest;
 use ubm_deploy::state::{DEFAULT_STATE_FILE, DeployState, tls_dir_for};
 use ubm_deploy::steps::{StepPlan, daily_steps};
-use ubm_deploy::up::{Deployment, UpEvent};
-use ubm_deploy::upload::ArtifactStore;
+use ubm_deploy::up::Deployment;
 use ubm_jobs::Semantics;
 
 use crate::args::{AttemptsArg, DateArgs, PollArgs};
@@ -175,8 +173,7 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
             std::env::current_exe().context("finding this ubm binary")?
         }
     };
-    let bucket_store = ubm_cluster::stores::encrypted_object_store_for(&url::Url::parse(&format!("s3://{}", args.bucket))?)?;
-    let tls_dir = cluster_tls(&args.state.state, &region).await?;
+    let tls_dir = tls_dir_for(&args.state.state);
     let cluster = ClusterSpec {
         name: args.name,
         release_label: args.release_label,
@@ -201,26 +198,9 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
         tls_dir: tls_dir.clone(),
     };
     let mut shown = 0;
-    let ready = ubm_deploy::up::up(deployment, &emr, region, bucket_store, |event| match event {
-        UpEvent::Uploading { url } => eprintln!("uploading ubm {} to {url}", env!("CARGO_PKG_VERSION")),
-        UpEvent::Uploaded { name, sent, total } => {
-            let percent = if total == 0 { 100 } else { sent * 100 / total };
-            if percent >= shown + 25 || sent == total {
-                eprintln!("  {name}: {} of {} MB", sent / 1_000_000, total / 1_000_000);
-                shown = percent;
-            }
-        }
-        UpEvent::TlsUploaded { url } => eprintln!("  node TLS material: {url} (server-side encrypted)"),
-        UpEvent::Creating(spec) => eprintln!(
-            "creating EMR cluster `{}`: 1 master + {} core {} nodes, {}",
-            spec.name, spec.core_nodes, spec.instance_type, spec.release_label
-        ),
-        UpEvent::Created { cluster_id } => {
-            eprintln!("cluster {cluster_id} created (recorded in {}); waiting until it is ready", args.state.state.display())
-        }
-        UpEvent::ClusterState(view) => {
-            let reason = view.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
-            eprintln!("  {}: {}{reason}", view.id, view.state.as_str());
+    let ready = ubm_deploy::up::up(deployment, &emr, region, |event| {
+        if let Some(line) = event.line(&mut shown) {
+            eprintln!("{line}");
         }
     })
     .await?;
@@ -228,23 +208,6 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
     println!("client TLS material for this cluster: {} (ubm submit/status --tls)", tls_dir.join("client").display());
     println!("next: ubm deploy run --date YYYY-MM-DD");
     Ok(ExitCode::SUCCESS)
-}
-
-/// A CA of the cluster's own and its key pairs, next to the state file. Node certificates name
-/// EMR's private host names (`*.ec2.internal` in us-east-1, `*.REGION.compute.internal`
-/// elsewhere) and localhost, where steps reach the scheduler. Material left by an `up` that
-/// failed before recording a cluster belongs to no cluster and is replaced.
-async fn cluster_tls(state_file: &std::path::Path, region: &str) -> Result<PathBuf> {
-    let dir = tls_dir_for(state_file);
-    if tokio::fs::try_exists(state_file).await.unwrap_or(false) {
-        return Ok(dir); // `up` refuses below, naming the recorded cluster.
-    }
-    if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
-        tokio::fs::remove_dir_all(&dir).await.with_context(|| format!("removing {} (left by an `up` that did not finish)", dir.display()))?;
-    }
-    let hosts = vec!["*.ec2.internal".to_string(), format!("*.{region}.compute.internal")];
-    ubm_cluster::certs::make(&CertsRequest::new(dir.clone(), hosts))?;
-    Ok(dir)
 }
 
 /// The steps' plan: the state's locations unless the flags override them, checked once.
@@ -297,40 +260,21 @@ async fn status(args: StateArgs) -> Result<ExitCode> {
     let state = DeployState::load(&args.state).await?;
     let (emr, _) = Emr::connect(Some(state.region.as_str())).await?;
     let view = emr.describe_cluster(&state.cluster_id).await?;
-    println!("cluster {} ({}): {}", view.id, view.name, view.state.as_str());
-    if let Some(reason) = &view.reason {
-        println!("  {reason}");
-    }
-    if let Some(dns) = &view.master_dns {
-        println!("  master node: {dns} (scheduler on port {})", state.scheduler_port);
-    }
-    if let Some(tls) = &state.tls {
-        println!("  mutual TLS: client material {}/client, node material {}", tls.local_dir, tls.node_material);
-    }
-    println!("  region {}, ubm {} from {}", state.region, state.version, state.artifacts);
-    println!("  reviews {}, lake {}", state.reviews, state.lake);
+    print!("{}", state.describe(&view));
     Ok(if view.is_ended() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 async fn down(args: DownArgs) -> Result<ExitCode> {
     let state = DeployState::load(&args.state.state).await?;
     let (emr, _) = Emr::connect(Some(state.region.as_str())).await?;
-    emr.terminate(&state.cluster_id).await?;
-    println!("terminating cluster {}", state.cluster_id);
-    if args.purge {
-        let store = ubm_cluster::stores::object_store_for(&url::Url::parse(&format!("s3://{}", state.bucket))?)?;
-        let deleted = ArtifactStore::new(store, &state.bucket, &state.version).delete_all().await?;
-        println!("deleted {deleted} objects under {}", state.artifacts);
+    let done = ubm_deploy::down::down(&args.state.state, &emr, args.purge).await?;
+    println!("terminating cluster {}", done.cluster_id);
+    if let Some((count, url)) = done.deleted {
+        println!("deleted {count} objects under {url}");
     }
-    // The material of a terminated cluster opens nothing any more.
-    if let Some(tls) = &state.tls {
-        match tokio::fs::remove_dir_all(&tls.local_dir).await {
-            Ok(()) => println!("removed the cluster's TLS material {}", tls.local_dir),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing {}", tls.local_dir)),
-        }
+    if let Some(dir) = done.tls_removed {
+        println!("removed the cluster's TLS material {dir}");
     }
-    DeployState::remove(&args.state.state).await?;
     Ok(ExitCode::SUCCESS)
 }
 

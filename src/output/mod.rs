@@ -1,4 +1,3 @@
-//! What commands print: job progress while a run goes, the summary when it ends.
+//! What commands print while a run goes: job progress.
 
 pub mod progress;
-pub mod summary;

@@ -1,0 +1,43 @@
+//! `ubm deploy down`: terminate the cluster, forget it, and remove what only it could use.
+
+use std::path::Path;
+
+use crate::emr::Emr;
+use crate::state::DeployState;
+use crate::upload::ArtifactStore;
+use crate::{DeployError, Result};
+
+/// What `down` did, for the caller to show.
+#[derive(Debug)]
+pub struct Down {
+    pub cluster_id: String,
+    /// With `purge`: how many objects went, and from where.
+    pub deleted: Option<(usize, String)>,
+    /// The local TLS material removed (it opens nothing once the cluster is gone).
+    pub tls_removed: Option<String>,
+}
+
+/// Terminates the cluster recorded in `state_file`; with `purge`, deletes what `up` uploaded
+/// (the node material included); removes the local TLS material and the state file.
+pub async fn down(state_file: &Path, emr: &Emr, purge: bool) -> Result<Down> {
+    let state = DeployState::load(state_file).await?;
+    emr.terminate(&state.cluster_id).await?;
+    let mut deleted = None;
+    if purge {
+        let bad = |e: ubm_cluster::ClusterError| DeployError::Usage(format!("bucket {}: {e}", state.bucket));
+        let url = ubm_cluster::stores::location_url(&format!("s3://{}", state.bucket)).map_err(bad)?;
+        let store = ubm_cluster::stores::object_store_for(&url).map_err(bad)?;
+        let count = ArtifactStore::new(store, &state.bucket, &state.version).delete_all().await?;
+        deleted = Some((count, state.artifacts.clone()));
+    }
+    let mut tls_removed = None;
+    if let Some(tls) = &state.tls {
+        match tokio::fs::remove_dir_all(&tls.local_dir).await {
+            Ok(()) => tls_removed = Some(tls.local_dir.clone()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(DeployError::File { doing: "removing the cluster's TLS material", path: tls.local_dir.clone(), source }),
+        }
+    }
+    DeployState::remove(state_file).await?;
+    Ok(Down { cluster_id: state.cluster_id, deleted, tls_removed })
+}
