@@ -518,10 +518,10 @@ def tls_cost(args):
               f"TLS / plaintext with the same pull policy, end to end: {tls_alone:.3f} (what encryption and certificates cost)"]
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "tls_cost.json").write_text(json.dumps({"scale": args.scale, "runs": args.runs, "machine": info, "samples": samples,
+    (RESULTS / f"tls_cost_sf{args.scale}.json").write_text(json.dumps({"scale": args.scale, "runs": args.runs, "machine": info, "samples": samples,
                                                          "medians": medians, "tls_over_plaintext": ratio,
                                                          "tls_over_plaintext_pull": tls_alone}, indent=2) + "\n")
-    (RESULTS / "tls_cost.md").write_text(text)
+    (RESULTS / f"tls_cost_sf{args.scale}.md").write_text(text)
     print(text)
     shutil.rmtree(material, ignore_errors=True)
 

@@ -369,6 +369,11 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, sender: mpsc:
                 continue;
             }
         };
+        // As Ballista's own servers do: small gRPC frames go out at once, not after Nagle's
+        // delay (which, with the peer's delayed ACKs, stalls each exchange by tens of ms).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("{port}: TCP_NODELAY for {peer}: {e}");
+        }
         let (acceptor, sender) = (acceptor.clone(), sender.clone());
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, &acceptor)).await {
