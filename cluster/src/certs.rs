@@ -201,6 +201,9 @@ mod tests {
             assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
         }
         assert!(made.node_hosts.contains(&"scheduler.internal".to_string()) && made.node_hosts.contains(&"localhost".to_string()));
+        let client = ClusterTls::load(&made.client).expect("client").server_config().expect_err("no server usage").to_string();
+        assert!(client.contains("not a server's certificate"), "{client}");
+        ClusterTls::load(&made.node).expect("node").server_config().expect("a node serves");
         let again = make(&CertsRequest::new(out.path().join("tls"), Vec::new())).expect_err("never overwritten").to_string();
         assert!(again.contains("exists already"), "{again}");
     }

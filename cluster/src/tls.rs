@@ -149,6 +149,7 @@ impl ClusterTls {
     /// The server side: this machine's certificate, and a client certificate signed by the
     /// cluster's CA required of every peer. HTTP/2 (gRPC) and HTTP/1.1 (the REST API).
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, ClusterError> {
+        self.check_server_usage()?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| self.error(e.to_string()))?
@@ -157,6 +158,21 @@ impl ClusterTls {
             .map_err(|e| self.error(format!("{} and {} do not make a key pair ({e})", self.file(CERT_FILE), self.file(KEY_FILE))))?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
+    }
+
+    /// A server's certificate must allow server authentication, or every client refuses it at
+    /// its first connection; client material given to a scheduler or executor is refused here.
+    fn check_server_usage(&self) -> Result<(), ClusterError> {
+        let chain = self.chain()?;
+        let Some(leaf) = chain.first() else { return Ok(()) };
+        let Ok((_, parsed)) = x509_parser::parse_x509_certificate(leaf) else { return Ok(()) };
+        match parsed.extended_key_usage() {
+            Ok(Some(usage)) if !usage.value.server_auth && !usage.value.any => Err(self.error(format!(
+                "{} is not a server's certificate (no serverAuth usage): a scheduler or executor needs node material (DIR/node of `ubm cluster certs`)",
+                self.file(CERT_FILE)
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// The client side for Ballista's gRPC and Flight clients: whatever endpoint Ballista made
