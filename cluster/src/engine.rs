@@ -111,8 +111,8 @@ impl Engine {
             }
             EngineKind::Remote(address) => {
                 let api = SchedulerApi::new(address.clone())?;
-                check_reachable(address).await?;
-                // A TLS refusal (or a missing --tls) is said here, in words, before any job.
+                // Ballista itself would only notice a wrong address, a dead scheduler or a TLS
+                // refusal when the first plan is submitted; this says which, before any work.
                 api.check().await?;
                 let ctx = SessionContext::remote_with_state(&address.to_string(), state)
                     .await
@@ -241,16 +241,4 @@ fn scan_of(table: ReviewCsvTable) -> Result<LogicalPlan, ClusterError> {
     LogicalPlanBuilder::scan("movie_review", provider_as_source(Arc::new(table)), None)
         .and_then(|b| b.build())
         .map_err(ClusterError::engine("planning the review scan"))
-}
-
-/// Fails at once, naming the address, when nothing answers at a scheduler's `df://host:port`:
-/// Ballista itself would only notice when the first plan is submitted.
-async fn check_reachable(address: &SchedulerAddress) -> Result<(), ClusterError> {
-    let unreachable = |reason: String| ClusterError::NoScheduler { scheduler: address.to_string(), reason };
-    let connect = tokio::net::TcpStream::connect(address.host_port());
-    match tokio::time::timeout(std::time::Duration::from_secs(5), connect).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(unreachable(e.to_string())),
-        Err(_) => Err(unreachable("no answer within 5 s".to_string())),
-    }
 }

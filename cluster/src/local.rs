@@ -40,12 +40,12 @@ impl LocalCluster {
         if pull {
             node_flags.push("--pull".to_string());
         }
-        let with_tls = |args: &[&str]| args.iter().map(|a| a.to_string()).chain(node_flags.iter().cloned()).collect::<Vec<String>>();
-        let mut children = vec![child(exe, &with_tls(&["cluster", "scheduler", "--bind", &scheduler])).map_err(failed("the scheduler".into()))?];
+        let with_node_flags = |args: &[&str]| args.iter().map(|a| a.to_string()).chain(node_flags.iter().cloned()).collect::<Vec<String>>();
+        let mut children = vec![child(exe, &with_node_flags(&["cluster", "scheduler", "--bind", &scheduler])).map_err(failed("the scheduler".into()))?];
         wait_for_port(&scheduler).await.map_err(bad)?;
         for (i, p) in ports[1..].iter().step_by(2).enumerate() {
             let bind = format!("127.0.0.1:{p}");
-            let started = child(exe, &with_tls(&["cluster", "executor", "--scheduler", &scheduler, "--bind", &bind]));
+            let started = child(exe, &with_node_flags(&["cluster", "executor", "--scheduler", &scheduler, "--bind", &bind]));
             children.push(started.map_err(failed(format!("executor {}", i + 1)))?);
         }
         Ok(LocalCluster { children, scheduler })

@@ -179,7 +179,8 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> 
         override_physical_codec: Some(Arc::new(UbmPhysicalCodec::default())),
         ..ExecutorProcessConfig::default()
     };
-    if options.pull {
+    // The scheduler's rule, see run_scheduler.
+    if options.pull || options.tls.is_some() {
         config.task_scheduling_policy = TaskSchedulingPolicy::PullStaged;
     }
     if let Some(tls) = &options.tls {
@@ -188,13 +189,12 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> 
     start_executor_process(Arc::new(config)).await.map_err(ClusterError::node("running the executor"))
 }
 
-/// An executor of a TLS cluster: pulls its tasks (so it has no task port, see
-/// [`run_scheduler`]), reaches the scheduler and the other executors with TLS (the endpoint
+/// An executor of a TLS cluster (which pulls its tasks, so it has no task port, see
+/// [`run_scheduler`]): reaches the scheduler and the other executors with TLS (the endpoint
 /// override also goes into every task's session, which fetches shuffle data), and serves its
 /// Flight port over [`TlsListener`].
 fn with_tls(config: &mut ExecutorProcessConfig, tls: &ClusterTls) -> Result<(), ClusterError> {
     let endpoint = tls.endpoint_override();
-    config.task_scheduling_policy = TaskSchedulingPolicy::PullStaged;
     config.override_create_grpc_client_endpoint = Some(endpoint.clone());
     config.override_config_producer = Some(Arc::new(move || {
         default_config_producer().with_ballista_use_tls(true).with_ballista_override_create_grpc_client_endpoint(endpoint.clone())

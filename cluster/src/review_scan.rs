@@ -364,9 +364,9 @@ mod tests {
     /// the file, instead of parsing bytes of another version with the old splits.
     #[test]
     fn a_range_of_a_file_that_changed_since_planning_is_refused() {
-        let dir = std::env::temp_dir().join(format!("ubm-review-scan-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("movie_review.csv");
+        // Removed when the test ends, however it ends.
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("movie_review.csv");
         std::fs::write(&path, b"cid,review_str\n1,good\n2,bad\n").expect("write");
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         runtime.block_on(async {
@@ -381,7 +381,6 @@ mod tests {
             let err = read_range(store.as_ref(), &file, file.data_start, file.version.size).await.expect_err("changed");
             assert!(err.to_string().contains("changed while it was being read") && err.to_string().contains("movie_review.csv"), "{err}");
         });
-        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -103,10 +103,17 @@ impl SchedulerApi {
         Ok(Self { scheduler, http })
     }
 
-    /// Fails, saying why, unless the scheduler answers this client: reachable, and on a TLS
-    /// cluster, the handshake done both ways.
+    /// Fails, saying why, unless the scheduler answers this client: something listens at the
+    /// address (within the 5 s connect timeout), it speaks TLS when this client does and the
+    /// handshake succeeds both ways, and it serves the job list.
     pub async fn check(&self) -> Result<(), ClusterError> {
-        self.jobs().await.map(|_| ())
+        match self.jobs().await {
+            Err(ClusterError::SchedulerUnreachable { scheduler, source }) if source.is_connect() || source.is_timeout() => {
+                let innermost = std::iter::successors(Some(&source as &dyn std::error::Error), |e| e.source()).last().map(|e| e.to_string());
+                Err(ClusterError::NoScheduler { scheduler, reason: innermost.unwrap_or_else(|| source.to_string()) })
+            }
+            other => other.map(|_| ()),
+        }
     }
 
     /// The scheduler's address.

@@ -49,27 +49,36 @@ cluster's CA: pass --tls DIR (or set UBM_TLS_DIR) with the material `ubm cluster
 pub const TLS_REQUIRED_HEADER: &str = "x-ubm-tls";
 
 /// One machine's TLS material, loaded and checked: the cluster's CA, this machine's certificate
-/// (signed by that CA, valid now) and its key (readable by its owner only).
+/// (signed by that CA, valid now) and its key (readable by its owner only). Parsed once; the PEM
+/// text is kept for tonic, which takes PEM.
 pub struct ClusterTls {
     dir: PathBuf,
     ca_pem: Vec<u8>,
     cert_pem: Vec<u8>,
     key_pem: Vec<u8>,
+    roots: Arc<RootCertStore>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
 }
 
 impl ClusterTls {
-    /// Loads `dir/{ca,cert,key}.pem`; refuses, saying what to do, a missing file, a key others
-    /// can read, a certificate that is expired, not yet valid or not signed by `ca.pem`.
+    /// Loads `dir/{ca,cert,key}.pem`; refuses, saying what to do, a missing or unparsable file,
+    /// a key others can read, a certificate that is expired, not yet valid or not signed by
+    /// `ca.pem`.
     pub fn load(dir: &Path) -> Result<Arc<ClusterTls>, ClusterError> {
-        let tls = ClusterTls { dir: dir.to_path_buf(), ca_pem: read(dir, CA_FILE)?, cert_pem: read(dir, CERT_FILE)?, key_pem: read(dir, KEY_FILE)? };
-        tls.check_key_is_private()?;
+        let error = |reason: String| ClusterError::Tls { dir: dir.display().to_string(), reason };
+        let file = |name: &str| dir.join(name).display().to_string();
+        let (ca_pem, cert_pem, key_pem) = (read(dir, CA_FILE)?, read(dir, CERT_FILE)?, read(dir, KEY_FILE)?);
+        check_key_is_private(&dir.join(KEY_FILE)).map_err(error)?;
+        let mut roots = RootCertStore::empty();
+        for ca in certificates(&ca_pem).map_err(|reason| error(format!("{}: {reason}", file(CA_FILE))))? {
+            roots.add(ca).map_err(|e| error(format!("{}: not a usable CA certificate ({e})", file(CA_FILE))))?;
+        }
+        let chain = certificates(&cert_pem).map_err(|reason| error(format!("{}: {reason}", file(CERT_FILE))))?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| error(format!("{}: not a PEM private key ({e})", file(KEY_FILE))))?;
+        let tls = ClusterTls { dir: dir.to_path_buf(), ca_pem, cert_pem, key_pem, roots: Arc::new(roots), chain, key };
         tls.check_certificate()?;
         Ok(Arc::new(tls))
-    }
-
-    /// The directory the material came from.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     fn file(&self, name: &str) -> String {
@@ -80,43 +89,12 @@ impl ClusterTls {
         ClusterError::Tls { dir: self.dir.display().to_string(), reason }
     }
 
-    fn check_key_is_private(&self) -> Result<(), ClusterError> {
-        let path = self.dir.join(KEY_FILE);
-        let mode = std::fs::metadata(&path).map_err(|e| self.error(format!("{}: {e}", path.display())))?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(self.error(format!(
-                "{} can be read by others (mode {:o}); a private key must be its owner's only: chmod 600 {}",
-                path.display(),
-                mode & 0o777,
-                path.display()
-            )));
-        }
-        Ok(())
-    }
-
-    fn ca_certificates(&self) -> Result<Vec<CertificateDer<'static>>, ClusterError> {
-        certificates(&self.ca_pem).map_err(|reason| self.error(format!("{}: {reason}", self.file(CA_FILE))))
-    }
-
-    fn chain(&self) -> Result<Vec<CertificateDer<'static>>, ClusterError> {
-        certificates(&self.cert_pem).map_err(|reason| self.error(format!("{}: {reason}", self.file(CERT_FILE))))
-    }
-
-    fn key(&self) -> Result<PrivateKeyDer<'static>, ClusterError> {
-        PrivateKeyDer::from_pem_slice(&self.key_pem)
-            .map_err(|e| self.error(format!("{}: not a PEM private key ({e})", self.file(KEY_FILE))))
-    }
-
-    fn roots(&self) -> Result<Arc<RootCertStore>, ClusterError> {
-        let mut roots = RootCertStore::empty();
-        for ca in self.ca_certificates()? {
-            roots.add(ca).map_err(|e| self.error(format!("{}: not a usable CA certificate ({e})", self.file(CA_FILE))))?;
-        }
-        Ok(Arc::new(roots))
+    fn not_a_pair(&self, e: rustls::Error) -> ClusterError {
+        self.error(format!("{} and {} do not make a key pair ({e})", self.file(CERT_FILE), self.file(KEY_FILE)))
     }
 
     fn client_verifier(&self) -> Result<Arc<dyn ClientCertVerifier>, ClusterError> {
-        WebPkiClientVerifier::builder_with_provider(self.roots()?, provider())
+        WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
             .build()
             .map_err(|e| self.error(format!("{}: cannot verify clients with it ({e})", self.file(CA_FILE))))
     }
@@ -124,9 +102,7 @@ impl ClusterTls {
     /// This machine's certificate must pass the check its peers will make: signed by the CA,
     /// valid now, usable by a client (a node's certificate is also a server's).
     fn check_certificate(&self) -> Result<(), ClusterError> {
-        let chain = self.chain()?;
-        self.key()?;
-        let (leaf, intermediates) = chain.split_first().ok_or_else(|| self.error(format!("{} holds no certificate", self.file(CERT_FILE))))?;
+        let (leaf, intermediates) = self.chain.split_first().ok_or_else(|| self.error(format!("{} holds no certificate", self.file(CERT_FILE))))?;
         let verdict = self.client_verifier()?.verify_client_cert(leaf, intermediates, UnixTime::now());
         let Err(error) = verdict else { return Ok(()) };
         let cert = self.file(CERT_FILE);
@@ -154,8 +130,8 @@ impl ClusterTls {
             .with_safe_default_protocol_versions()
             .map_err(|e| self.error(e.to_string()))?
             .with_client_cert_verifier(self.client_verifier()?)
-            .with_single_cert(self.chain()?, self.key()?)
-            .map_err(|e| self.error(format!("{} and {} do not make a key pair ({e})", self.file(CERT_FILE), self.file(KEY_FILE))))?;
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| self.not_a_pair(e))?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
@@ -163,8 +139,7 @@ impl ClusterTls {
     /// A server's certificate must allow server authentication, or every client refuses it at
     /// its first connection; client material given to a scheduler or executor is refused here.
     fn check_server_usage(&self) -> Result<(), ClusterError> {
-        let chain = self.chain()?;
-        let Some(leaf) = chain.first() else { return Ok(()) };
+        let Some(leaf) = self.chain.first() else { return Ok(()) };
         let Ok((_, parsed)) = x509_parser::parse_x509_certificate(leaf) else { return Ok(()) };
         match parsed.extended_key_usage() {
             Ok(Some(usage)) if !usage.value.server_auth && !usage.value.any => Err(self.error(format!(
@@ -202,9 +177,9 @@ impl ClusterTls {
         let config = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| self.error(e.to_string()))?
-            .with_root_certificates(self.roots()?)
-            .with_client_auth_cert(self.chain()?, self.key()?)
-            .map_err(|e| self.error(format!("{} and {} do not make a key pair ({e})", self.file(CERT_FILE), self.file(KEY_FILE))))?;
+            .with_root_certificates(self.roots.clone())
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| self.not_a_pair(e))?;
         builder.use_preconfigured_tls(config).build().map_err(|source| ClusterError::HttpClient { source })
     }
 
@@ -281,6 +256,20 @@ pub fn check_exposure(bind: SocketAddr, tls: bool, insecure: bool, ports: &str) 
 /// The one crypto provider ubm's TLS uses (the build holds two, so none is the default).
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A private key must be its owner's only.
+fn check_key_is_private(path: &Path) -> Result<(), String> {
+    let mode = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} can be read by others (mode {:o}); a private key must be its owner's only: chmod 600 {}",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 fn read(dir: &Path, name: &str) -> Result<Vec<u8>, ClusterError> {

@@ -17,10 +17,9 @@ pub struct Down {
     pub tls_removed: Option<String>,
 }
 
-/// Terminates the cluster recorded in `state_file`; with `purge`, deletes what `up` uploaded
-/// (the node material included); removes the local TLS material and the state file.
-pub async fn down(state_file: &Path, emr: &Emr, purge: bool) -> Result<Down> {
-    let state = DeployState::load(state_file).await?;
+/// Terminates the cluster `state` (read from `state_file`) records; with `purge`, deletes what
+/// `up` uploaded (the node material included); removes the local TLS material and the state file.
+pub async fn down(state: DeployState, state_file: &Path, emr: &Emr, purge: bool) -> Result<Down> {
     emr.terminate(&state.cluster_id).await?;
     let mut deleted = None;
     if purge {

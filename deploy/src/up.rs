@@ -33,8 +33,7 @@ pub struct Deployment {
     pub tls_dir: PathBuf,
 }
 
-/// What `up` tells its caller as it goes; `Display` gives the line to show (none for an upload
-/// that moved less than a quarter since the last line shown).
+/// What `up` tells its caller as it goes; [`UpEvent::line`] gives the line to show.
 #[derive(Debug)]
 pub enum UpEvent<'a> {
     Uploading { url: String },
@@ -47,7 +46,8 @@ pub enum UpEvent<'a> {
 }
 
 impl UpEvent<'_> {
-    /// The line to show, if any; `shown` is the upload percentage last shown.
+    /// The line to show: none for an upload that moved less than a quarter since the last line
+    /// shown; `shown` is that upload percentage, updated here.
     pub fn line(&self, shown: &mut u64) -> Option<String> {
         Some(match self {
             UpEvent::Uploading { url } => format!("uploading ubm {} to {url}", env!("CARGO_PKG_VERSION")),

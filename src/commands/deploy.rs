@@ -267,7 +267,7 @@ async fn status(args: StateArgs) -> Result<ExitCode> {
 async fn down(args: DownArgs) -> Result<ExitCode> {
     let state = DeployState::load(&args.state.state).await?;
     let (emr, _) = Emr::connect(Some(state.region.as_str())).await?;
-    let done = ubm_deploy::down::down(&args.state.state, &emr, args.purge).await?;
+    let done = ubm_deploy::down::down(state, &args.state.state, &emr, args.purge).await?;
     println!("terminating cluster {}", done.cluster_id);
     if let Some((count, url)) = done.deleted {
         println!("deleted {count} objects under {url}");
