@@ -27,11 +27,14 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig};
 use datafusion::datasource::source::DataSourceExec;
 use ubm_jobs::splits::Split;
 
+use crate::parts::{PartsSpec, WriteParts, WritePartsExec};
 use crate::review_scan::{ReviewScanSource, splits_in};
 use crate::review_source::{FileVersion, ReviewCsvTable, ReviewFile, ReviewLocation, ReviewPass, part_file, scan_exec};
 
 /// Prefix that marks a payload as ubm's; Ballista's payloads are protobuf and never start so.
 const MAGIC: &[u8] = b"UBM1:";
+/// Prefix of a [`WriteParts`] / [`WritePartsExec`] payload: its [`PartsSpec`].
+const PARTS_MAGIC: &[u8] = b"UBM1-PARTS:";
 
 /// The review file's header as it travels: the checked column positions.
 #[derive(Debug, Serialize, Deserialize)]
@@ -219,18 +222,34 @@ fn codec_error(reason: impl std::fmt::Display) -> DataFusionError {
 }
 
 fn encode(payload: &impl Serialize, buf: &mut Vec<u8>) -> Result<()> {
-    buf.extend_from_slice(MAGIC);
+    encode_as(MAGIC, payload, buf)
+}
+
+fn encode_as(magic: &[u8], payload: &impl Serialize, buf: &mut Vec<u8>) -> Result<()> {
+    buf.extend_from_slice(magic);
     serde_json::to_writer(buf, payload).map_err(codec_error)
 }
 
 /// The payload behind the magic prefix, or `None` when it is not ubm's. A payload of ours that
 /// does not have exactly the expected fields is an error, never a default.
 fn decode<T: DeserializeOwned>(buf: &[u8]) -> Option<Result<T>> {
-    let body = buf.strip_prefix(MAGIC)?;
+    decode_as(MAGIC, buf)
+}
+
+fn decode_as<T: DeserializeOwned>(magic: &[u8], buf: &[u8]) -> Option<Result<T>> {
+    let body = buf.strip_prefix(magic)?;
     Some(serde_json::from_slice(body).map_err(codec_error))
 }
 
-/// Logical codec: ubm's review table, then Ballista's.
+/// The one input of a decoded [`WriteParts`] node or exec.
+fn only_input<T: Clone>(inputs: &[T]) -> Result<T> {
+    match inputs {
+        [input] => Ok(input.clone()),
+        _ => Err(codec_error(format!("a part writer has one input, not {}", inputs.len()))),
+    }
+}
+
+/// Logical codec: ubm's review table and part writer, then Ballista's.
 #[derive(Debug, Default)]
 pub struct UbmLogicalCodec {
     ballista: BallistaLogicalExtensionCodec,
@@ -238,11 +257,20 @@ pub struct UbmLogicalCodec {
 
 impl LogicalExtensionCodec for UbmLogicalCodec {
     fn try_decode(&self, buf: &[u8], inputs: &[LogicalPlan], ctx: &TaskContext) -> Result<Extension> {
-        self.ballista.try_decode(buf, inputs, ctx)
+        match decode_as::<PartsSpec>(PARTS_MAGIC, buf) {
+            Some(spec) => match WriteParts::plan(only_input(inputs)?, spec?)? {
+                LogicalPlan::Extension(extension) => Ok(extension),
+                _ => Err(codec_error("a part writer that is not an extension node")),
+            },
+            None => self.ballista.try_decode(buf, inputs, ctx),
+        }
     }
 
     fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> Result<()> {
-        self.ballista.try_encode(node, buf)
+        match WriteParts::of(node.node.as_ref()) {
+            Some(parts) => encode_as(PARTS_MAGIC, parts.spec(), buf),
+            None => self.ballista.try_encode(node, buf),
+        }
     }
 
     fn try_decode_table_provider(
@@ -295,7 +323,7 @@ impl LogicalExtensionCodec for UbmLogicalCodec {
     }
 }
 
-/// Physical codec: ubm's review scan, then Ballista's.
+/// Physical codec: ubm's review scan and part writer, then Ballista's.
 #[derive(Debug, Default)]
 pub struct UbmPhysicalCodec {
     ballista: BallistaPhysicalExtensionCodec,
@@ -309,6 +337,9 @@ impl PhysicalExtensionCodec for UbmPhysicalCodec {
         ctx: &TaskContext,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some(spec) = decode_as::<PartsSpec>(PARTS_MAGIC, buf) {
+            return Ok(Arc::new(WritePartsExec::new(only_input(inputs)?, spec?)?));
+        }
         match decode::<ScanPayload>(buf) {
             Some(payload) => decode_scan(payload?),
             None => self.ballista.try_decode(buf, inputs, ctx, proto_converter),
@@ -321,6 +352,9 @@ impl PhysicalExtensionCodec for UbmPhysicalCodec {
         buf: &mut Vec<u8>,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
+        if let Some(parts) = (node.as_ref() as &dyn std::any::Any).downcast_ref::<WritePartsExec>() {
+            return encode_as(PARTS_MAGIC, parts.spec(), buf);
+        }
         match review_scan(node.as_ref()) {
             Some((config, source)) => {
                 let groups = ranges_of_groups(config)?;

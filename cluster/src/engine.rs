@@ -19,6 +19,7 @@ use url::Url;
 use crate::{ClusterError, SchedulerAddress};
 use crate::codec::{UbmLogicalCodec, UbmPhysicalCodec};
 use crate::jobs::{JobObserver, JobTracker};
+use crate::parts::{PartReport, PartsSpec, WriteParts};
 use crate::review_scan::summaries_of;
 use crate::review_source::{ReviewCsvTable, ReviewFile, ReviewLocation, ReviewPass};
 use crate::scheduler_api::SchedulerApi;
@@ -99,6 +100,7 @@ impl Engine {
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_query_planner(Arc::new(crate::parts::UbmQueryPlanner))
             .build();
         ubm_jobs::udf::register_all(&mut state).map_err(ClusterError::engine("registering functions"))?;
         let (ctx, jobs) = match &kind {
@@ -203,6 +205,15 @@ impl Engine {
             .await
             .map_err(ClusterError::engine(format!("opening the Parquet files under {url}")))?;
         Ok(df.into_unoptimized_plan())
+    }
+
+    /// Runs `plan` with every task writing its own rows as [`PartsSpec`] says (see
+    /// [`crate::parts`]): what comes back is one small report a task, never the rows.
+    pub async fn write_parts(&self, plan: LogicalPlan, spec: PartsSpec, job_name: &str) -> Result<Vec<PartReport>, ClusterError> {
+        let doing = format!("writing the part files of {job_name} into {}", spec.dir);
+        let plan = WriteParts::plan(plan, spec).map_err(ClusterError::engine("planning the part writers"))?;
+        let batches: Vec<_> = self.execute(plan, job_name).await?.try_collect().await.map_err(ClusterError::engine(doing))?;
+        PartReport::from_batches(&batches).map_err(ClusterError::engine("reading the part writers' reports"))
     }
 
     /// Runs `plan` and streams its result back to the caller. On Ballista, `job_name` names the

@@ -4,7 +4,8 @@
 //! Also home to what every node needs to run the plans: ubm's review source
 //! ([`review_source`]), the codecs that ship it ([`codec`]), the object stores ([`stores`],
 //! [`registry`]) and the scheduler and executor processes that carry all of it ([`node`]), with
-//! mutual TLS between them ([`tls`], material from [`certs`]).
+//! mutual TLS between them ([`tls`], material from [`certs`]); and the tasks that write their own
+//! rows into the lake ([`parts`]).
 
 pub mod address;
 pub mod certs;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod jobs;
 pub mod local;
 pub mod node;
+pub mod parts;
 pub mod registry;
 pub mod retry;
 pub mod review_scan;

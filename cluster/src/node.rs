@@ -41,6 +41,10 @@ pub fn for_ballista(mut config: SessionConfig) -> SessionConfig {
     // dynamic filters have been constructed"); the task then fails and the job never finishes.
     // Without the filter the join is the same, only unpruned.
     config.options_mut().optimizer.enable_join_dynamic_filter_pushdown = false;
+    // A Ballista task runs its partitions in isolation: a file scan must read exactly the file
+    // groups it was planned with, never take over a sibling partition's (DataFusion's advice for
+    // Ballista).
+    config.options_mut().execution.enable_file_stream_work_stealing = false;
     // One task per partition, as Spark runs one task per split. Ballista otherwise packs as many
     // partitions into one task as the executor has free cores: a review file's ranges would then
     // be one task on one executor, and a lost executor would cost every range it held.
@@ -49,10 +53,14 @@ pub fn for_ballista(mut config: SessionConfig) -> SessionConfig {
     config.with_option_extension(ballista).set_usize(ballista_core::config::BALLISTA_SCHEDULER_MAX_PARTITIONS_PER_TASK, 1)
 }
 
-/// Ballista's default session for `config`, plus ubm's functions and object stores.
+/// Ballista's default session for `config`, plus ubm's functions, object stores and planner
+/// ([`crate::parts::UbmQueryPlanner`]).
 pub fn session_state(config: SessionConfig) -> datafusion::common::Result<SessionState> {
     let base = ballista_core::utils::default_session_builder(for_ballista(config))?;
-    let mut state = datafusion::execution::SessionStateBuilder::new_from_existing(base).with_runtime_env(runtime()?).build();
+    let mut state = datafusion::execution::SessionStateBuilder::new_from_existing(base)
+        .with_runtime_env(runtime()?)
+        .with_query_planner(Arc::new(crate::parts::UbmQueryPlanner))
+        .build();
     ubm_jobs::udf::register_all(&mut state)?;
     Ok(state)
 }

@@ -274,7 +274,11 @@ pub(crate) fn file_groups(file: &ReviewFile, ranges: &[Split], tasks: usize) -> 
 pub(crate) fn scan_exec(file: Arc<ReviewFile>, pass: ReviewPass, groups: Vec<FileGroup>) -> Result<Arc<DataSourceExec>> {
     let store_url = file.location.store_url()?;
     let source = Arc::new(ReviewScanSource::new(file, pass));
-    let config = FileScanConfigBuilder::new(store_url, source).with_file_groups(groups).build();
+    // Each group is read by its own partition, in order: DataFusion would otherwise let an idle
+    // partition take ranges from a sibling's group (work stealing), and a task's records would
+    // no longer be one contiguous stretch of lines, which the part writers' reports and the
+    // rejects' file order rely on (see `crate::parts`).
+    let config = FileScanConfigBuilder::new(store_url, source).with_file_groups(groups).with_preserve_order(true).build();
     Ok(DataSourceExec::from_data_source(config))
 }
 

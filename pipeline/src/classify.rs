@@ -1,12 +1,9 @@
 //! classify: a review file into the classified table and its rejects, both committed whole.
 
-use base64::Engine as _;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
-use datafusion::arrow::compute::{cast, filter_record_batch, is_not_null, is_null};
-use datafusion::arrow::datatypes::{DataType, UInt64Type};
-use futures::TryStreamExt;
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use ubm_cluster::Engine;
-use ubm_jobs::schema::{CLASSIFIED, col};
+use ubm_cluster::parts::{PartReport, PartsKind, PartsSpec};
+use ubm_jobs::schema::CLASSIFIED;
 use ubm_jobs::{RunDate, classify_reviews};
 use url::Url;
 
@@ -69,73 +66,60 @@ impl StagedClassify {
     }
 }
 
-/// classify, up to the commit: runs the plan and stages both partitions.
+/// classify, up to the commit: the tasks that classify the file's ranges write the part files
+/// ([`ubm_cluster::parts`]); this checks their reports and stages the files they name.
 pub(crate) async fn classify_staged(engine: &Engine, source: &Url, output: ClassifyOutput<'_>) -> Result<StagedClassify> {
     let ClassifyOutput { lake, date, classified: out, rejects, stamp } = output;
     let job_name = format!("ubm classify {date}");
     let plan = classify_reviews(engine.review_records(source, &job_name).await?).map_err(PipelineError::query("planning classify"))?;
-    let mut stream = engine.execute(plan, &job_name).await?;
+    let tasks = lake.task_output(date, stamp)?;
+    let mut reports = engine.write_parts(plan, PartsSpec::new(tasks.url(), PartsKind::Reviews), &job_name).await?;
+    let counts = count_review_parts(&mut reports)?;
     let mut partition = lake.begin(out, date, stamp)?;
-    let mut file = partition.parquet("part-00000.parquet", CLASSIFIED.clone())?;
-    let mut counts = ClassifyCounts::default();
-    let mut rejected = Vec::new();
-    let mut seen = LineSet::default();
-    let classifying = format!("classifying {source}");
-    while let Some(batch) = stream.try_next().await.map_err(PipelineError::query(&classifying))? {
-        seen.insert_all(&batch)?;
-        counts.read += batch.num_rows() as u64;
-        let reasons = column(&batch, col::REJECT_REASON)?;
-        let good = filter_record_batch(&batch, &is_null(reasons.as_ref()).map_err(arrow_error)?).map_err(arrow_error)?;
-        counts.classified += good.num_rows() as u64;
-        counts.positive += true_count(&good, col::POSITIVE_REVIEW)?;
-        counts.null_reviews += true_count(&good, col::REVIEW_IS_NULL)?;
-        let cid = cast(&column(&good, col::CID)?, &DataType::Utf8).map_err(arrow_error)?;
-        let classified = RecordBatch::try_new(CLASSIFIED.clone(), vec![cid, column(&good, col::POSITIVE_REVIEW)?]).map_err(arrow_error)?;
-        file.write(&classified).await?;
-        if reasons.null_count() < batch.num_rows() {
-            let bad = filter_record_batch(&batch, &is_not_null(reasons.as_ref()).map_err(arrow_error)?).map_err(arrow_error)?;
-            counts.rejected += bad.num_rows() as u64;
-            append_rejects(&bad, &mut rejected)?;
-        }
+    let files: Vec<&str> = reports.iter().filter_map(|r| r.file.as_deref()).collect();
+    if partition.adopt_parts(&tasks, &files, "part", ".parquet").await? == 0 {
+        // A day without a readable review still has a table to read: one file, no rows.
+        partition.parquet("part-00000.parquet", CLASSIFIED.clone())?.close().await?;
     }
-    file.close().await?;
-    // Partitions finish in any order; a person reads rejects in file order.
-    rejected.sort_by_key(|(line, _)| *line);
-    let rejected: Vec<u8> = rejected.into_iter().flat_map(|(_, entry)| entry).collect();
     let mut rejects_partition = lake.begin(rejects, date, stamp)?;
-    rejects_partition.put("rejects.jsonl", rejected).await?;
+    let rejected: Vec<&str> = reports.iter().filter_map(|r| r.rejects_file.as_deref()).collect();
+    rejects_partition.adopt_parts(&tasks, &rejected, "rejects", ".jsonl").await?;
+    let strays = tasks.remove().await?;
+    if strays > 0 {
+        tracing::info!(files = strays, "removed the files of task attempts that did not count (retried or duplicated tasks)");
+    }
     Ok(StagedClassify { counts, classified: partition, rejects: rejects_partition, rejects_url: lake.partition_url(rejects, date)? })
 }
 
-fn arrow_error(source: datafusion::arrow::error::ArrowError) -> PipelineError {
-    PipelineError::Arrow { doing: "splitting classified and rejected records".to_string(), source }
-}
-
-/// The line numbers of the records received so far. Every record of the file has its own
-/// line, so a line seen twice means the engine delivered rows twice (as happened when Ballista
-/// ran a multi-partition scan of its own whole in every task). The task then
-/// fails (and is retried) instead of writing doubled numbers.
-#[derive(Default)]
-pub(crate) struct LineSet {
-    bits: Vec<u64>,
-}
-
-impl LineSet {
-    pub(crate) fn insert_all(&mut self, batch: &RecordBatch) -> Result<()> {
-        let lines = column(batch, col::LINE)?;
-        let lines = lines.as_primitive_opt::<UInt64Type>().ok_or_else(|| not_of_type(col::LINE, "UInt64"))?;
-        for line in lines.values().iter().map(|l| *l as usize) {
-            let (word, bit) = (line / 64, 1u64 << (line % 64));
-            if word >= self.bits.len() {
-                self.bits.resize(word + 1, 0);
-            }
-            if self.bits[word] & bit != 0 {
-                return Err(PipelineError::Duplicate { what: format!("the record on line {line}") });
-            }
-            self.bits[word] |= bit;
+/// The counts of a classify from its tasks' reports, which it sorts into file order. Every
+/// record has a line of its own and each task reads one contiguous range of the file, so the
+/// tasks' line ranges must not overlap: an overlap means the engine delivered records twice
+/// (as happened when Ballista ran a multi-partition scan whole in every task), and the task
+/// fails (and is retried) instead of committing doubled numbers.
+fn count_review_parts(reports: &mut [PartReport]) -> Result<ClassifyCounts> {
+    reports.sort_by_key(|r| r.lines);
+    tracing::debug!(?reports, "the classify tasks' reports");
+    let mut counts = ClassifyCounts::default();
+    let mut last_line: Option<u64> = None;
+    for report in reports.iter() {
+        if report.read != report.rows + report.rejected {
+            return Err(PipelineError::Internal {
+                what: format!("a task read {} records but wrote {} classified and {} rejected", report.read, report.rows, report.rejected),
+            });
         }
-        Ok(())
+        if let Some((first, last)) = report.lines {
+            if last_line.is_some_and(|previous| first <= previous) {
+                return Err(PipelineError::Duplicate { what: format!("the record on line {first}") });
+            }
+            last_line = Some(last);
+        }
+        counts.read += report.read;
+        counts.classified += report.rows;
+        counts.rejected += report.rejected;
+        counts.null_reviews += report.null_reviews;
+        counts.positive += report.positive;
     }
+    Ok(counts)
 }
 
 /// A column of a plan's output, by name.
@@ -143,60 +127,23 @@ pub(crate) fn column(batch: &RecordBatch, name: &str) -> Result<ArrayRef> {
     batch.column_by_name(name).cloned().ok_or_else(|| PipelineError::Internal { what: format!("the plan's output has no column `{name}`") })
 }
 
-pub(crate) fn not_of_type(name: &str, expected: &str) -> PipelineError {
-    PipelineError::Internal { what: format!("the plan's column `{name}` is not {expected}") }
-}
-
-fn true_count(batch: &RecordBatch, name: &str) -> Result<u64> {
-    let values = column(batch, name)?;
-    let flags: &BooleanArray = values.as_boolean_opt().ok_or_else(|| not_of_type(name, "boolean"))?;
-    Ok(flags.true_count() as u64)
-}
-
-/// One JSON line per rejected record: `line`, `reason` and the record, as text when it is
-/// UTF-8 and as `record_base64` otherwise, so that nothing of it is lost. Kept with its line
-/// number for sorting.
-fn append_rejects(bad: &RecordBatch, out: &mut Vec<(u64, Vec<u8>)>) -> Result<()> {
-    let lines = column(bad, col::LINE)?;
-    let lines = lines.as_primitive_opt::<UInt64Type>().ok_or_else(|| not_of_type(col::LINE, "UInt64"))?;
-    let reasons = column(bad, col::REJECT_REASON)?;
-    let reasons = reasons.as_string_opt::<i32>().ok_or_else(|| not_of_type(col::REJECT_REASON, "Utf8"))?;
-    let records = column(bad, col::REJECTED_RECORD)?;
-    let records = records.as_binary_opt::<i32>().ok_or_else(|| not_of_type(col::REJECTED_RECORD, "Binary"))?;
-    for i in 0..bad.num_rows() {
-        let raw = records.value(i);
-        let mut entry = serde_json::json!({"line": lines.value(i), "reason": reasons.value(i)});
-        match std::str::from_utf8(raw) {
-            Ok(text) => entry["record"] = text.into(),
-            Err(_) => entry["record_base64"] = base64::engine::general_purpose::STANDARD.encode(raw).into(),
-        }
-        let mut json = entry.to_string().into_bytes();
-        json.push(b'\n');
-        out.push((lines.value(i), json));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use datafusion::arrow::array::UInt64Array;
-    use datafusion::arrow::datatypes::{Field, Schema};
-
     use super::*;
 
-    fn lines(values: &[u64]) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![Field::new(col::LINE, DataType::UInt64, false)]));
-        RecordBatch::try_new(schema, vec![Arc::new(UInt64Array::from(values.to_vec()))]).expect("batch")
+    fn part(lines: Option<(u64, u64)>, rows: u64, rejected: u64) -> PartReport {
+        PartReport { rows, rejected, read: rows + rejected, lines, ..PartReport::default() }
     }
 
     #[test]
-    fn a_record_delivered_twice_is_refused_across_batches() {
-        let mut seen = LineSet::default();
-        seen.insert_all(&lines(&[2, 3, 700])).expect("first delivery");
-        seen.insert_all(&lines(&[4, 65, 64])).expect("new lines");
-        let err = seen.insert_all(&lines(&[5, 700])).expect_err("line 700 again");
-        assert!(err.to_string().contains("line 700 twice"), "{err}");
+    fn task_reports_are_counted_in_file_order_and_overlapping_lines_refused() {
+        let mut reports = vec![part(Some((40, 90)), 30, 1), part(None, 0, 0), part(Some((2, 39)), 20, 0)];
+        let counts = count_review_parts(&mut reports).expect("disjoint");
+        assert_eq!((counts.read, counts.classified, counts.rejected), (51, 50, 1));
+        assert_eq!(reports[2].lines, Some((40, 90)), "sorted by first line");
+        let err = count_review_parts(&mut [part(Some((2, 50)), 10, 0), part(Some((50, 90)), 5, 0)]).expect_err("line 50 twice");
+        assert!(err.to_string().contains("line 50 twice"), "{err}");
+        let mut miscounted = [PartReport { read: 3, rows: 1, ..PartReport::default() }];
+        assert!(count_review_parts(&mut miscounted).is_err(), "read = classified + rejected in every task");
     }
 }

@@ -3,9 +3,9 @@
 //! ```text
 //! <lake>/raw/movie_review/insert_date=D/movie_review.csv
 //! <lake>/stage/user_purchase/insert_date=D/part-00000.parquet
-//! <lake>/stage/movie_review/insert_date=D/part-00000.parquet
-//! <lake>/warehouse/user_behavior_metric/insert_date=D/part-00000.parquet
-//! <lake>/rejects/movie_review/insert_date=D/rejects.jsonl
+//! <lake>/stage/movie_review/insert_date=D/part-00000.parquet …
+//! <lake>/warehouse/user_behavior_metric/insert_date=D/part-00000.parquet …
+//! <lake>/rejects/movie_review/insert_date=D/rejects-00000.jsonl …
 //! <lake>/_runs/D.json
 //! ```
 //! A partition is written into a staging area first and then replaces the old one whole, with
@@ -24,17 +24,13 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::AsyncArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use ubm_cluster::parts::parquet_properties;
 use ubm_cluster::stores::{location_url, object_store_for};
 use serde::{Deserialize, Serialize};
 use ubm_jobs::RunDate;
 use url::Url;
 
 use crate::error::{PipelineError, Result};
-
-/// Rows per Parquet row group of the files ubm writes (see [`PartitionWrite::parquet`]).
-const ROW_GROUP_ROWS: usize = 122_880;
 
 /// A table of the lake, as `zone/name` relative to the lake's root (`""` is the root itself,
 /// for `ubm classify --output DIR`, which writes `DIR/insert_date=D/`).
@@ -136,6 +132,15 @@ impl Lake {
     pub fn begin(&self, table: Table, date: RunDate, stamp: &RunStamp) -> Result<PartitionWrite> {
         let staging = self.join(&format!("_staging/{date}/{}/{}/", stamp.run_id, uuid::Uuid::new_v4()))?;
         Ok(PartitionWrite { lake: self.clone(), table, date, stamp: stamp.clone(), staging, files: Vec::new(), committed: false })
+    }
+
+    /// A fresh directory for the part files of one job's tasks ([`ubm_cluster::parts`]), under
+    /// the run's staging area. It never becomes a partition: the files the tasks report are
+    /// adopted into one ([`PartitionWrite::adopt_parts`]) and the directory is removed with
+    /// whatever else is in it (files of failed or duplicate task attempts).
+    pub fn task_output(&self, date: RunDate, stamp: &RunStamp) -> Result<TaskOutput> {
+        let url = self.join(&format!("_staging/{date}/{}/tasks-{}/", stamp.run_id, uuid::Uuid::new_v4()))?;
+        Ok(TaskOutput { lake: self.clone(), url, removed: false })
     }
 
     /// Removes what runs of `date` other than `run_id` staged: only the holder of the date's
@@ -273,13 +278,28 @@ impl PartitionWrite {
         let path = self.staged(name)?;
         let url = self.staging.join(name).map_or_else(|_| name.to_string(), |u| u.to_string());
         let sink = object_store::buffered::BufWriter::new(self.lake.store.clone(), path);
-        // Row groups of 122,880 rows (DuckDB's size): the writer holds one encoded row group in
-        // memory, so with the default of 1 Mi rows a staged purchases file alone held ~100 MB at
-        // SF 16, and peak memory grew with the day's data.
-        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).set_max_row_group_row_count(Some(ROW_GROUP_ROWS)).build();
-        let writer = AsyncArrowWriter::try_new(sink, schema, Some(props))
+        let writer = AsyncArrowWriter::try_new(sink, schema, Some(parquet_properties()))
             .map_err(|source| PipelineError::Parquet { url: url.clone(), source })?;
         Ok(ParquetFile { writer, rows: 0, url })
+    }
+
+    /// Where the files are staged until the commit (a directory URL): a reader may check them
+    /// there before they are committed.
+    pub fn staging_url(&self) -> &Url {
+        &self.staging
+    }
+
+    /// Moves the task files `names` (in `tasks`) into the partition as `{stem}-00000{ext}`,
+    /// `{stem}-00001{ext}`, … in the order given: the names the contract gives part files.
+    /// Returns how many.
+    pub async fn adopt_parts(&mut self, tasks: &TaskOutput, names: &[&str], stem: &str, ext: &str) -> Result<usize> {
+        for (i, name) in names.iter().enumerate() {
+            let from = self.lake.path_of(&tasks.file(name)?)?;
+            let to = self.staged(&format!("{stem}-{i:05}{ext}"))?;
+            // One rename on a local lake; a server-side copy and a delete on S3.
+            self.lake.store.rename(&from, &to).await.map_err(self.lake.store_error("moving a task's file to", &to))?;
+        }
+        Ok(names.len())
     }
 
     /// Writes a whole file `name` from memory.
@@ -366,6 +386,76 @@ impl PartitionWrite {
         store.delete(&staged_marker).await.map_err(self.lake.store_error("deleting", &staged_marker))?;
         Ok(())
     }
+}
+
+/// A directory the tasks of one job write their part files into, see [`Lake::task_output`].
+/// Dropping it without [`TaskOutput::remove`] removes it on a local lake; on an object store
+/// what is left stays under `_staging/`, outside every table, until the next run of the date
+/// removes it.
+#[derive(Debug)]
+pub struct TaskOutput {
+    lake: Lake,
+    url: Url,
+    removed: bool,
+}
+
+impl TaskOutput {
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The URL of the file `name` a task reported; a name that is not a plain file name (one a
+    /// task of ubm's would never report) is refused.
+    pub fn file(&self, name: &str) -> Result<Url> {
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(PipelineError::Internal { what: format!("a task reported the file `{name}`, which is not a file name") });
+        }
+        self.url.join(name).map_err(|e| PipelineError::Internal { what: format!("a task's file `{name}` under {}: {e}", self.url) })
+    }
+
+    /// Removes the directory and everything still in it; returns how many files that was.
+    pub async fn remove(mut self) -> Result<usize> {
+        self.removed = true;
+        let dir = self.lake.path_of(&self.url)?;
+        if let Some(local) = self.lake.local_path(&dir) {
+            return tokio::task::spawn_blocking(move || remove_local_dir(&local))
+                .await
+                .map_err(|e| PipelineError::Stopped { what: "removing a task directory", source: Some(e) })?;
+        }
+        let listed: Vec<Path> =
+            self.lake.store.list(Some(&dir)).map_ok(|m| m.location).try_collect().await.map_err(self.lake.store_error("listing", &dir))?;
+        for path in &listed {
+            self.lake.store.delete(path).await.map_err(self.lake.store_error("deleting", path))?;
+        }
+        Ok(listed.len())
+    }
+}
+
+impl Drop for TaskOutput {
+    fn drop(&mut self) {
+        if self.removed {
+            return;
+        }
+        let Some(dir) = self.lake.path_of(&self.url).ok().and_then(|p| self.lake.local_path(&p)) else { return };
+        let remove = move || drop(remove_local_dir(&dir));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(remove)),
+            Err(_) => remove(),
+        }
+    }
+}
+
+/// Removes a local directory and its contents, then its parents while they are empty; returns
+/// how many files it held (a missing directory held none).
+fn remove_local_dir(dir: &FsPath) -> Result<usize> {
+    let files = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.count(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(PipelineError::io("listing", dir)(e)),
+    };
+    std::fs::remove_dir_all(dir).map_err(PipelineError::io("removing", dir))?;
+    remove_empty_parents(dir);
+    Ok(files)
 }
 
 /// The last segment of a staging directory's path (the run id).
@@ -543,6 +633,50 @@ mod tests {
         assert_eq!(objects, [format!("{partition}/_SUCCESS"), format!("{partition}/part-00000.parquet")], "no staging left, no stale file");
         let got = store.get(&Path::from(format!("{partition}/part-00000.parquet"))).await.expect("get").bytes().await.expect("bytes");
         assert_eq!(&got[..], b"new");
+    }
+
+    /// A job's tasks wrote three files; two were reported (the third is what a failed or
+    /// duplicate attempt leaves). Only the reported two reach the partition, under the
+    /// contract's names in the order given, and nothing is left in the staging area.
+    async fn only_reported_task_files_are_committed(lake: &Lake) -> Vec<(String, Vec<u8>)> {
+        let stamp = RunStamp::unleased();
+        let tasks = lake.task_output(date(), &stamp).expect("task output");
+        for name in ["part-a.parquet", "part-b.parquet", "part-zombie.parquet"] {
+            let path = lake.path_of(&tasks.file(name).expect("file")).expect("path");
+            lake.store.put(&path, PutPayload::from(name.as_bytes().to_vec())).await.expect("put");
+        }
+        assert!(tasks.file("../x").is_err() && tasks.file("a/b").is_err(), "only plain names are adopted");
+        let mut partition = lake.begin(Table::METRIC, date(), &stamp).expect("begin");
+        assert_eq!(partition.adopt_parts(&tasks, &["part-b.parquet", "part-a.parquet"], "part", ".parquet").await.expect("adopt"), 2);
+        assert_eq!(tasks.remove().await.expect("remove"), 1, "the unreported file is removed");
+        partition.commit().await.expect("commit");
+        let mut objects = Vec::new();
+        let root = lake.path_of(lake.root()).expect("root");
+        let listed: Vec<Path> = lake.store.list(Some(&root)).map_ok(|m| m.location).try_collect().await.expect("list");
+        for path in listed {
+            let bytes = lake.store.get(&path).await.expect("get").bytes().await.expect("bytes");
+            objects.push((path.to_string(), bytes.to_vec()));
+        }
+        objects.sort();
+        objects
+    }
+
+    #[tokio::test]
+    async fn only_reported_task_files_reach_a_local_or_object_store_partition() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let local = Lake::open(&dir.path().display().to_string()).await.expect("lake");
+        let objects = only_reported_task_files_are_committed(&local).await;
+        let names: Vec<&str> = objects.iter().map(|(p, _)| p.rsplit('/').next().unwrap_or_default()).collect();
+        assert_eq!(names, ["_SUCCESS", "part-00000.parquet", "part-00001.parquet"]);
+        assert_eq!(objects[1].1, b"part-b.parquet", "the order given");
+        assert!(dir_listing(&dir.path().join("_staging")).is_empty(), "no staging left");
+
+        let store = Arc::new(InMemory::new());
+        let remote = Lake::on_store(Url::parse("s3://bucket/lake").expect("url"), store);
+        let objects = only_reported_task_files_are_committed(&remote).await;
+        let partition = "lake/warehouse/user_behavior_metric/insert_date=2011-12-31";
+        let paths: Vec<String> = objects.iter().map(|(p, _)| p.clone()).collect();
+        assert_eq!(paths, [format!("{partition}/_SUCCESS"), format!("{partition}/part-00000.parquet"), format!("{partition}/part-00001.parquet")]);
     }
 
     #[tokio::test]

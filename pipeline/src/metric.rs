@@ -5,15 +5,20 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Int32Type, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Int64Type, Schema};
+use datafusion::common::ScalarValue;
+use datafusion::functions_aggregate::expr_fn::{count, count_distinct};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion::prelude::{col, lit};
 use futures::TryStreamExt;
 use ubm_cluster::Engine;
+use ubm_cluster::parts::{PartsKind, PartsSpec};
 use ubm_jobs::metric::{INVALID_CID, NO_CUSTOMER, REVIEWS, review_matches};
 use ubm_jobs::schema::{USER_BEHAVIOR_METRIC, col};
 use ubm_jobs::{RunDate, Semantics, user_behavior_metric};
 use url::Url;
 
-use crate::classify::{column, not_of_type};
+use crate::classify::column;
 use crate::error::{PipelineError, Result};
 use crate::lake::{Lake, RunStamp, Table};
 
@@ -23,69 +28,111 @@ pub(crate) struct MetricOutput {
     pub invalid_cid: u64,
     pub no_customer: u64,
     pub partition: Url,
-    pub batches: Vec<RecordBatch>,
+    /// The customers who spent most, for the summary: [`TOP_CUSTOMERS`] rows at most.
+    pub top_customers: Vec<RecordBatch>,
 }
 
-/// Runs `plan` to the end and keeps its rows.
-async fn collect(engine: &Engine, plan: datafusion::logical_expr::LogicalPlan, job: String) -> Result<Vec<RecordBatch>> {
+/// How many of the day's customers the run's summary shows.
+pub const TOP_CUSTOMERS: usize = 5;
+
+/// Runs `plan` to the end and keeps its rows (plans of a few rows only).
+async fn collect(engine: &Engine, plan: LogicalPlan, job: String) -> Result<Vec<RecordBatch>> {
     let stream = engine.execute(plan, &job).await?;
     stream.try_collect().await.map_err(PipelineError::query(job))
 }
 
-/// metric: the day's staged purchases and reviews into the warehouse table of the lake.
+/// metric: the day's staged purchases and reviews into the warehouse table of the lake. The
+/// tasks that compute the table write it ([`ubm_cluster::parts`]); the staged files are then
+/// read back to check one row per customer before they are committed.
 pub(crate) async fn metric(engine: &Engine, lake: &Lake, date: RunDate, semantics: Semantics, stamp: &RunStamp) -> Result<MetricOutput> {
     let purchases = engine.parquet(&lake.partition_url(Table::STAGE_PURCHASES, date)?).await?;
     let classified = engine.parquet(&lake.partition_url(Table::STAGE_REVIEWS, date)?).await?;
     let plan = user_behavior_metric(purchases.clone(), classified.clone(), date, semantics)
+        .and_then(without_partition_column)
         .map_err(PipelineError::query("planning the metric"))?;
-    let batches = collect(engine, plan, format!("ubm metric {date}")).await?;
-    check_one_row_per_customer(&batches)?;
+    let tasks = lake.task_output(date, stamp)?;
+    let reports = engine.write_parts(plan, PartsSpec::new(tasks.url(), PartsKind::Rows), &format!("ubm metric {date}")).await?;
+    let mut partition = lake.begin(Table::METRIC, date, stamp)?;
+    let files: Vec<&str> = reports.iter().filter_map(|r| r.file.as_deref()).collect();
+    if partition.adopt_parts(&tasks, &files, "part", ".parquet").await? == 0 {
+        partition.parquet("part-00000.parquet", file_schema()?)?.close().await?;
+    }
+    tasks.remove().await?;
+    let rows: u64 = reports.iter().map(|r| r.rows).sum();
+    let staged = engine.parquet(partition.staging_url()).await?;
+    check_one_row_per_customer(engine, staged.clone(), rows, date).await?;
+    let top_customers = collect(engine, top_customers(staged, date)?, format!("ubm metric {date}: top customers")).await?;
     let plan = review_matches(purchases, classified).map_err(PipelineError::query("planning the review matches"))?;
     let matches = collect(engine, plan, format!("ubm review matches {date}")).await?;
     let match_rows: usize = matches.iter().map(RecordBatch::num_rows).sum();
     if match_rows != 1 {
         return Err(PipelineError::Internal { what: format!("the engine delivered {match_rows} rows for a one-row aggregate") });
     }
-    let sum_of = |name: &str| -> Result<u64> {
-        let mut total = 0;
-        for batch in &matches {
-            let values = cast(&column(batch, name)?, &DataType::Int64).map_err(PipelineError::arrow("summing the review matches"))?;
-            total += values.as_primitive::<Int64Type>().iter().flatten().sum::<i64>() as u64;
-        }
-        Ok(total)
-    };
-    tracing::debug!(reviews = sum_of(REVIEWS)?, "matched reviews against customers");
-    let mut partition = lake.begin(Table::METRIC, date, stamp)?;
-    // As Spark's partitionBy, the partition column lives in the directory name only.
-    let schema = USER_BEHAVIOR_METRIC.clone();
-    let without_date: Vec<usize> = (0..schema.fields().len()).filter(|i| schema.field(*i).name() != col::INSERT_DATE).collect();
-    let projecting = || PipelineError::arrow("dropping the partition column");
-    let file_schema = Arc::new(schema.project(&without_date).map_err(projecting())?);
-    let mut file = partition.parquet("part-00000.parquet", file_schema)?;
-    for batch in &batches {
-        file.write(&batch.project(&without_date).map_err(projecting())?).await?;
-    }
-    let rows = file.close().await?;
+    tracing::debug!(reviews = sum_of(&matches, REVIEWS)?, "matched reviews against customers");
     Ok(MetricOutput {
         rows,
-        invalid_cid: sum_of(INVALID_CID)?,
-        no_customer: sum_of(NO_CUSTOMER)?,
+        invalid_cid: sum_of(&matches, INVALID_CID)?,
+        no_customer: sum_of(&matches, NO_CUSTOMER)?,
         partition: partition.commit().await?,
-        batches,
+        top_customers,
     })
 }
 
-/// The metric has one row per customer; more means the engine delivered rows twice.
-fn check_one_row_per_customer(batches: &[RecordBatch]) -> Result<()> {
-    let mut customers = std::collections::HashSet::new();
+/// The sum of column `name` over `batches`.
+fn sum_of(batches: &[RecordBatch], name: &str) -> Result<u64> {
+    let mut total = 0;
     for batch in batches {
-        let ids = column(batch, col::CUSTOMERID)?;
-        let ids = ids.as_primitive_opt::<Int32Type>().ok_or_else(|| not_of_type(col::CUSTOMERID, "Int32"))?;
-        for id in ids.iter().flatten() {
-            if !customers.insert(id) {
-                return Err(PipelineError::Duplicate { what: format!("customer {id}") });
-            }
-        }
+        let values = cast(&column(batch, name)?, &DataType::Int64).map_err(PipelineError::arrow("summing the review matches"))?;
+        total += values.as_primitive::<Int64Type>().iter().flatten().sum::<i64>() as u64;
+    }
+    Ok(total)
+}
+
+/// The metric's columns but the partition column: as with Spark's `partitionBy`, the date lives
+/// in the directory name only.
+fn without_partition_column(plan: LogicalPlan) -> datafusion::common::Result<LogicalPlan> {
+    let columns: Vec<Expr> = file_columns().map(col).collect();
+    LogicalPlanBuilder::from(plan).project(columns)?.build()
+}
+
+fn file_columns() -> impl Iterator<Item = &'static str> {
+    USER_BEHAVIOR_METRIC.fields().iter().map(|f| f.name().as_str()).filter(|name| *name != col::INSERT_DATE)
+}
+
+fn file_schema() -> Result<Arc<Schema>> {
+    let schema = USER_BEHAVIOR_METRIC.clone();
+    let indices: Vec<usize> = file_columns().filter_map(|name| schema.index_of(name).ok()).collect();
+    Ok(Arc::new(schema.project(&indices).map_err(PipelineError::arrow("dropping the partition column"))?))
+}
+
+/// The [`TOP_CUSTOMERS`] customers of `metric` (the day's files) who spent most, ties by id,
+/// with the date.
+fn top_customers(metric: LogicalPlan, date: RunDate) -> Result<LogicalPlan> {
+    let planning = PipelineError::query("planning the top customers");
+    let date = lit(ScalarValue::Date32(Some(date.days_since_epoch()))).alias(col::INSERT_DATE);
+    let columns: Vec<Expr> = file_columns().map(col).chain([date]).collect();
+    LogicalPlanBuilder::from(metric)
+        .sort(vec![col(col::AMOUNT_SPENT).sort(false, true), col(col::CUSTOMERID).sort(true, true)])
+        .and_then(|b| b.limit(0, Some(TOP_CUSTOMERS)))
+        .and_then(|b| b.project(columns))
+        .and_then(|b| b.build())
+        .map_err(planning)
+}
+
+/// The metric has one row per customer, and the staged files hold the rows the tasks reported:
+/// read back before the commit, so a file written twice or lost is never published.
+async fn check_one_row_per_customer(engine: &Engine, staged: LogicalPlan, reported: u64, date: RunDate) -> Result<()> {
+    let plan = LogicalPlanBuilder::from(staged)
+        .aggregate(Vec::<Expr>::new(), vec![count(lit(1)).alias("rows"), count_distinct(col(col::CUSTOMERID)).alias("customers")])
+        .and_then(|b| b.build())
+        .map_err(PipelineError::query("planning the check of the staged metric"))?;
+    let batches = collect(engine, plan, format!("ubm metric {date}: check")).await?;
+    let (rows, customers) = (sum_of(&batches, "rows")?, sum_of(&batches, "customers")?);
+    if rows != reported {
+        return Err(PipelineError::Internal { what: format!("the metric's tasks reported {reported} rows, but their files hold {rows}") });
+    }
+    if customers != rows {
+        return Err(PipelineError::Duplicate { what: format!("{} rows of the same customers", rows - customers) });
     }
     Ok(())
 }
@@ -93,19 +140,25 @@ fn check_one_row_per_customer(batches: &[RecordBatch]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use datafusion::arrow::array::Int32Array;
-    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::arrow::datatypes::Field;
+    use ubm_cluster::EngineKind;
 
     use super::*;
 
-    fn customers(values: &[i32]) -> RecordBatch {
+    fn customers(engine: &Engine, ids: &[i32]) -> LogicalPlan {
         let schema = Arc::new(Schema::new(vec![Field::new(col::CUSTOMERID, DataType::Int32, true)]));
-        RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(values.to_vec()))]).expect("batch")
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(ids.to_vec()))]).expect("batch");
+        engine.context().read_batch(batch).expect("plan").into_unoptimized_plan()
     }
 
-    #[test]
-    fn a_customer_delivered_twice_is_refused() {
-        check_one_row_per_customer(&[customers(&[1, 2]), customers(&[3])]).expect("distinct");
-        let err = check_one_row_per_customer(&[customers(&[1, 2]), customers(&[2])]).expect_err("2 again");
-        assert!(err.to_string().contains("customer 2 twice"), "{err}");
+    #[tokio::test]
+    async fn staged_metric_files_with_a_customer_twice_or_rows_unreported_are_refused() {
+        let engine = Engine::start(EngineKind::Local).await.expect("engine");
+        let date: RunDate = "2011-12-31".parse().expect("date");
+        check_one_row_per_customer(&engine, customers(&engine, &[1, 2, 3]), 3, date).await.expect("one row each");
+        let err = check_one_row_per_customer(&engine, customers(&engine, &[1, 2, 2]), 3, date).await.expect_err("2 twice");
+        assert!(err.to_string().contains("twice"), "{err}");
+        let err = check_one_row_per_customer(&engine, customers(&engine, &[1, 2, 3]), 2, date).await.expect_err("a file nobody reported");
+        assert!(err.to_string().contains("reported 2 rows"), "{err}");
     }
 }

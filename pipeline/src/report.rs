@@ -74,9 +74,10 @@ pub struct RunReport {
     pub counts_reconcile: bool,
     /// Where the day's table is in the lake.
     pub metric_partition: Option<String>,
-    /// The day's rows, for the summary (not serialized: the lake holds them).
+    /// The day's customers who spent most (a few rows, for the summary; not serialized: the
+    /// lake holds the table).
     #[serde(skip)]
-    pub metric: Vec<RecordBatch>,
+    pub top_customers: Vec<RecordBatch>,
 }
 
 impl RunReport {

@@ -114,7 +114,7 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
         counts: Counts::default(),
         counts_reconcile: true,
         metric_partition: None,
-        metric: Vec::new(),
+        top_customers: Vec::new(),
     };
     retrying("writing the run report", policy, || write_report(lake, lease, &report)).await.0?;
 
@@ -141,7 +141,7 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
 
     let mut tasks = vec![ingest, extract, classify];
     let mut counts = Counts { purchase_rows_extracted: purchases.unwrap_or(0), ..review_counts(classified.as_ref()) };
-    let mut metric_rows = Vec::new();
+    let mut top_customers = Vec::new();
     let mut metric_partition = None;
     if classified.is_some() && purchases.is_some() {
         let (task, metric) = run_task("metric", policy, || metric(engine, lake, date, config.semantics, stamp)).await;
@@ -151,7 +151,7 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
             counts.reviews_invalid_cid = m.invalid_cid;
             counts.reviews_without_customer = m.no_customer;
             metric_partition = Some(m.partition.to_string());
-            metric_rows = m.batches;
+            top_customers = m.top_customers;
         }
     } else {
         tasks.push(TaskReport::skipped("metric", "classify or extract failed"));
@@ -160,7 +160,7 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
         (None, _) => TaskReport::skipped("load", "no --warehouse configured; the lake table is the output"),
         (Some(_), false) => TaskReport::skipped("load", "metric failed"),
         (Some(url), true) => {
-            let (task, rows) = run_task("load", policy, || crate::warehouse::load_metric(url, date, &metric_rows)).await;
+            let (task, rows) = run_task("load", policy, || crate::warehouse::load_metric(url, date, engine, lake)).await;
             counts.warehouse_rows_loaded = rows;
             task
         }
@@ -173,7 +173,7 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
     report.tasks = tasks;
     report.counts = counts;
     report.metric_partition = metric_partition;
-    report.metric = metric_rows;
+    report.top_customers = top_customers;
     retrying("writing the run report", policy, || write_report(lake, lease, &report)).await.0?;
     Ok(report)
 }

@@ -45,7 +45,7 @@ pub fn summary(report: &RunReport, config: &RunConfig) -> Result<String> {
 
 fn top_customers(report: &RunReport, out: &mut String) -> Result<()> {
     let mut rows = Vec::new();
-    for batch in &report.metric {
+    for batch in &report.top_customers {
         rows.extend(customer_rows(batch, "the day's metric")?);
     }
     if rows.is_empty() {

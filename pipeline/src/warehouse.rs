@@ -3,9 +3,14 @@
 //! `pg_advisory_xact_lock`, which the load takes: it is not supported as is (and never was tested).
 
 use datafusion::arrow::record_batch::RecordBatch;
-use futures::SinkExt;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::LogicalPlanBuilder;
+use datafusion::prelude::{col, lit};
+use futures::{SinkExt, TryStreamExt};
+use ubm_cluster::Engine;
+use ubm_jobs::schema::{AMOUNT_SPENT, USER_BEHAVIOR_METRIC, col};
 
-use ubm_jobs::schema::AMOUNT_SPENT;
+use crate::lake::{Lake, Table};
 
 use crate::error::{PipelineError, Result};
 use crate::oltp::{connect_postgres, postgres_error};
@@ -16,9 +21,19 @@ pub const METRIC_DDL: &str = "CREATE TABLE IF NOT EXISTS public.user_behavior_me
     customerid INTEGER, amount_spent DECIMAL(18, 5), review_score INTEGER,
     review_count INTEGER, insert_date DATE)";
 
-/// Replaces date `date`'s rows of `public.user_behavior_metric` with `batches` (schema
-/// [`ubm_jobs::schema::USER_BEHAVIOR_METRIC`]); readers see the old day or the new day whole.
-pub async fn load_metric(url: &SecretUrl, date: ubm_jobs::RunDate, batches: &[RecordBatch]) -> Result<u64> {
+/// Replaces date `date`'s rows of `public.user_behavior_metric` with the lake's committed metric
+/// partition of `date`, streamed from its files; readers see the old day or the new day whole.
+pub async fn load_metric(url: &SecretUrl, date: ubm_jobs::RunDate, engine: &Engine, lake: &Lake) -> Result<u64> {
+    let partition = lake.partition_url(Table::METRIC, date)?;
+    let with_date = LogicalPlanBuilder::from(engine.parquet(&partition).await?)
+        .project(USER_BEHAVIOR_METRIC.fields().iter().map(|f| match f.name().as_str() {
+            col::INSERT_DATE => lit(ScalarValue::Date32(Some(date.days_since_epoch()))).alias(col::INSERT_DATE),
+            name => col(name),
+        }))
+        .and_then(|b| b.build())
+        .map_err(PipelineError::query("planning the load"))?;
+    let reading = format!("reading {partition}");
+    let mut rows = engine.execute(with_date, &format!("ubm load {date}")).await?;
     let mut client = connect_postgres(url).await?;
     let loading = || postgres_error("loading public.user_behavior_metric", url);
     let tx = client.transaction().await.map_err(loading())?;
@@ -38,7 +53,9 @@ pub async fn load_metric(url: &SecretUrl, date: ubm_jobs::RunDate, batches: &[Re
         .await
         .map_err(loading())?;
     futures::pin_mut!(sink);
-    sink.send(bytes::Bytes::from(to_csv(batches)?)).await.map_err(loading())?;
+    while let Some(batch) = rows.try_next().await.map_err(PipelineError::query(&reading))? {
+        sink.send(bytes::Bytes::from(to_csv(&batch)?)).await.map_err(loading())?;
+    }
     let rows = sink.finish().await.map_err(loading())?;
     tx.commit().await.map_err(postgres_error("committing the load of public.user_behavior_metric", url))?;
     Ok(rows)
@@ -93,13 +110,12 @@ async fn check_columns(tx: &tokio_postgres::Transaction<'_>, url: &SecretUrl) ->
 }
 
 /// Arrow's CSV writer prints decimals exactly (`123.45000`) and dates as `YYYY-MM-DD`.
-fn to_csv(batches: &[RecordBatch]) -> Result<Vec<u8>> {
+fn to_csv(batch: &RecordBatch) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    {
-        let mut writer = arrow::csv::WriterBuilder::new().with_header(false).build(&mut out);
-        for batch in batches {
-            writer.write(batch).map_err(PipelineError::arrow("encoding the metric for the warehouse"))?;
-        }
-    }
+    arrow::csv::WriterBuilder::new()
+        .with_header(false)
+        .build(&mut out)
+        .write(batch)
+        .map_err(PipelineError::arrow("encoding the metric for the warehouse"))?;
     Ok(out)
 }

@@ -21,7 +21,7 @@ pub struct ClassifyArgs {
     #[arg(long)]
     pub date: RunDate,
     /// Output table directory or s3:// prefix: writes DIR/insert_date=D/ and
-    /// DIR/_rejects/insert_date=D/rejects.jsonl.
+    /// DIR/_rejects/insert_date=D/rejects-NNNNN.jsonl.
     #[arg(long, value_name = "DIR|URL")]
     pub output: String,
     #[command(flatten)]
@@ -51,7 +51,7 @@ pub async fn classify(args: ClassifyArgs) -> Result<ExitCode> {
             counts.classified, counts.read, counts.positive, counts.null_reviews, counts.rejected
         );
         if counts.rejected > 0 {
-            println!("rejects:   {}rejects.jsonl", lake.partition_url(Table("_rejects"), args.date)?);
+            println!("rejects:   {}rejects-*.jsonl", lake.partition_url(Table("_rejects"), args.date)?);
         }
     }
     Ok(ExitCode::SUCCESS)

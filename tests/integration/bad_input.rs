@@ -41,7 +41,7 @@ fn unreadable_records_go_to_rejects_with_line_and_reason() {
     assert_eq!(rows, vec!["1|true", "4|true", "7|false"]);
     assert!(partition(&out, "", DATE).join("_SUCCESS").exists());
 
-    let rejects = std::fs::read_to_string(partition(&out, "_rejects", DATE).join("rejects.jsonl")).expect("rejects");
+    let rejects = crate::common::rejects_text(&partition(&out, "_rejects", DATE));
     let rejects: Vec<serde_json::Value> = rejects.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
     let lines: Vec<u64> = rejects.iter().map(|r| r["line"].as_u64().expect("line")).collect();
     assert_eq!(lines, vec![3, 4, 7, 8, 10]);

@@ -137,6 +137,18 @@ impl Drop for TestDb {
     }
 }
 
+/// The rejects of a committed partition `dir`: its `rejects-NNNNN.jsonl` parts, in name order
+/// (which is the file's order), as one text.
+pub fn rejects_text(dir: &Path) -> String {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("rejects-")) && p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    files.iter().map(|f| std::fs::read_to_string(f).expect("rejects part")).collect()
+}
+
 /// Every row of the Parquet files in `dir` as text (`a|b|c`), sorted, for whole-table
 /// comparisons.
 pub fn parquet_rows(dir: &Path) -> Vec<String> {
