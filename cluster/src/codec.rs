@@ -27,7 +27,9 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig};
 use datafusion::datasource::source::DataSourceExec;
 use ubm_jobs::splits::Split;
 
+use crate::copy::{CopyExec, CopyTable, FileCopy};
 use crate::parts::{PartsSpec, WriteParts, WritePartsExec};
+use crate::pg_slices::{PgExtract, PgSliceSource, PgSliceTable, Slice, pg_scan_exec, slices_of};
 use crate::review_scan::{ReviewScanSource, splits_in};
 use crate::review_source::{FileVersion, ReviewCsvTable, ReviewFile, ReviewLocation, ReviewPass, part_file, scan_exec};
 
@@ -35,6 +37,25 @@ use crate::review_source::{FileVersion, ReviewCsvTable, ReviewFile, ReviewLocati
 const MAGIC: &[u8] = b"UBM1:";
 /// Prefix of a [`WriteParts`] / [`WritePartsExec`] payload: its [`PartsSpec`].
 const PARTS_MAGIC: &[u8] = b"UBM1-PARTS:";
+/// Prefix of a Postgres slice table or scan payload.
+const PG_MAGIC: &[u8] = b"UBM1-PG:";
+/// Prefix of a [`CopyTable`] / [`CopyExec`] payload: its [`FileCopy`].
+const COPY_MAGIC: &[u8] = b"UBM1-COPY:";
+
+/// A Postgres slice scan on the wire: the extract and the task's slices.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PgSlicesPayload {
+    extract: PgExtract,
+    slices: Vec<Slice>,
+}
+
+/// The Postgres slice scan in `plan`, when it is one.
+fn pg_scan(plan: &dyn ExecutionPlan) -> Option<(&FileScanConfig, &PgSliceSource)> {
+    let exec = (plan as &dyn std::any::Any).downcast_ref::<DataSourceExec>()?;
+    let config = (exec.data_source().as_ref() as &dyn std::any::Any).downcast_ref::<FileScanConfig>()?;
+    Some((config, config.file_source().downcast_ref::<PgSliceSource>()?))
+}
 
 /// The review file's header as it travels: the checked column positions.
 #[derive(Debug, Serialize, Deserialize)]
@@ -280,6 +301,12 @@ impl LogicalExtensionCodec for UbmLogicalCodec {
         schema: SchemaRef,
         ctx: &TaskContext,
     ) -> Result<Arc<dyn TableProvider>> {
+        if let Some(extract) = decode_as::<PgExtract>(PG_MAGIC, buf) {
+            return Ok(Arc::new(PgSliceTable::new(extract?)));
+        }
+        if let Some(copy) = decode_as::<FileCopy>(COPY_MAGIC, buf) {
+            return Ok(Arc::new(CopyTable::new(copy?)));
+        }
         match decode::<TablePayload>(buf) {
             Some(payload) => {
                 let payload = payload?;
@@ -297,6 +324,12 @@ impl LogicalExtensionCodec for UbmLogicalCodec {
         node: Arc<dyn TableProvider>,
         buf: &mut Vec<u8>,
     ) -> Result<()> {
+        if let Some(table) = node.downcast_ref::<PgSliceTable>() {
+            return encode_as(PG_MAGIC, table.extract(), buf);
+        }
+        if let Some(table) = node.downcast_ref::<CopyTable>() {
+            return encode_as(COPY_MAGIC, table.copy(), buf);
+        }
         match node.downcast_ref::<ReviewCsvTable>() {
             Some(table) => encode(
                 &TablePayload { file: table.file().as_ref().into(), splits: pass_payload(table.pass(), None), on_cluster: table.on_cluster() },
@@ -340,6 +373,16 @@ impl PhysicalExtensionCodec for UbmPhysicalCodec {
         if let Some(spec) = decode_as::<PartsSpec>(PARTS_MAGIC, buf) {
             return Ok(Arc::new(WritePartsExec::new(only_input(inputs)?, spec?)?));
         }
+        if let Some(copy) = decode_as::<FileCopy>(COPY_MAGIC, buf) {
+            return Ok(Arc::new(CopyExec::new(copy?)));
+        }
+        if let Some(payload) = decode_as::<PgSlicesPayload>(PG_MAGIC, buf) {
+            let payload = payload?;
+            if payload.slices.is_empty() {
+                return Err(codec_error("an extract without slices"));
+            }
+            return Ok(pg_scan_exec(payload.extract, &payload.slices)?);
+        }
         match decode::<ScanPayload>(buf) {
             Some(payload) => decode_scan(payload?),
             None => self.ballista.try_decode(buf, inputs, ctx, proto_converter),
@@ -354,6 +397,12 @@ impl PhysicalExtensionCodec for UbmPhysicalCodec {
     ) -> Result<()> {
         if let Some(parts) = (node.as_ref() as &dyn std::any::Any).downcast_ref::<WritePartsExec>() {
             return encode_as(PARTS_MAGIC, parts.spec(), buf);
+        }
+        if let Some(copy) = (node.as_ref() as &dyn std::any::Any).downcast_ref::<CopyExec>() {
+            return encode_as(COPY_MAGIC, copy.copy(), buf);
+        }
+        if let Some((config, source)) = pg_scan(node.as_ref()) {
+            return encode_as(PG_MAGIC, &PgSlicesPayload { extract: source.extract().clone(), slices: slices_of(config)? }, buf);
         }
         match review_scan(node.as_ref()) {
             Some((config, source)) => {

@@ -5,6 +5,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use ballista::prelude::{SessionConfigExt, SessionContextExt};
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::UInt64Type;
 use datafusion::common::DataFusionError;
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::provider_as_source;
@@ -19,7 +21,9 @@ use url::Url;
 use crate::{ClusterError, SchedulerAddress};
 use crate::codec::{UbmLogicalCodec, UbmPhysicalCodec};
 use crate::jobs::{JobObserver, JobTracker};
+use crate::copy::{CopyTable, FileCopy};
 use crate::parts::{PartReport, PartsSpec, WriteParts};
+use crate::pg_slices::{PgExtract, PgSliceTable};
 use crate::review_scan::summaries_of;
 use crate::review_source::{ReviewCsvTable, ReviewFile, ReviewLocation, ReviewPass};
 use crate::scheduler_api::SchedulerApi;
@@ -197,11 +201,39 @@ impl Engine {
         }
     }
 
-    /// A scan of the Parquet files under `url` (a partition directory).
-    pub async fn parquet(&self, url: &Url) -> Result<LogicalPlan, ClusterError> {
+    /// A scan of the OLTP table's as-of snapshot in slices of one exported Postgres snapshot
+    /// (see [`crate::pg_slices`]); more slices on a cluster for a large table.
+    pub fn postgres_slices(&self, mut extract: PgExtract) -> Result<LogicalPlan, ClusterError> {
+        extract.on_cluster = self.kind != EngineKind::Local;
+        LogicalPlanBuilder::scan("user_purchase", provider_as_source(Arc::new(PgSliceTable::new(extract))), None)
+            .and_then(|b| b.build())
+            .map_err(ClusterError::engine("planning the purchases extract"))
+    }
+
+    /// Copies the file at `from` to `to` in a job of one task, where this engine runs plans (on
+    /// a cluster, an executor: the bytes never pass through this process); returns the bytes
+    /// copied.
+    pub async fn copy_file(&self, from: &Url, to: &Url, job_name: &str) -> Result<u64, ClusterError> {
+        let table = CopyTable::new(FileCopy { from: from.to_string(), to: to.to_string() });
+        let plan = LogicalPlanBuilder::scan("copy", provider_as_source(Arc::new(table)), None)
+            .and_then(|b| b.build())
+            .map_err(ClusterError::engine("planning the copy"))?;
+        let batches: Vec<_> = self.execute(plan, job_name).await?.try_collect().await.map_err(ClusterError::engine(format!("copying {from} to {to}")))?;
+        let mut bytes = 0;
+        for batch in &batches {
+            let copied = batch.column(0).as_primitive_opt::<UInt64Type>().ok_or_else(|| ClusterError::engine("reading the copy's row")(DataFusionError::Internal("not UInt64".into())))?;
+            bytes += copied.values().iter().sum::<u64>();
+        }
+        Ok(bytes)
+    }
+
+    /// A scan of the Parquet files under `url` (a partition directory) that ubm wrote with
+    /// `schema`. Giving the schema spares this process reading the files' footers (DataFusion
+    /// would fetch the last 512 KiB of each to infer it); the files are read where the plan runs.
+    pub async fn parquet(&self, url: &Url, schema: &datafusion::arrow::datatypes::Schema) -> Result<LogicalPlan, ClusterError> {
         let df = self
             .ctx
-            .read_parquet(url.as_str(), ParquetReadOptions::default().file_extension(".parquet"))
+            .read_parquet(url.as_str(), ParquetReadOptions::default().file_extension(".parquet").schema(schema))
             .await
             .map_err(ClusterError::engine(format!("opening the Parquet files under {url}")))?;
         Ok(df.into_unoptimized_plan())

@@ -5,17 +5,20 @@
 //! ([`review_source`]), the codecs that ship it ([`codec`]), the object stores ([`stores`],
 //! [`registry`]) and the scheduler and executor processes that carry all of it ([`node`]), with
 //! mutual TLS between them ([`tls`], material from [`certs`]); and the tasks that write their own
-//! rows into the lake ([`parts`]).
+//! rows into the lake ([`parts`]), read the OLTP table in slices ([`pg_slices`]) and copy the
+//! vendor's file ([`copy`]).
 
 pub mod address;
 pub mod certs;
 pub mod codec;
+pub mod copy;
 pub mod engine;
 pub mod error;
 pub mod jobs;
 pub mod local;
 pub mod node;
 pub mod parts;
+pub mod pg_slices;
 pub mod registry;
 pub mod retry;
 pub mod review_scan;

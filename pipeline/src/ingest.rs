@@ -12,8 +12,12 @@ use crate::error::{PipelineError, Result};
 use crate::lake::{Lake, RunStamp, Table};
 use crate::task::{RetryPolicy, TaskReport, TaskStatus, run_task};
 
-/// ingest: copies the vendor file into the raw zone; returns the URL of the copy.
-pub(crate) async fn ingest(lake: &Lake, source: &Url, date: RunDate, stamp: &RunStamp) -> Result<Url> {
+/// ingest: copies the vendor file into the raw zone; returns the URL of the copy. A file in an
+/// object store (the vendor's bucket) is copied on a cluster by an executor
+/// ([`Engine::copy_file`]), so that its bytes never pass through the driver; a local file is
+/// this machine's own (the executors may not see it), and in-process everything is local: this
+/// process copies those.
+pub(crate) async fn ingest(engine: &Engine, lake: &Lake, source: &Url, date: RunDate, stamp: &RunStamp) -> Result<Url> {
     ubm_cluster::stores::require_regular_file(source).await.map_err(|e| PipelineError::BadInput {
         what: format!("the review file {}", source.to_file_path().map_or_else(|()| source.to_string(), |p| p.display().to_string())),
         reason: match e {
@@ -24,7 +28,13 @@ pub(crate) async fn ingest(lake: &Lake, source: &Url, date: RunDate, stamp: &Run
     let store = ubm_cluster::stores::object_store_for(source)?;
     let before = object_version(store.as_ref(), source).await?;
     let mut partition = lake.begin(Table::RAW_REVIEWS, date, stamp)?;
-    let bytes = partition.copy_in("movie_review.csv", source).await?;
+    let bytes = match (engine.kind(), source.scheme()) {
+        (EngineKind::Local, _) | (_, "file") => partition.copy_in("movie_review.csv", source).await?,
+        _ => {
+            let target = partition.task_file("movie_review.csv")?;
+            engine.copy_file(source, &target, &format!("ubm ingest {date}")).await?
+        }
+    };
     // A vendor still writing the file would leave a torn copy: the file must be the same
     // object (size, modification time, ETag on S3) after the copy as before it.
     if object_version(store.as_ref(), source).await? != before {
@@ -78,7 +88,7 @@ pub(crate) async fn ingest_while_classifying(
 ) -> (TaskReport, TaskReport, Option<ClassifyCounts>) {
     let before = file_version(source).await;
     let ((ingest_report, raw), (mut classify_report, staged)) = tokio::join!(
-        run_task("ingest", policy, || ingest(lake, source, date, stamp)),
+        run_task("ingest", policy, || ingest(engine, lake, source, date, stamp)),
         run_task("classify", policy, || classify_staged(engine, source, ClassifyOutput::staged_reviews(lake, date, stamp))),
     );
     let (Some(_), Some(staged)) = (raw, staged) else {

@@ -309,6 +309,13 @@ impl PartitionWrite {
         Ok(())
     }
 
+    /// The URL a task writes the partition's file `name` to (see `crate::ingest`); the file
+    /// is part of the partition once written.
+    pub fn task_file(&mut self, name: &str) -> Result<Url> {
+        self.staged(name)?;
+        self.staging.join(name).map_err(|e| PipelineError::Internal { what: format!("naming `{name}` in {}: {e}", self.staging) })
+    }
+
     /// Copies the object at `source` (any supported location) into the partition as `name`,
     /// streaming it: a large vendor file is never held in memory whole.
     pub async fn copy_in(&mut self, name: &str, source: &Url) -> Result<u64> {

@@ -18,6 +18,7 @@ pub mod dashboard;
 pub mod datagen;
 pub mod day;
 pub mod error;
+mod extract;
 mod ingest;
 pub mod lake;
 pub mod lease;

@@ -14,7 +14,7 @@ use futures::TryStreamExt;
 use ubm_cluster::Engine;
 use ubm_cluster::parts::{PartsKind, PartsSpec};
 use ubm_jobs::metric::{INVALID_CID, NO_CUSTOMER, REVIEWS, review_matches};
-use ubm_jobs::schema::{USER_BEHAVIOR_METRIC, col};
+use ubm_jobs::schema::{CLASSIFIED, USER_BEHAVIOR_METRIC, USER_PURCHASE, col};
 use ubm_jobs::{RunDate, Semantics, user_behavior_metric};
 use url::Url;
 
@@ -45,8 +45,8 @@ async fn collect(engine: &Engine, plan: LogicalPlan, job: String) -> Result<Vec<
 /// tasks that compute the table write it ([`ubm_cluster::parts`]); the staged files are then
 /// read back to check one row per customer before they are committed.
 pub(crate) async fn metric(engine: &Engine, lake: &Lake, date: RunDate, semantics: Semantics, stamp: &RunStamp) -> Result<MetricOutput> {
-    let purchases = engine.parquet(&lake.partition_url(Table::STAGE_PURCHASES, date)?).await?;
-    let classified = engine.parquet(&lake.partition_url(Table::STAGE_REVIEWS, date)?).await?;
+    let purchases = engine.parquet(&lake.partition_url(Table::STAGE_PURCHASES, date)?, &USER_PURCHASE).await?;
+    let classified = engine.parquet(&lake.partition_url(Table::STAGE_REVIEWS, date)?, &CLASSIFIED).await?;
     let plan = user_behavior_metric(purchases.clone(), classified.clone(), date, semantics)
         .and_then(without_partition_column)
         .map_err(PipelineError::query("planning the metric"))?;
@@ -59,7 +59,7 @@ pub(crate) async fn metric(engine: &Engine, lake: &Lake, date: RunDate, semantic
     }
     tasks.remove().await?;
     let rows: u64 = reports.iter().map(|r| r.rows).sum();
-    let staged = engine.parquet(partition.staging_url()).await?;
+    let staged = engine.parquet(partition.staging_url(), &*file_schema()?).await?;
     check_one_row_per_customer(engine, staged.clone(), rows, date).await?;
     let top_customers = collect(engine, top_customers(staged, date)?, format!("ubm metric {date}: top customers")).await?;
     let plan = review_matches(purchases, classified).map_err(PipelineError::query("planning the review matches"))?;
@@ -99,7 +99,7 @@ fn file_columns() -> impl Iterator<Item = &'static str> {
     USER_BEHAVIOR_METRIC.fields().iter().map(|f| f.name().as_str()).filter(|name| *name != col::INSERT_DATE)
 }
 
-fn file_schema() -> Result<Arc<Schema>> {
+pub(crate) fn file_schema() -> Result<Arc<Schema>> {
     let schema = USER_BEHAVIOR_METRIC.clone();
     let indices: Vec<usize> = file_columns().filter_map(|name| schema.index_of(name).ok()).collect();
     Ok(Arc::new(schema.project(&indices).map_err(PipelineError::arrow("dropping the partition column"))?))

@@ -1,30 +1,22 @@
 //! The OLTP source `retail.user_purchase`: Postgres in production, SQLite embedded by default.
 //!
-//! Extraction reads the as-of snapshot (`invoice_date < D + 1 day`) straight into Arrow:
-//! from Postgres with `COPY (SELECT …) TO STDOUT (FORMAT binary)`, so no value goes through
-//! text and `numeric` arrives as an exact decimal; from SQLite with one query. SQLite has no
+//! Extraction reads the as-of snapshot (`invoice_date < D + 1 day`) straight into Arrow: from
+//! Postgres in slices on the engine ([`ubm_cluster::pg_slices`], driven by `crate::extract`);
+//! from SQLite here, with one query. SQLite has no
 //! exact decimal type, so the embedded database stores `unit_price` as text (`'2.550'`).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Decimal128Builder, Int32Builder, StringBuilder, TimestampMicrosecondBuilder};
 use datafusion::arrow::record_batch::RecordBatch;
-use futures::{SinkExt, TryStreamExt};
+use futures::SinkExt;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc::Sender;
 use rust_decimal::Decimal;
-use tokio_postgres::binary_copy::BinaryCopyOutStream;
-use tokio_postgres::types::Type;
 use ubm_jobs::RunDate;
-use ubm_jobs::schema::{UNIT_PRICE, USER_PURCHASE};
 
 use crate::error::{PipelineError, Result};
 use crate::secret::SecretUrl;
-
-/// Rows per Arrow batch produced by an extract.
-const BATCH_ROWS: usize = 64 * 1024;
 
 /// Where `retail.user_purchase` lives.
 #[derive(Debug, Clone)]
@@ -120,19 +112,6 @@ impl Oltp {
             }
         }
     }
-
-    /// Streams the as-of snapshot for `date` (every row with `invoice_date < date + 1 day`)
-    /// into `batches`, a bounded channel, so that the snapshot is never held whole in memory
-    /// and the consumer encodes while this decodes.
-    pub async fn extract(&self, date: RunDate, batches: Sender<RecordBatch>) -> Result<()> {
-        match self {
-            Oltp::Postgres(url) => extract_postgres(url, date, batches).await,
-            Oltp::Sqlite(path) => {
-                let db = path.clone();
-                tokio::task::spawn_blocking(move || extract_sqlite(&db, date, batches)).await.map_err(join_error("the SQLite extract"))?
-            }
-        }
-    }
 }
 
 async fn load_postgres(url: &SecretUrl, csv: &Path) -> Result<u64> {
@@ -193,77 +172,13 @@ fn load_sqlite(db: &Path, csv: &Path) -> Result<u64> {
     Ok(rows)
 }
 
-/// Arrow builders for [`USER_PURCHASE`].
-struct PurchaseBatch {
-    invoice_number: StringBuilder,
-    stock_code: StringBuilder,
-    detail: StringBuilder,
-    quantity: Int32Builder,
-    invoice_date: TimestampMicrosecondBuilder,
-    unit_price: Decimal128Builder,
-    customer_id: Int32Builder,
-    country: StringBuilder,
-    rows: usize,
-}
-
-impl PurchaseBatch {
-    fn new() -> Self {
-        Self {
-            invoice_number: StringBuilder::new(),
-            stock_code: StringBuilder::new(),
-            detail: StringBuilder::new(),
-            quantity: Int32Builder::new(),
-            invoice_date: TimestampMicrosecondBuilder::new(),
-            unit_price: Decimal128Builder::new(),
-            customer_id: Int32Builder::new(),
-            country: StringBuilder::new(),
-            rows: 0,
-        }
-    }
-
-    fn finish(&mut self) -> Result<RecordBatch> {
-        self.try_finish().map_err(PipelineError::arrow("building a batch of purchases"))
-    }
-
-    fn try_finish(&mut self) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
-        self.rows = 0;
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.invoice_number.finish()),
-            Arc::new(self.stock_code.finish()),
-            Arc::new(self.detail.finish()),
-            Arc::new(self.quantity.finish()),
-            Arc::new(self.invoice_date.finish()),
-            Arc::new(self.unit_price.finish().with_precision_and_scale(UNIT_PRICE.0, UNIT_PRICE.1)?),
-            Arc::new(self.customer_id.finish()),
-            Arc::new(self.country.finish()),
-        ];
-        Ok(RecordBatch::try_new(USER_PURCHASE.clone(), columns)?)
-    }
-
-    /// Counts the row just appended; returns a full batch when it is time to send one.
-    fn row_done(&mut self) -> Result<Option<RecordBatch>> {
-        self.rows += 1;
-        if self.rows >= BATCH_ROWS { self.finish().map(Some) } else { Ok(None) }
-    }
-
-    /// The last, partial batch (an empty one when there were no rows at all, so that the
-    /// consumer still learns the schema).
-    fn last(mut self, sent_any: bool) -> Result<Option<RecordBatch>> {
-        if self.rows > 0 || !sent_any { self.finish().map(Some) } else { Ok(None) }
-    }
-}
-
 /// `unit_price` as the integer of thousandths Arrow's `Decimal128(8,3)` stores.
 fn price_thousandths(price: Decimal) -> Result<i128> {
-    let mut scaled = price;
-    scaled.rescale(UNIT_PRICE.1 as u32);
-    if scaled != price {
-        return Err(PipelineError::BadInput {
-            what: format!("unit_price {price}"),
-            reason: format!("has more than {} decimal places, which numeric(8,3) cannot hold", UNIT_PRICE.1),
-        });
-    }
-    Ok(scaled.mantissa())
+    ubm_cluster::pg_slices::price_thousandths(price).map_err(|reason| PipelineError::BadInput { what: format!("unit_price {price}"), reason })
+}
+
+fn batch_error(source: datafusion::arrow::error::ArrowError) -> PipelineError {
+    PipelineError::Arrow { doing: "building a batch of purchases".to_string(), source }
 }
 
 /// `YYYY-MM-DD HH:MM:SS` as microseconds since the epoch. Reads the digits where they stand
@@ -287,46 +202,10 @@ fn consumer_gone() -> PipelineError {
     PipelineError::Stopped { what: "the writer of the staged snapshot", source: None }
 }
 
-async fn extract_postgres(url: &SecretUrl, date: RunDate, out: Sender<RecordBatch>) -> Result<()> {
-    let client = connect_postgres(url).await?;
-    // `date` is a validated RunDate, so formatting it into the statement is safe; COPY takes
-    // no bind parameters.
-    let sql = format!(
-        "COPY (SELECT invoice_number::varchar, stock_code::varchar, detail::varchar, quantity::int4, \
-         invoice_date::timestamp, unit_price::numeric, customer_id::int4, country::varchar \
-         FROM retail.user_purchase WHERE invoice_date < DATE '{}') TO STDOUT (FORMAT binary)",
-        date.next_day()
-    );
-    let reading = || postgres_error("reading retail.user_purchase", url);
-    let copy = client.copy_out(&sql).await.map_err(reading())?;
-    let types = [Type::VARCHAR, Type::VARCHAR, Type::VARCHAR, Type::INT4, Type::TIMESTAMP, Type::NUMERIC, Type::INT4, Type::VARCHAR];
-    let rows = BinaryCopyOutStream::new(copy, &types);
-    futures::pin_mut!(rows);
-    let mut batch = PurchaseBatch::new();
-    let mut sent_any = false;
-    while let Some(row) = rows.try_next().await.map_err(reading())? {
-        batch.invoice_number.append_option(row.try_get::<Option<&str>>(0).map_err(reading())?);
-        batch.stock_code.append_option(row.try_get::<Option<&str>>(1).map_err(reading())?);
-        batch.detail.append_option(row.try_get::<Option<&str>>(2).map_err(reading())?);
-        batch.quantity.append_option(row.try_get::<Option<i32>>(3).map_err(reading())?);
-        let at: Option<chrono::NaiveDateTime> = row.try_get(4).map_err(reading())?;
-        batch.invoice_date.append_option(at.map(|t| t.and_utc().timestamp_micros()));
-        let price: Option<Decimal> = row.try_get(5).map_err(reading())?;
-        batch.unit_price.append_option(price.map(price_thousandths).transpose()?);
-        batch.customer_id.append_option(row.try_get::<Option<i32>>(6).map_err(reading())?);
-        batch.country.append_option(row.try_get::<Option<&str>>(7).map_err(reading())?);
-        if let Some(full) = batch.row_done()? {
-            out.send(full).await.map_err(|_| consumer_gone())?;
-            sent_any = true;
-        }
-    }
-    if let Some(last) = batch.last(sent_any)? {
-        out.send(last).await.map_err(|_| consumer_gone())?;
-    }
-    Ok(())
-}
-
-fn extract_sqlite(db: &Path, date: RunDate, out: Sender<RecordBatch>) -> Result<()> {
+/// Streams the as-of snapshot for `date` (every row with `invoice_date < date + 1 day`) of the
+/// embedded database `db` into `out`, a bounded channel, so that it is never held whole in
+/// memory and the consumer encodes while this decodes. Runs on a blocking thread.
+pub(crate) fn extract_sqlite(db: &Path, date: RunDate, out: Sender<RecordBatch>) -> Result<()> {
     if !db.exists() {
         return Err(PipelineError::BadInput {
             what: format!("the embedded OLTP database {}", db.display()),
@@ -345,7 +224,7 @@ fn extract_sqlite(db: &Path, date: RunDate, out: Sender<RecordBatch>) -> Result<
         )
         .map_err(sqlite_error("finding the user_purchase table (create it with `ubm datagen`) in", db))?;
     let mut rows = query.query([date.next_day().to_string()]).map_err(reading())?;
-    let mut batch = PurchaseBatch::new();
+    let mut batch = ubm_cluster::pg_slices::PurchaseBatch::new();
     let mut sent_any = false;
     let bad = |what: String, reason: &str| PipelineError::BadInput { what, reason: reason.to_string() };
     while let Some(row) = rows.next().map_err(reading())? {
@@ -363,12 +242,12 @@ fn extract_sqlite(db: &Path, date: RunDate, out: Sender<RecordBatch>) -> Result<
         batch.unit_price.append_option(price.map(price_thousandths).transpose()?);
         batch.customer_id.append_option(row.get::<_, Option<i32>>(6).map_err(reading())?);
         batch.country.append_option(text_at(row, 7, db)?);
-        if let Some(full) = batch.row_done()? {
+        if let Some(full) = batch.row_done().map_err(batch_error)? {
             out.blocking_send(full).map_err(|_| consumer_gone())?;
             sent_any = true;
         }
     }
-    if let Some(last) = batch.last(sent_any)? {
+    if let Some(last) = batch.last(sent_any).map_err(batch_error)? {
         out.blocking_send(last).map_err(|_| consumer_gone())?;
     }
     Ok(())

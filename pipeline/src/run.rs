@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use ubm_cluster::Engine;
-use ubm_jobs::schema::USER_PURCHASE;
 use ubm_jobs::{RunDate, Semantics};
 use url::Url;
 
 use crate::classify::{ClassifyCounts, ClassifyOutput, classify_into};
+use crate::extract::extract;
 use crate::error::{PipelineError, Result};
 use crate::ingest::{ingest, ingest_while_classifying, reads_source_directly};
-use crate::lake::{Lake, RunStamp, Table};
+use crate::lake::{Lake, RunStamp};
 use crate::lease::Lease;
 use crate::metric::metric;
 use crate::oltp::Oltp;
@@ -126,7 +126,7 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
         if reads_source_directly(engine, &source).await {
             return ingest_while_classifying(engine, lake, &source, date, policy, stamp).await;
         }
-        let (ingest, raw) = run_task("ingest", policy, || ingest(lake, &source, date, stamp)).await;
+        let (ingest, raw) = run_task("ingest", policy, || ingest(engine, lake, &source, date, stamp)).await;
         let Some(raw) = raw else {
             return (ingest, TaskReport::skipped("classify", "ingest failed"), None);
         };
@@ -136,7 +136,7 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
         .await;
         (ingest, classify, counts)
     };
-    let purchase_side = run_task("extract", policy, || extract(&config.oltp, lake, date, stamp));
+    let purchase_side = run_task("extract", policy, || extract(engine, &config.oltp, lake, date, stamp));
     let ((ingest, classify, classified), (extract, purchases)) = tokio::join!(review_side, purchase_side);
 
     let mut tasks = vec![ingest, extract, classify];
@@ -197,23 +197,4 @@ fn review_counts(classified: Option<&ClassifyCounts>) -> Counts {
         positive_reviews: c.positive,
         ..Counts::default()
     }
-}
-
-/// extract: the as-of snapshot of `retail.user_purchase` into the stage zone. The source is
-/// read on its own task while this one encodes Parquet, through a channel of a few batches.
-async fn extract(oltp: &Oltp, lake: &Lake, date: RunDate, stamp: &RunStamp) -> Result<u64> {
-    let clock = Instant::now();
-    let (batches, mut received) = tokio::sync::mpsc::channel(4);
-    let source = oltp.clone();
-    let reader = tokio::spawn(async move { source.extract(date, batches).await });
-    let mut partition = lake.begin(Table::STAGE_PURCHASES, date, stamp)?;
-    let mut file = partition.parquet("part-00000.parquet", USER_PURCHASE.clone())?;
-    while let Some(batch) = received.recv().await {
-        file.write(&batch).await?;
-    }
-    reader.await.map_err(|e| PipelineError::Stopped { what: "the OLTP reader", source: Some(e) })??;
-    let rows = file.close().await?;
-    partition.commit().await?;
-    tracing::debug!(elapsed_ms = clock.elapsed().as_millis(), rows, "staged the snapshot from {oltp}");
-    Ok(rows)
 }

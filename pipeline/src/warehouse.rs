@@ -25,16 +25,17 @@ pub const METRIC_DDL: &str = "CREATE TABLE IF NOT EXISTS public.user_behavior_me
 /// partition of `date`, streamed from its files; readers see the old day or the new day whole.
 pub async fn load_metric(url: &SecretUrl, date: ubm_jobs::RunDate, engine: &Engine, lake: &Lake) -> Result<u64> {
     let partition = lake.partition_url(Table::METRIC, date)?;
-    let with_date = LogicalPlanBuilder::from(engine.parquet(&partition).await?)
+    let with_date = LogicalPlanBuilder::from(engine.parquet(&partition, &*crate::metric::file_schema()?).await?)
         .project(USER_BEHAVIOR_METRIC.fields().iter().map(|f| match f.name().as_str() {
             col::INSERT_DATE => lit(ScalarValue::Date32(Some(date.days_since_epoch()))).alias(col::INSERT_DATE),
             name => col(name),
         }))
         .and_then(|b| b.build())
         .map_err(PipelineError::query("planning the load"))?;
+    // Connect first: an unreachable warehouse fails before any job starts.
+    let mut client = connect_postgres(url).await?;
     let reading = format!("reading {partition}");
     let mut rows = engine.execute(with_date, &format!("ubm load {date}")).await?;
-    let mut client = connect_postgres(url).await?;
     let loading = || postgres_error("loading public.user_behavior_metric", url);
     let tx = client.transaction().await.map_err(loading())?;
     // One load at a time per database, held until the transaction ends: two runs of a date

@@ -60,3 +60,68 @@ fn a_run_reads_and_writes_s3() {
     let on_cluster: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
     assert_eq!(&on_cluster[0]["counts"], counts, "the cluster reads S3 like the client");
 }
+
+/// What the process traced into `trace` (strace `-yy` output) received from sockets.
+fn socket_bytes_received(trace: &std::path::Path) -> u64 {
+    let text = String::from_utf8_lossy(&std::fs::read(trace).expect("strace output")).into_owned();
+    text.lines()
+        .filter(|line| line.contains("<TCP") || line.contains("<UDP") || line.contains("<UNIX"))
+        .filter_map(|line| line.rsplit('=').next()?.trim().split(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Distributed at both ends: reviews and lake on S3 (moto), purchases in Postgres, a cluster of
+/// two executors, a review file 4× SF 1. The executors read the reviews and the purchases
+/// (slices of one Postgres snapshot) and write the lake; the submitter receives counts, file
+/// names and progress only: less than 4 MB from the network in all (its socket reads, counted
+/// with strace). The committed tables equal an in-process run's on local files.
+#[test]
+fn a_cluster_run_from_postgres_and_s3_passes_no_rows_through_the_submitter() {
+    let Some(db) = crate::common::TestDb::create() else { return };
+    let Some(moto) = Moto::start() else { return };
+    if std::process::Command::new("strace").arg("-V").output().is_err() {
+        return crate::common::missing("strace is not installed (apt-get install strace)");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    crate::common::ubm_ok(&["datagen", "--scale", "4", "--seed", "11", "--out", &data.display().to_string(), "--oltp", &db.url()]);
+    let reviews = data.join("movie_review.csv").display().to_string();
+    moto.boto3(&format!(
+        "s3.create_bucket(Bucket='vendor')\ns3.create_bucket(Bucket='lake')\ns3.upload_file('{reviews}', 'vendor', 'daily/{DATE}/movie_review.csv')"
+    ));
+    let local = dir.path().join("local").display().to_string();
+    crate::common::ubm_ok(&["run", "--date", DATE, "--reviews", &reviews, "--oltp", &db.url(), "--lake", &local, "--no-report"]);
+
+    let cluster = crate::common::Cluster::start_with_env(2, moto.env());
+    let trace = dir.path().join("submit.strace");
+    let output = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-yy", "-e", "trace=read,readv,recvfrom,recvmsg", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_ubm"))
+        .args([
+            "submit", "--scheduler", &cluster.engine, "--date", DATE, "--reviews", "s3://vendor/daily/{date}/movie_review.csv",
+            "--oltp", &db.url(), "--lake", "s3://lake/ubm", "--no-report", "--attempts", "1",
+        ])
+        .envs(moto.env())
+        .output()
+        .expect("submit runs");
+    assert!(output.status.success(), "{}\n{}", text(&output.stdout), text(&output.stderr));
+    let received = socket_bytes_received(&trace);
+    eprintln!("the submitter received {received} bytes from the network");
+    assert!(received < 4_000_000, "the submitter received {received} bytes: rows pass through it");
+
+    let remote = dir.path().join("remote");
+    moto.boto3(&format!(
+        "import os\nfor o in s3.list_objects_v2(Bucket='lake', Prefix='ubm/')['Contents']:\n    \
+         path = os.path.join('{}', o['Key'][len('ubm/'):])\n    os.makedirs(os.path.dirname(path), exist_ok=True)\n    \
+         s3.download_file('lake', o['Key'], path)",
+        remote.display()
+    ));
+    let remote = remote.display().to_string();
+    assert!(std::fs::read_dir(crate::common::partition(&remote, "stage/user_purchase", DATE)).expect("purchases").count() > 2, "the extract ran as several slices");
+    for table in ["stage/user_purchase", "stage/movie_review", "warehouse/user_behavior_metric"] {
+        let (ours, reference) = (crate::common::partition(&remote, table, DATE), crate::common::partition(&local, table, DATE));
+        assert_eq!(crate::common::parquet_rows(&ours), crate::common::parquet_rows(&reference), "{table} differs from the in-process run");
+    }
+    assert_eq!(crate::common::report(&remote, DATE)["counts"], crate::common::report(&local, DATE)["counts"]);
+}

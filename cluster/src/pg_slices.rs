@@ -1,0 +1,407 @@
+//! The OLTP extract as a scan that runs on the executors: `retail.user_purchase`'s as-of
+//! snapshot read in slices, each slice a partition (so a task of its own on Ballista), every
+//! slice in the same Postgres snapshot.
+//!
+//! The driver opens a `REPEATABLE READ` transaction, exports its snapshot
+//! (`pg_export_snapshot()`) and keeps the transaction open while the slices run; each slice
+//! imports it (`SET TRANSACTION SNAPSHOT`), so all of them see one database state, as one query
+//! would. Slices are ranges of the table's physical blocks (`ctid`), not of a column's values
+//! as Spark's JDBC reader takes them: the table has no key, Postgres 14+ reads a block range with
+//! a TID range scan (no index needed, each slice reads only its blocks), and every row version
+//! the snapshot sees lies in exactly one block, so every row is read exactly once. The first
+//! slice starts at block 0 and the last has no end, so rows in blocks added after the table's
+//! size was read are not missed. Rows stream from a binary `COPY` into Arrow, never through
+//! text: `numeric` arrives as an exact decimal.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Decimal128Builder, Int32Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileOpenFuture, FileOpener, FileScanConfig, FileScanConfigBuilder, FileSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStore;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tokio_postgres::binary_copy::BinaryCopyOutStream;
+use tokio_postgres::types::Type;
+use ubm_jobs::schema::{UNIT_PRICE, USER_PURCHASE};
+
+/// Rows per Arrow batch of an extract.
+pub const BATCH_ROWS: usize = 64 * 1024;
+
+/// On a cluster, about this much of the table per slice (as a Spark task takes 128 MiB).
+const CLUSTER_SLICE_BYTES: u64 = 128 * 1024 * 1024;
+
+/// What every slice needs to know; it travels to the executors.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgExtract {
+    /// The database, with its password: what the slices connect to. Never shown.
+    pub url: String,
+    /// The database as it may be shown (no password), for error messages.
+    pub shown: String,
+    /// Rows with `invoice_date` before this day (`YYYY-MM-DD`, a validated date).
+    pub before: String,
+    /// The exported snapshot every slice reads in.
+    pub snapshot: String,
+    /// The table's size in blocks when the snapshot was taken.
+    pub blocks: u64,
+    /// Whether this runs on a cluster (more slices for a large table).
+    pub on_cluster: bool,
+}
+
+impl fmt::Debug for PgExtract {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgExtract").field("db", &self.shown).field("before", &self.before).field("blocks", &self.blocks).finish()
+    }
+}
+
+/// One slice: the blocks `[start, end)`; no `end` for the last slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slice {
+    pub start: u64,
+    pub end: Option<u64>,
+}
+
+impl PgExtract {
+    /// `count` slices of about equal blocks that cover every block from 0 on.
+    pub fn slices(&self, count: usize) -> Vec<Slice> {
+        let count = (count as u64).clamp(1, self.blocks.max(1));
+        let bounds: Vec<u64> = (0..=count).map(|i| self.blocks * i / count).collect();
+        bounds.windows(2).enumerate().map(|(i, w)| Slice { start: w[0], end: (i as u64 + 1 < count).then_some(w[1]) }).collect()
+    }
+
+    /// How many slices: one per target partition in-process; on a cluster also at least one per
+    /// [`CLUSTER_SLICE_BYTES`] of table.
+    fn slice_count(&self, target_partitions: usize) -> usize {
+        let by_size = (self.blocks * 8192).div_ceil(CLUSTER_SLICE_BYTES) as usize;
+        if self.on_cluster { target_partitions.max(by_size) } else { target_partitions }.max(1)
+    }
+
+    /// The statement that reads `slice`. `before` is a validated date and the block numbers are
+    /// integers, so formatting them in is safe; COPY takes no bind parameters.
+    fn copy_statement(&self, slice: Slice) -> String {
+        let end = slice.end.map(|end| format!(" AND ctid < '({end},0)'::tid")).unwrap_or_default();
+        format!(
+            "COPY (SELECT invoice_number::varchar, stock_code::varchar, detail::varchar, quantity::int4, \
+             invoice_date::timestamp, unit_price::numeric, customer_id::int4, country::varchar \
+             FROM retail.user_purchase WHERE invoice_date < DATE '{}' AND ctid >= '({},0)'::tid{end}) TO STDOUT (FORMAT binary)",
+            self.before, slice.start
+        )
+    }
+}
+
+/// The extract as a table: scanning it plans one partition per slice.
+#[derive(Debug)]
+pub struct PgSliceTable {
+    extract: PgExtract,
+}
+
+impl PgSliceTable {
+    pub fn new(extract: PgExtract) -> Self {
+        Self { extract }
+    }
+
+    pub fn extract(&self) -> &PgExtract {
+        &self.extract
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for PgSliceTable {
+    fn schema(&self) -> SchemaRef {
+        USER_PURCHASE.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(&self, state: &dyn Session, projection: Option<&Vec<usize>>, _filters: &[Expr], _limit: Option<usize>) -> Result<Arc<dyn ExecutionPlan>> {
+        let every_column = projection.is_none_or(|columns| columns.iter().copied().eq(0..USER_PURCHASE.fields().len()));
+        if !every_column {
+            return Err(DataFusionError::Internal("the purchases extract reads every column".to_string()));
+        }
+        let slices = self.extract.slices(self.extract.slice_count(state.config().target_partitions()));
+        Ok(pg_scan_exec(self.extract.clone(), &slices)?)
+    }
+}
+
+/// The stand-in "file" a slice is: the table's name, with the slice's blocks as its byte range
+/// (`i64::MAX` as the end of the last, open slice).
+const TABLE_PATH: &str = "retail.user_purchase";
+
+/// The scan of `slices`: a `DataSourceExec` over a `FileScanConfig` with one file group per
+/// slice. Ballista gives each task only its own groups of such a scan; any other kind of leaf is
+/// run whole by every task of its stage, which would read every slice once per task.
+pub fn pg_scan_exec(extract: PgExtract, slices: &[Slice]) -> Result<Arc<DataSourceExec>> {
+    let groups = slices
+        .iter()
+        .map(|slice| {
+            let (start, end) = (i64::try_from(slice.start), slice.end.map_or(Ok(i64::MAX), i64::try_from));
+            let (Ok(start), Ok(end)) = (start, end) else {
+                return Err(DataFusionError::Internal(format!("a slice of blocks {slice:?} beyond what DataFusion can address")));
+            };
+            Ok(FileGroup::new(vec![PartitionedFile::new_with_range(TABLE_PATH.to_string(), 0, start, end)]))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let source = Arc::new(PgSliceSource::new(extract));
+    let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source).with_file_groups(groups).with_preserve_order(true).build();
+    Ok(DataSourceExec::from_data_source(config))
+}
+
+/// The slices of a scan, read back from its file groups (for the codec).
+pub fn slices_of(config: &FileScanConfig) -> Result<Vec<Slice>> {
+    config
+        .file_groups
+        .iter()
+        .flat_map(|group| group.iter())
+        .map(|part| {
+            let range = part.range.as_ref().ok_or_else(|| DataFusionError::Internal("a slice without its blocks".to_string()))?;
+            match (u64::try_from(range.start), u64::try_from(range.end)) {
+                (Ok(start), Ok(end)) => Ok(Slice { start, end: (range.end != i64::MAX).then_some(end) }),
+                _ => Err(DataFusionError::Internal("a slice of negative blocks".to_string())),
+            }
+        })
+        .collect()
+}
+
+/// The `FileSource` whose "files" are slices of the table.
+#[derive(Clone)]
+pub struct PgSliceSource {
+    extract: PgExtract,
+    table_schema: TableSchema,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl fmt::Debug for PgSliceSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgSliceSource").field("extract", &self.extract).finish()
+    }
+}
+
+impl PgSliceSource {
+    fn new(extract: PgExtract) -> Self {
+        Self { extract, table_schema: TableSchema::from(USER_PURCHASE.clone()), metrics: ExecutionPlanMetricsSet::new() }
+    }
+
+    pub fn extract(&self) -> &PgExtract {
+        &self.extract
+    }
+}
+
+impl FileSource for PgSliceSource {
+    fn create_file_opener(&self, _store: Arc<dyn ObjectStore>, _config: &FileScanConfig, _partition: usize) -> Result<Arc<dyn FileOpener>> {
+        Ok(Arc::new(SliceOpener { extract: self.extract.clone() }))
+    }
+
+    fn table_schema(&self) -> &TableSchema {
+        &self.table_schema
+    }
+
+    fn with_batch_size(&self, _batch_size: usize) -> Arc<dyn FileSource> {
+        Arc::new(self.clone())
+    }
+
+    fn metrics(&self) -> &ExecutionPlanMetricsSet {
+        &self.metrics
+    }
+
+    fn file_type(&self) -> &str {
+        "ubm-postgres-slices"
+    }
+
+    /// Slices are cut by ubm; DataFusion's byte-size repartitioning knows nothing of blocks.
+    fn supports_repartitioning(&self) -> bool {
+        false
+    }
+
+    fn apply_expressions(&self, _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+}
+
+struct SliceOpener {
+    extract: PgExtract,
+}
+
+impl FileOpener for SliceOpener {
+    fn open(&self, part: PartitionedFile) -> Result<FileOpenFuture> {
+        let config_slices = part.range.as_ref().map(|r| (r.start, r.end));
+        let Some((start, end)) = config_slices.and_then(|(s, e)| Some((u64::try_from(s).ok()?, e))) else {
+            return Err(DataFusionError::Internal("a slice without its blocks".to_string()));
+        };
+        let slice = Slice { start, end: (end != i64::MAX).then(|| end as u64) };
+        let name = format!("the slice of blocks {start}..{}", slice.end.map_or(String::from("the end"), |e| e.to_string()));
+        let extract = self.extract.clone();
+        Ok(Box::pin(async move {
+            let (sender, receiver) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
+            tokio::spawn(async move {
+                if let Err(e) = read_slice(&extract, slice, &sender).await {
+                    let e = DataFusionError::Execution(format!("reading {name} of retail.user_purchase at {}: {e}", extract.shown));
+                    let _ = sender.send(Err(e)).await;
+                }
+            });
+            Ok(futures::stream::unfold(receiver, |mut rows| async move { rows.recv().await.map(|batch| (batch, rows)) }).boxed())
+        }))
+    }
+}
+
+/// Reads one slice in the exported snapshot and sends its rows in batches; stops early when
+/// nobody receives them any more (the task was cancelled).
+async fn read_slice(extract: &PgExtract, slice: Slice, out: &tokio::sync::mpsc::Sender<Result<RecordBatch>>) -> Result<(), String> {
+    let (client, connection) = tokio_postgres::connect(&extract.url, tokio_postgres::NoTls).await.map_err(|e| format!("connecting: {e}"))?;
+    let connection = tokio::spawn(connection);
+    let begin = format!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'", extract.snapshot.replace('\'', "''"));
+    client.batch_execute(&begin).await.map_err(|e| format!("joining the run's snapshot {} (its driver may have stopped): {e}", extract.snapshot))?;
+    let copy = client.copy_out(&extract.copy_statement(slice)).await.map_err(|e| e.to_string())?;
+    let types = [Type::VARCHAR, Type::VARCHAR, Type::VARCHAR, Type::INT4, Type::TIMESTAMP, Type::NUMERIC, Type::INT4, Type::VARCHAR];
+    let rows = BinaryCopyOutStream::new(copy, &types);
+    futures::pin_mut!(rows);
+    let mut batch = PurchaseBatch::new();
+    let mut sent_any = false;
+    let text = |e: tokio_postgres::Error| e.to_string();
+    while let Some(row) = rows.try_next().await.map_err(text)? {
+        batch.invoice_number.append_option(row.try_get::<Option<&str>>(0).map_err(text)?);
+        batch.stock_code.append_option(row.try_get::<Option<&str>>(1).map_err(text)?);
+        batch.detail.append_option(row.try_get::<Option<&str>>(2).map_err(text)?);
+        batch.quantity.append_option(row.try_get::<Option<i32>>(3).map_err(text)?);
+        let at: Option<chrono::NaiveDateTime> = row.try_get(4).map_err(text)?;
+        batch.invoice_date.append_option(at.map(|t| t.and_utc().timestamp_micros()));
+        let price: Option<Decimal> = row.try_get(5).map_err(text)?;
+        batch.unit_price.append_option(price.map(price_thousandths).transpose()?);
+        batch.customer_id.append_option(row.try_get::<Option<i32>>(6).map_err(text)?);
+        batch.country.append_option(row.try_get::<Option<&str>>(7).map_err(text)?);
+        if let Some(full) = batch.row_done().map_err(|e| e.to_string())? {
+            sent_any = true;
+            if out.send(Ok(full)).await.is_err() {
+                return Ok(()); // the consumer stopped (the task was cancelled)
+            }
+        }
+    }
+    if let Some(last) = batch.last(sent_any).map_err(|e| e.to_string())? {
+        let _ = out.send(Ok(last)).await;
+    }
+    client.batch_execute("COMMIT").await.map_err(text)?;
+    drop(client);
+    let _ = connection.await;
+    Ok(())
+}
+
+/// Arrow builders for [`USER_PURCHASE`], filled a row at a time.
+pub struct PurchaseBatch {
+    pub invoice_number: StringBuilder,
+    pub stock_code: StringBuilder,
+    pub detail: StringBuilder,
+    pub quantity: Int32Builder,
+    pub invoice_date: TimestampMicrosecondBuilder,
+    pub unit_price: Decimal128Builder,
+    pub customer_id: Int32Builder,
+    pub country: StringBuilder,
+    rows: usize,
+}
+
+impl Default for PurchaseBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PurchaseBatch {
+    pub fn new() -> Self {
+        Self {
+            invoice_number: StringBuilder::new(),
+            stock_code: StringBuilder::new(),
+            detail: StringBuilder::new(),
+            quantity: Int32Builder::new(),
+            invoice_date: TimestampMicrosecondBuilder::new(),
+            unit_price: Decimal128Builder::new(),
+            customer_id: Int32Builder::new(),
+            country: StringBuilder::new(),
+            rows: 0,
+        }
+    }
+
+    fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
+        self.rows = 0;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.invoice_number.finish()),
+            Arc::new(self.stock_code.finish()),
+            Arc::new(self.detail.finish()),
+            Arc::new(self.quantity.finish()),
+            Arc::new(self.invoice_date.finish()),
+            Arc::new(self.unit_price.finish().with_precision_and_scale(UNIT_PRICE.0, UNIT_PRICE.1)?),
+            Arc::new(self.customer_id.finish()),
+            Arc::new(self.country.finish()),
+        ];
+        RecordBatch::try_new(USER_PURCHASE.clone(), columns)
+    }
+
+    /// Counts the row just appended; returns a full batch when it is time to send one.
+    pub fn row_done(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        self.rows += 1;
+        if self.rows >= BATCH_ROWS { self.finish().map(Some) } else { Ok(None) }
+    }
+
+    /// The last, partial batch (an empty one when there were no rows at all, so that the
+    /// consumer still learns the schema).
+    pub fn last(mut self, sent_any: bool) -> Result<Option<RecordBatch>, ArrowError> {
+        if self.rows > 0 || !sent_any { self.finish().map(Some) } else { Ok(None) }
+    }
+}
+
+/// `unit_price` as the integer of thousandths Arrow's `Decimal128(8,3)` stores; an error saying
+/// why for a price with more decimals than `numeric(8,3)` holds.
+pub fn price_thousandths(price: Decimal) -> Result<i128, String> {
+    let mut scaled = price;
+    scaled.rescale(UNIT_PRICE.1 as u32);
+    if scaled != price {
+        return Err(format!("unit_price {price} has more than {} decimal places, which numeric(8,3) cannot hold", UNIT_PRICE.1));
+    }
+    Ok(scaled.mantissa())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extract(blocks: u64) -> PgExtract {
+        PgExtract { url: String::new(), shown: String::new(), before: "2012-01-01".into(), snapshot: "s".into(), blocks, on_cluster: true }
+    }
+
+    #[test]
+    fn slices_cover_every_block_once_and_the_last_is_open() {
+        for (blocks, count) in [(0, 4), (1, 4), (10, 3), (100, 7), (7, 7)] {
+            let slices = extract(blocks).slices(count);
+            assert!(!slices.is_empty() && slices.len() <= count.max(1));
+            assert_eq!(slices[0].start, 0);
+            assert_eq!(slices.last().and_then(|s| s.end), None, "the last slice has no end");
+            for pair in slices.windows(2) {
+                assert_eq!(pair[0].end, Some(pair[1].start), "{blocks} blocks in {count}: {slices:?}");
+                assert!(pair[1].start > pair[0].start);
+            }
+        }
+        assert!(extract(10).copy_statement(Slice { start: 3, end: Some(6) }).contains("ctid >= '(3,0)'::tid AND ctid < '(6,0)'::tid"));
+        assert!(!extract(10).copy_statement(Slice { start: 6, end: None }).contains("ctid <"));
+    }
+
+    #[test]
+    fn a_large_table_gets_a_slice_per_128_mib_on_a_cluster() {
+        let blocks = 5 * CLUSTER_SLICE_BYTES / 8192;
+        assert_eq!(extract(blocks).slice_count(2), 5);
+        assert_eq!(PgExtract { on_cluster: false, ..extract(blocks) }.slice_count(2), 2);
+    }
+}
