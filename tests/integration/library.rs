@@ -87,3 +87,56 @@ async fn a_day_through_the_library_local() {
 async fn a_day_through_the_library_standalone() {
     day_through_the_library(EngineKind::Standalone).await;
 }
+
+/// Every slice of the Postgres extract reads in the one snapshot the driver exported: rows
+/// inserted, deleted and updated after the export, by another session that commits, change
+/// nothing of what the slices read, and together they read every row of the snapshot once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_slices_read_one_snapshot_while_the_table_changes() {
+    let Some(db) = crate::common::TestDb::create() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, _) = sample(dir.path()).await;
+    let oltp = Oltp::Postgres(ubm_pipeline::secret::SecretUrl::new(db.url()));
+    oltp.load_csv(&dir.path().join("sample/user_purchase.csv")).await.expect("load Postgres");
+    let before = db.query("SELECT count(*), sum(quantity) FROM retail.user_purchase");
+
+    let url = ubm_pipeline::secret::SecretUrl::new(db.url());
+    let session = ubm_pipeline::oltp::connect_postgres(&url).await.expect("connect");
+    session.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.expect("begin");
+    let row = session
+        .query_one("SELECT pg_export_snapshot(), (pg_relation_size('retail.user_purchase') / current_setting('block_size')::int8)::int8", &[])
+        .await
+        .expect("export");
+    let (snapshot, blocks): (String, i64) = (row.get(0), row.get(1));
+    db.query(
+        "INSERT INTO retail.user_purchase SELECT * FROM retail.user_purchase LIMIT 500; \
+         DELETE FROM retail.user_purchase WHERE ctid IN (SELECT ctid FROM retail.user_purchase LIMIT 100); \
+         UPDATE retail.user_purchase SET quantity = quantity + 1000 WHERE customer_id % 7 = 0",
+    );
+    assert_ne!(db.query("SELECT count(*), sum(quantity) FROM retail.user_purchase"), before, "the table changed");
+
+    let engine = Engine::start(EngineKind::Local).await.expect("engine");
+    let extract = ubm_cluster::pg_slices::PgExtract {
+        url: db.url(),
+        shown: db.url(),
+        before: "2100-01-01".into(),
+        snapshot,
+        blocks: blocks as u64,
+        on_cluster: false,
+    };
+    let plan = engine.postgres_slices(extract).expect("plan");
+    let physical = engine.context().state().create_physical_plan(&plan).await.expect("physical");
+    assert!(physical.properties().output_partitioning().partition_count() >= 2, "read in several slices");
+    let batches = datafusion::physical_plan::collect(physical, engine.context().task_ctx()).await.expect("slices read");
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let quantity: i64 = batches
+        .iter()
+        .flat_map(|b| {
+            let q = b.column_by_name("quantity").expect("quantity");
+            let q = datafusion::arrow::array::AsArray::as_primitive::<datafusion::arrow::datatypes::Int32Type>(q.as_ref()).clone();
+            q.iter().flatten().map(i64::from).collect::<Vec<_>>()
+        })
+        .sum();
+    assert_eq!(vec![format!("{rows}|{quantity}")], before, "the slices read the snapshot, every row once");
+    session.batch_execute("COMMIT").await.expect("commit");
+}
