@@ -60,10 +60,14 @@ pub(crate) async fn metric(engine: &Engine, lake: &Lake, date: RunDate, semantic
     tasks.remove().await?;
     let rows: u64 = reports.iter().map(|r| r.rows).sum();
     let staged = engine.parquet(partition.staging_url(), &*file_schema()?).await?;
-    check_one_row_per_customer(engine, staged.clone(), rows, date).await?;
-    let top_customers = collect(engine, top_customers(staged, date)?, format!("ubm metric {date}: top customers")).await?;
     let plan = review_matches(purchases, classified).map_err(PipelineError::query("planning the review matches"))?;
-    let matches = collect(engine, plan, format!("ubm review matches {date}")).await?;
+    // Three small jobs that only read: side by side, so that on a cluster each costs no round
+    // of scheduling of its own.
+    let ((), top_customers, matches) = tokio::try_join!(
+        check_one_row_per_customer(engine, staged.clone(), rows, date),
+        collect(engine, top_customers(staged, date)?, format!("ubm metric {date}: top customers")),
+        collect(engine, plan, format!("ubm review matches {date}")),
+    )?;
     let match_rows: usize = matches.iter().map(RecordBatch::num_rows).sum();
     if match_rows != 1 {
         return Err(PipelineError::Internal { what: format!("the engine delivered {match_rows} rows for a one-row aggregate") });
