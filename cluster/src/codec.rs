@@ -50,6 +50,14 @@ struct PgSlicesPayload {
     slices: Vec<Slice>,
 }
 
+/// [`PgSliceTable`] on the wire (client → scheduler).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PgTablePayload {
+    extract: PgExtract,
+    on_cluster: bool,
+}
+
 /// The Postgres slice scan in `plan`, when it is one.
 fn pg_scan(plan: &dyn ExecutionPlan) -> Option<(&FileScanConfig, &PgSliceSource)> {
     let exec = (plan as &dyn std::any::Any).downcast_ref::<DataSourceExec>()?;
@@ -301,8 +309,9 @@ impl LogicalExtensionCodec for UbmLogicalCodec {
         schema: SchemaRef,
         ctx: &TaskContext,
     ) -> Result<Arc<dyn TableProvider>> {
-        if let Some(extract) = decode_as::<PgExtract>(PG_MAGIC, buf) {
-            return Ok(Arc::new(PgSliceTable::new(extract?)));
+        if let Some(payload) = decode_as::<PgTablePayload>(PG_MAGIC, buf) {
+            let PgTablePayload { extract, on_cluster } = payload?;
+            return Ok(Arc::new(PgSliceTable::new(extract, on_cluster)));
         }
         if let Some(copy) = decode_as::<FileCopy>(COPY_MAGIC, buf) {
             return Ok(Arc::new(CopyTable::new(copy?)));
@@ -325,7 +334,7 @@ impl LogicalExtensionCodec for UbmLogicalCodec {
         buf: &mut Vec<u8>,
     ) -> Result<()> {
         if let Some(table) = node.downcast_ref::<PgSliceTable>() {
-            return encode_as(PG_MAGIC, table.extract(), buf);
+            return encode_as(PG_MAGIC, &PgTablePayload { extract: table.extract().clone(), on_cluster: table.on_cluster() }, buf);
         }
         if let Some(table) = node.downcast_ref::<CopyTable>() {
             return encode_as(COPY_MAGIC, table.copy(), buf);

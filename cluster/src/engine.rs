@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use ballista::prelude::{SessionConfigExt, SessionContextExt};
-use datafusion::arrow::array::AsArray;
+use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::UInt64Type;
 use datafusion::common::DataFusionError;
 use datafusion::dataframe::DataFrame;
@@ -186,10 +186,7 @@ impl Engine {
         loop {
             let boundaries = ReviewCsvTable::new(file.clone(), ReviewPass::Boundaries, on_cluster);
             let doing = format!("finding the record boundaries of {}", file.location.as_str());
-            let result = match self.execute(scan_of(boundaries)?, &format!("{job_name}: record boundaries")).await {
-                Ok(stream) => stream.try_collect::<Vec<_>>().await.map_err(ClusterError::engine(doing)),
-                Err(e) => Err(e),
-            };
+            let result = self.collect(scan_of(boundaries)?, &format!("{job_name}: record boundaries"), doing).await;
             match result {
                 Ok(batches) => return summaries_of(&batches).map_err(ClusterError::engine("reading the record boundaries")),
                 Err(e) if attempt < BOUNDARY_ATTEMPTS && e.is_retryable() => {
@@ -203,9 +200,9 @@ impl Engine {
 
     /// A scan of the OLTP table's as-of snapshot in slices of one exported Postgres snapshot
     /// (see [`crate::pg_slices`]); more slices on a cluster for a large table.
-    pub fn postgres_slices(&self, mut extract: PgExtract) -> Result<LogicalPlan, ClusterError> {
-        extract.on_cluster = self.kind != EngineKind::Local;
-        LogicalPlanBuilder::scan("user_purchase", provider_as_source(Arc::new(PgSliceTable::new(extract))), None)
+    pub fn postgres_slices(&self, extract: PgExtract) -> Result<LogicalPlan, ClusterError> {
+        let table = PgSliceTable::new(extract, self.kind != EngineKind::Local);
+        LogicalPlanBuilder::scan("user_purchase", provider_as_source(Arc::new(table)), None)
             .and_then(|b| b.build())
             .map_err(ClusterError::engine("planning the purchases extract"))
     }
@@ -218,7 +215,7 @@ impl Engine {
         let plan = LogicalPlanBuilder::scan("copy", provider_as_source(Arc::new(table)), None)
             .and_then(|b| b.build())
             .map_err(ClusterError::engine("planning the copy"))?;
-        let batches: Vec<_> = self.execute(plan, job_name).await?.try_collect().await.map_err(ClusterError::engine(format!("copying {from} to {to}")))?;
+        let batches = self.collect(plan, job_name, format!("copying {from} to {to}")).await?;
         let mut bytes = 0;
         for batch in &batches {
             let copied = batch.column(0).as_primitive_opt::<UInt64Type>().ok_or_else(|| ClusterError::engine("reading the copy's row")(DataFusionError::Internal("not UInt64".into())))?;
@@ -244,8 +241,14 @@ impl Engine {
     pub async fn write_parts(&self, plan: LogicalPlan, spec: PartsSpec, job_name: &str) -> Result<Vec<PartReport>, ClusterError> {
         let doing = format!("writing the part files of {job_name} into {}", spec.dir);
         let plan = WriteParts::plan(plan, spec).map_err(ClusterError::engine("planning the part writers"))?;
-        let batches: Vec<_> = self.execute(plan, job_name).await?.try_collect().await.map_err(ClusterError::engine(doing))?;
+        let batches = self.collect(plan, job_name, doing).await?;
         PartReport::from_batches(&batches).map_err(ClusterError::engine("reading the part writers' reports"))
+    }
+
+    /// Runs `plan` to the end and keeps its rows (plans of a few rows only); `doing` names the
+    /// work in an error.
+    async fn collect(&self, plan: LogicalPlan, job_name: &str, doing: String) -> Result<Vec<RecordBatch>, ClusterError> {
+        self.execute(plan, job_name).await?.try_collect().await.map_err(ClusterError::engine(doing))
     }
 
     /// Runs `plan` and streams its result back to the caller. On Ballista, `job_name` names the

@@ -381,14 +381,8 @@ impl PartWriter {
                 PartsKind::Reviews => {
                     let (classified, bad) = self.split_reviews(&batch, &mut report)?;
                     if let Some(bad) = bad {
-                        if rejects.is_none() {
-                            let name = format!("rejects-{}.jsonl", self.id);
-                            rejects = Some((BufWriter::new(self.store.clone(), self.dir.clone().join(name.as_str())), name));
-                        }
-                        if let Some((file, name)) = rejects.as_mut() {
-                            let lines = rejects_json(&bad)?;
-                            file.write_all(&lines).await.map_err(|e| self.io_error("writing", name, e))?;
-                        }
+                        let (file, name) = rejects.get_or_insert_with(|| self.open_rejects());
+                        file.write_all(&rejects_json(&bad)?).await.map_err(|e| self.io_error("writing", name, e))?;
                     }
                     classified
                 }
@@ -396,15 +390,12 @@ impl PartWriter {
             if rows.num_rows() == 0 {
                 continue;
             }
-            if parquet.is_none() {
-                let name = format!("part-{}.parquet", self.id);
-                let sink = BufWriter::new(self.store.clone(), self.dir.clone().join(name.as_str()));
-                parquet = Some((AsyncArrowWriter::try_new(sink, rows.schema(), Some(parquet_properties()))?, name));
-            }
-            if let Some((writer, _)) = parquet.as_mut() {
-                report.rows += rows.num_rows() as u64;
-                writer.write(&rows).await?;
-            }
+            let (writer, _) = match parquet.as_mut() {
+                Some(open) => open,
+                None => parquet.insert(self.open_parquet(rows.schema())?),
+            };
+            report.rows += rows.num_rows() as u64;
+            writer.write(&rows).await?;
         }
         if let Some((writer, name)) = parquet {
             writer.close().await?;
@@ -415,6 +406,19 @@ impl PartWriter {
             report.rejects_file = Some(name);
         }
         Ok(report)
+    }
+
+    /// The task's Parquet file, opened at its first row.
+    fn open_parquet(&self, schema: SchemaRef) -> Result<(AsyncArrowWriter<BufWriter>, String)> {
+        let name = format!("part-{}.parquet", self.id);
+        let sink = BufWriter::new(self.store.clone(), self.dir.clone().join(name.as_str()));
+        Ok((AsyncArrowWriter::try_new(sink, schema, Some(parquet_properties()))?, name))
+    }
+
+    /// The task's rejects file, opened at its first rejected record.
+    fn open_rejects(&self) -> (BufWriter, String) {
+        let name = format!("rejects-{}.jsonl", self.id);
+        (BufWriter::new(self.store.clone(), self.dir.clone().join(name.as_str())), name)
     }
 
     /// The classified rows of `batch` (the classified table's schema) and its rejected ones,

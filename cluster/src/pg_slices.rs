@@ -59,8 +59,6 @@ pub struct PgExtract {
     pub snapshot: String,
     /// The table's size in blocks when the snapshot was taken.
     pub blocks: u64,
-    /// Whether this runs on a cluster (more slices for a large table).
-    pub on_cluster: bool,
 }
 
 impl fmt::Debug for PgExtract {
@@ -84,13 +82,6 @@ impl PgExtract {
         bounds.windows(2).enumerate().map(|(i, w)| Slice { start: w[0], end: (i as u64 + 1 < count).then_some(w[1]) }).collect()
     }
 
-    /// How many slices: one per target partition in-process; on a cluster also at least one per
-    /// [`CLUSTER_SLICE_BYTES`] of table.
-    fn slice_count(&self, target_partitions: usize) -> usize {
-        let by_size = (self.blocks * 8192).div_ceil(CLUSTER_SLICE_BYTES) as usize;
-        if self.on_cluster { target_partitions.max(by_size) } else { target_partitions }.max(1)
-    }
-
     /// The statement that reads `slice`. `before` is a validated date and the block numbers are
     /// integers, so formatting them in is safe; COPY takes no bind parameters.
     fn copy_statement(&self, slice: Slice) -> String {
@@ -108,15 +99,28 @@ impl PgExtract {
 #[derive(Debug)]
 pub struct PgSliceTable {
     extract: PgExtract,
+    /// Whether the scan runs on a cluster (more slices for a large table).
+    on_cluster: bool,
 }
 
 impl PgSliceTable {
-    pub fn new(extract: PgExtract) -> Self {
-        Self { extract }
+    pub fn new(extract: PgExtract, on_cluster: bool) -> Self {
+        Self { extract, on_cluster }
     }
 
     pub fn extract(&self) -> &PgExtract {
         &self.extract
+    }
+
+    pub fn on_cluster(&self) -> bool {
+        self.on_cluster
+    }
+
+    /// How many slices: one per target partition in-process; on a cluster also at least one per
+    /// [`CLUSTER_SLICE_BYTES`] of table (counting Postgres's default 8 KiB blocks).
+    fn slice_count(&self, target_partitions: usize) -> usize {
+        let by_size = (self.extract.blocks * 8192).div_ceil(CLUSTER_SLICE_BYTES) as usize;
+        if self.on_cluster { target_partitions.max(by_size) } else { target_partitions }.max(1)
     }
 }
 
@@ -135,7 +139,7 @@ impl TableProvider for PgSliceTable {
         if !every_column {
             return Err(DataFusionError::Internal("the purchases extract reads every column".to_string()));
         }
-        let slices = self.extract.slices(self.extract.slice_count(state.config().target_partitions()));
+        let slices = self.extract.slices(self.slice_count(state.config().target_partitions()));
         Ok(pg_scan_exec(self.extract.clone(), &slices)?)
     }
 }
@@ -165,18 +169,16 @@ pub fn pg_scan_exec(extract: PgExtract, slices: &[Slice]) -> Result<Arc<DataSour
 
 /// The slices of a scan, read back from its file groups (for the codec).
 pub fn slices_of(config: &FileScanConfig) -> Result<Vec<Slice>> {
-    config
-        .file_groups
-        .iter()
-        .flat_map(|group| group.iter())
-        .map(|part| {
-            let range = part.range.as_ref().ok_or_else(|| DataFusionError::Internal("a slice without its blocks".to_string()))?;
-            match (u64::try_from(range.start), u64::try_from(range.end)) {
-                (Ok(start), Ok(end)) => Ok(Slice { start, end: (range.end != i64::MAX).then_some(end) }),
-                _ => Err(DataFusionError::Internal("a slice of negative blocks".to_string())),
-            }
-        })
-        .collect()
+    config.file_groups.iter().flat_map(|group| group.iter()).map(slice_of).collect()
+}
+
+/// The slice a stand-in file of [`pg_scan_exec`] is.
+fn slice_of(part: &PartitionedFile) -> Result<Slice> {
+    let range = part.range.as_ref().ok_or_else(|| DataFusionError::Internal("a slice without its blocks".to_string()))?;
+    match (u64::try_from(range.start), u64::try_from(range.end)) {
+        (Ok(start), Ok(end)) => Ok(Slice { start, end: (range.end != i64::MAX).then_some(end) }),
+        _ => Err(DataFusionError::Internal("a slice of negative blocks".to_string())),
+    }
 }
 
 /// The `FileSource` whose "files" are slices of the table.
@@ -240,12 +242,8 @@ struct SliceOpener {
 
 impl FileOpener for SliceOpener {
     fn open(&self, part: PartitionedFile) -> Result<FileOpenFuture> {
-        let config_slices = part.range.as_ref().map(|r| (r.start, r.end));
-        let Some((start, end)) = config_slices.and_then(|(s, e)| Some((u64::try_from(s).ok()?, e))) else {
-            return Err(DataFusionError::Internal("a slice without its blocks".to_string()));
-        };
-        let slice = Slice { start, end: (end != i64::MAX).then(|| end as u64) };
-        let name = format!("the slice of blocks {start}..{}", slice.end.map_or(String::from("the end"), |e| e.to_string()));
+        let slice = slice_of(&part)?;
+        let name = format!("the slice of blocks {}..{}", slice.start, slice.end.map_or(String::from("the end"), |e| e.to_string()));
         let extract = self.extract.clone();
         Ok(Box::pin(async move {
             let (sender, receiver) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
@@ -379,7 +377,7 @@ mod tests {
     use super::*;
 
     fn extract(blocks: u64) -> PgExtract {
-        PgExtract { url: String::new(), shown: String::new(), before: "2012-01-01".into(), snapshot: "s".into(), blocks, on_cluster: true }
+        PgExtract { url: String::new(), shown: String::new(), before: "2012-01-01".into(), snapshot: "s".into(), blocks }
     }
 
     #[test]
@@ -401,7 +399,7 @@ mod tests {
     #[test]
     fn a_large_table_gets_a_slice_per_128_mib_on_a_cluster() {
         let blocks = 5 * CLUSTER_SLICE_BYTES / 8192;
-        assert_eq!(extract(blocks).slice_count(2), 5);
-        assert_eq!(PgExtract { on_cluster: false, ..extract(blocks) }.slice_count(2), 2);
+        assert_eq!(PgSliceTable::new(extract(blocks), true).slice_count(2), 5);
+        assert_eq!(PgSliceTable::new(extract(blocks), false).slice_count(2), 2);
     }
 }

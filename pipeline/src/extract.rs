@@ -58,7 +58,6 @@ async fn extract_in_slices(engine: &Engine, url: &SecretUrl, lake: &Lake, date: 
         before: date.next_day().to_string(),
         snapshot,
         blocks: blocks.unwrap_or(0).max(0) as u64,
-        on_cluster: false,
     };
     let tasks = lake.task_output(date, stamp)?;
     let plan = engine.postgres_slices(extract)?;

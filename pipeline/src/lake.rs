@@ -187,6 +187,17 @@ impl Lake {
         self.local_root.as_ref().map(|_| PathBuf::from(format!("/{}", path.as_ref())))
     }
 
+    /// Removes the directory at `url` when the lake is local (nothing on an object store), for a
+    /// `Drop`: on a blocking thread when a runtime is at hand, errors ignored.
+    fn remove_local_dir_soon(&self, url: &Url) {
+        let Some(dir) = self.path_of(url).ok().and_then(|p| self.local_path(&p)) else { return };
+        let remove = move || drop(remove_local_dir(&dir));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(remove)),
+            Err(_) => remove(),
+        }
+    }
+
     /// Adapter for `map_err`: a request for `path` (a path from the store's root) that failed.
     pub(crate) fn store_error(&self, doing: &'static str, path: &Path) -> impl FnOnce(object_store::Error) -> PipelineError + use<> {
         let mut url = self.root.clone();
@@ -251,15 +262,7 @@ impl Drop for PartitionWrite {
         if self.committed {
             return;
         }
-        let Some(dir) = self.lake.path_of(&self.staging).ok().and_then(|p| self.lake.local_path(&p)) else { return };
-        let remove = move || {
-            let _ = std::fs::remove_dir_all(&dir);
-            remove_empty_parents(&dir);
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(remove)),
-            Err(_) => remove(),
-        }
+        self.lake.remove_local_dir_soon(&self.staging);
     }
 }
 
@@ -443,12 +446,7 @@ impl Drop for TaskOutput {
         if self.removed {
             return;
         }
-        let Some(dir) = self.lake.path_of(&self.url).ok().and_then(|p| self.lake.local_path(&p)) else { return };
-        let remove = move || drop(remove_local_dir(&dir));
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(remove)),
-            Err(_) => remove(),
-        }
+        self.lake.remove_local_dir_soon(&self.url);
     }
 }
 

@@ -112,15 +112,21 @@ pub(crate) fn file_schema() -> Result<Arc<Schema>> {
 /// The [`TOP_CUSTOMERS`] customers of `metric` (the day's files) who spent most, ties by id,
 /// with the date.
 fn top_customers(metric: LogicalPlan, date: RunDate) -> Result<LogicalPlan> {
-    let planning = PipelineError::query("planning the top customers");
-    let date = lit(ScalarValue::Date32(Some(date.days_since_epoch()))).alias(col::INSERT_DATE);
-    let columns: Vec<Expr> = file_columns().map(col).chain([date]).collect();
-    LogicalPlanBuilder::from(metric)
+    let top = LogicalPlanBuilder::from(metric)
         .sort(vec![col(col::AMOUNT_SPENT).sort(false, true), col(col::CUSTOMERID).sort(true, true)])
         .and_then(|b| b.limit(0, Some(TOP_CUSTOMERS)))
-        .and_then(|b| b.project(columns))
         .and_then(|b| b.build())
-        .map_err(planning)
+        .map_err(PipelineError::query("planning the top customers"))?;
+    with_partition_column(top, date)
+}
+
+/// Rows of the metric's files (no `insert_date`) as rows of the table: the date put back.
+pub(crate) fn with_partition_column(files: LogicalPlan, date: RunDate) -> Result<LogicalPlan> {
+    let date = lit(ScalarValue::Date32(Some(date.days_since_epoch()))).alias(col::INSERT_DATE);
+    LogicalPlanBuilder::from(files)
+        .project(file_columns().map(col).chain([date]))
+        .and_then(|b| b.build())
+        .map_err(PipelineError::query("putting the date back into the metric's rows"))
 }
 
 /// The metric has one row per customer, and the staged files hold the rows the tasks reported:

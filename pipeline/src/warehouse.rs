@@ -3,12 +3,9 @@
 //! `pg_advisory_xact_lock`, which the load takes: it is not supported as is (and never was tested).
 
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::ScalarValue;
-use datafusion::logical_expr::LogicalPlanBuilder;
-use datafusion::prelude::{col, lit};
 use futures::{SinkExt, TryStreamExt};
 use ubm_cluster::Engine;
-use ubm_jobs::schema::{AMOUNT_SPENT, USER_BEHAVIOR_METRIC, col};
+use ubm_jobs::schema::AMOUNT_SPENT;
 
 use crate::lake::{Lake, Table};
 
@@ -25,13 +22,7 @@ pub const METRIC_DDL: &str = "CREATE TABLE IF NOT EXISTS public.user_behavior_me
 /// partition of `date`, streamed from its files; readers see the old day or the new day whole.
 pub async fn load_metric(url: &SecretUrl, date: ubm_jobs::RunDate, engine: &Engine, lake: &Lake) -> Result<u64> {
     let partition = lake.partition_url(Table::METRIC, date)?;
-    let with_date = LogicalPlanBuilder::from(engine.parquet(&partition, &*crate::metric::file_schema()?).await?)
-        .project(USER_BEHAVIOR_METRIC.fields().iter().map(|f| match f.name().as_str() {
-            col::INSERT_DATE => lit(ScalarValue::Date32(Some(date.days_since_epoch()))).alias(col::INSERT_DATE),
-            name => col(name),
-        }))
-        .and_then(|b| b.build())
-        .map_err(PipelineError::query("planning the load"))?;
+    let with_date = crate::metric::with_partition_column(engine.parquet(&partition, &*crate::metric::file_schema()?).await?, date)?;
     // Connect first: an unreachable warehouse fails before any job starts.
     let mut client = connect_postgres(url).await?;
     let reading = format!("reading {partition}");

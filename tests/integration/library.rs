@@ -122,7 +122,6 @@ async fn postgres_slices_read_one_snapshot_while_the_table_changes() {
         before: "2100-01-01".into(),
         snapshot,
         blocks: blocks as u64,
-        on_cluster: false,
     };
     let plan = engine.postgres_slices(extract).expect("plan");
     let physical = engine.context().state().create_physical_plan(&plan).await.expect("physical");
