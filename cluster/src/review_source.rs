@@ -8,7 +8,7 @@
 //! ([`crate::Engine::review_records`]):
 //!
 //! 1. **Boundaries** ([`ReviewPass::Boundaries`]): the file's records region is cut into
-//!    [`CHUNK_BYTES`] chunks; each task summarizes its chunks ([`ubm_jobs::splits::summarize`])
+//!    chunks of [`ReviewFile::chunk_bytes`]; each task summarizes its chunks ([`ubm_jobs::splits::summarize`])
 //!    into one small row each. The planner composes the rows into splits that start at records
 //!    ([`ubm_jobs::splits::compose`]).
 //! 2. **Records** ([`ReviewPass::Records`]): each split is read and parsed into
@@ -16,7 +16,7 @@
 //!
 //! Both passes are `DataSourceExec`s over a `FileScanConfig` whose file groups are byte ranges
 //! of the one file ([`crate::review_scan::ReviewScanSource`]), so Ballista gives each group to a
-//! task of its own. A task holds one range at a time (about [`CHUNK_BYTES`], more only for a
+//! task of its own. A task holds one range at a time (about [`ReviewFile::chunk_bytes`], more only for a
 //! record longer than that), whatever the file's size.
 
 use std::sync::Arc;
@@ -46,12 +46,18 @@ use url::Url;
 use crate::ClusterError;
 use crate::review_scan::{BOUNDARIES, ReviewScanSource};
 
-/// The size of the chunks the boundaries pass summarizes, and so about the size of a split: what
-/// one task holds in memory at a time, and the size of one ranged GET (S3's guidance for byte-range
-/// reads is 8 to 16 MB). Against 16 MiB, `ubm classify` took the same time at SF 1 and SF 16 and
-/// peaked 10 to 20 MB lower (3 runs each, by hand); `benches/run.sh --scaling` compares the two
-/// after a change of this constant.
+/// The size of the chunks the boundaries pass summarizes in an object store, and so about the
+/// size of a split: what one task holds in memory at a time, and the size of one ranged GET (S3's
+/// guidance for byte-range reads is 8 to 16 MB). Against 16 MiB, `ubm classify` took the same
+/// time at SF 1 and SF 16 and peaked 10 to 20 MB lower (3 runs each, by hand);
+/// `benches/run.sh --scaling` compares the two after a change of this constant.
 pub const CHUNK_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The chunk size for a local file, where a read costs no request: smaller chunks keep what a
+/// task reads in the CPU's caches while it parses it, and balance the two cores' shares more
+/// finely. `ubm classify` at SF 1, 21 interleaved runs: 122 ms against 128 ms with 8 MiB
+/// (medians; 176 against 179 ms of CPU).
+pub const LOCAL_CHUNK_BYTES: u64 = 2 * 1024 * 1024;
 
 /// On a cluster, a task reads about this much of the file (several splits, one after another),
 /// as Spark gives a task a 128 MiB split: enough tasks to spread a large file over every
@@ -148,6 +154,11 @@ impl ReviewFile {
         }
     }
 
+    /// The size of the chunks the file is summarized in, and so about the size of its splits.
+    pub fn chunk_bytes(&self) -> u64 {
+        if self.location.url.scheme() == "file" { LOCAL_CHUNK_BYTES } else { CHUNK_BYTES }
+    }
+
     /// The size of the file's records region.
     pub fn records_bytes(&self) -> u64 {
         self.version.size.saturating_sub(self.data_start)
@@ -193,7 +204,7 @@ fn first_line_or_record(bytes: &[u8], eol: u8) -> &[u8] {
 /// The two passes over a review file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReviewPass {
-    /// One [`BOUNDARIES`] row per chunk of [`CHUNK_BYTES`].
+    /// One [`BOUNDARIES`] row per chunk of [`ReviewFile::chunk_bytes`].
     Boundaries,
     /// [`REVIEW_RECORDS`] rows, reading these splits (the composed boundaries).
     Records(Arc<Vec<Split>>),
@@ -202,7 +213,7 @@ pub enum ReviewPass {
 /// The byte ranges of one pass, with the line each starts on (0 where the pass needs none).
 fn ranges_of(file: &ReviewFile, pass: &ReviewPass) -> Vec<Split> {
     match pass {
-        ReviewPass::Boundaries => chunks(file.data_start, file.version.size, CHUNK_BYTES)
+        ReviewPass::Boundaries => chunks(file.data_start, file.version.size, file.chunk_bytes())
             .into_iter()
             .map(|(start, end)| Split { start, end, line: 0 })
             .collect(),

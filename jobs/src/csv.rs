@@ -157,12 +157,65 @@ fn count_line_breaks(bytes: &[u8], eol: u8) -> u64 {
     memchr::memchr_iter(eol, bytes).count() as u64
 }
 
+/// One field's text as the record holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldText<'a> {
+    /// The value itself: an unquoted field, or a quoted one without doubled quotes.
+    Plain(&'a str),
+    /// A quoted field's content with its doubled quotes (`""`), each one `"` in the value.
+    Escaped(&'a str),
+}
+
+impl<'a> FieldText<'a> {
+    /// The value in pieces whose concatenation it is (each doubled quote made one), so that a
+    /// caller can write it where it goes without building it first.
+    pub fn pieces(self) -> impl Iterator<Item = &'a str> {
+        let (text, escaped) = match self {
+            FieldText::Plain(text) => (text, false),
+            FieldText::Escaped(text) => (text, true),
+        };
+        let mut rest = Some(text);
+        std::iter::from_fn(move || {
+            let current = rest?;
+            match memchr::memchr(b'"', current.as_bytes()).filter(|_| escaped) {
+                // Up to and including the first quote of the pair; the piece after starts past both.
+                Some(at) => {
+                    rest = current.get(at + 2..);
+                    Some(&current[..=at])
+                }
+                None => {
+                    rest = None;
+                    Some(current)
+                }
+            }
+        })
+    }
+
+    /// The value, borrowed when it has no doubled quotes.
+    pub fn value(self) -> Cow<'a, str> {
+        match self {
+            FieldText::Plain(text) => Cow::Borrowed(text),
+            FieldText::Escaped(_) => Cow::Owned(self.pieces().collect()),
+        }
+    }
+}
+
 /// Splits one record into fields, appending them to `fields` (cleared first). `None` is null.
 pub fn parse_record<'a>(
     bytes: &'a [u8],
     span: &RecordSpan,
     fields: &mut Vec<Option<Cow<'a, str>>>,
 ) -> Result<(), Reject> {
+    let mut texts = Vec::new();
+    record_fields(bytes, span, &mut texts)?;
+    fields.clear();
+    fields.extend(texts.into_iter().map(|text| text.map(FieldText::value)));
+    Ok(())
+}
+
+/// Splits one record into its fields' texts, appending them to `fields` (cleared first).
+/// `None` is null. Nothing is copied: a field with doubled quotes is returned as written.
+pub fn record_fields<'a>(bytes: &'a [u8], span: &RecordSpan, fields: &mut Vec<Option<FieldText<'a>>>) -> Result<(), Reject> {
     fields.clear();
     let reject = |reason: String| Reject { line: span.line, reason };
     if !span.closed {
@@ -181,14 +234,14 @@ pub fn parse_record<'a>(
 
 /// Splits UTF-8 record text into fields. Slicing happens only at ASCII `,` and `"`, which are
 /// always character boundaries.
-fn split_fields<'a>(text: &'a str, fields: &mut Vec<Option<Cow<'a, str>>>) -> Result<(), String> {
+fn split_fields<'a>(text: &'a str, fields: &mut Vec<Option<FieldText<'a>>>) -> Result<(), String> {
     let bytes = text.as_bytes();
     let mut pos = 0;
     loop {
         let field_no = fields.len() + 1;
         let after = if bytes.get(pos) == Some(&b'"') {
             let (value, after) = quoted_field(text, pos + 1);
-            fields.push((!value.is_empty()).then_some(value));
+            fields.push(Some(value).filter(|v| !matches!(v, FieldText::Plain("") | FieldText::Escaped(""))));
             match bytes.get(after) {
                 None | Some(b',') => after,
                 Some(_) => {
@@ -200,7 +253,7 @@ fn split_fields<'a>(text: &'a str, fields: &mut Vec<Option<Cow<'a, str>>>) -> Re
             }
         } else {
             let end = memchr::memchr(b',', &bytes[pos..]).map_or(bytes.len(), |i| pos + i);
-            fields.push((end > pos).then(|| Cow::Borrowed(&text[pos..end])));
+            fields.push((end > pos).then(|| FieldText::Plain(&text[pos..end])));
             end
         };
         if after >= bytes.len() {
@@ -215,32 +268,23 @@ fn split_fields<'a>(text: &'a str, fields: &mut Vec<Option<Cow<'a, str>>>) -> Re
 }
 
 /// Reads a quoted field whose content starts at `from` (the record is known to close it).
-/// Returns the unescaped value and the offset just past the closing quote.
-fn quoted_field(text: &str, from: usize) -> (Cow<'_, str>, usize) {
+/// Returns its content as written and the offset just past the closing quote.
+fn quoted_field(text: &str, from: usize) -> (FieldText<'_>, usize) {
     let bytes = text.as_bytes();
-    let mut owned: Option<String> = None;
-    let mut piece_start = from;
+    let mut escaped = false;
     let mut pos = from;
     loop {
         let at = match memchr::memchr(b'"', &bytes[pos..]) {
             Some(i) => pos + i,
             None => bytes.len(), // unreachable for closed spans; treat the rest as the value
         };
-        let escaped = bytes.get(at + 1) == Some(&b'"');
-        if !escaped {
-            let value = match owned {
-                Some(mut s) => {
-                    s.push_str(&text[piece_start..at]);
-                    Cow::Owned(s)
-                }
-                None => Cow::Borrowed(&text[piece_start..at]),
-            };
-            return (value, (at + 1).min(bytes.len()));
+        if bytes.get(at + 1) != Some(&b'"') {
+            let content = &text[from..at];
+            let field = if escaped { FieldText::Escaped(content) } else { FieldText::Plain(content) };
+            return (field, (at + 1).min(bytes.len()));
         }
-        let s = owned.get_or_insert_with(String::new);
-        s.push_str(&text[piece_start..=at]);
+        escaped = true;
         pos = at + 2;
-        piece_start = pos;
     }
 }
 
@@ -287,6 +331,15 @@ mod tests {
 
     fn row(values: &[Option<&str>]) -> Result<Vec<Option<String>>, Reject> {
         Ok(values.iter().map(|v| v.map(str::to_string)).collect())
+    }
+
+    #[test]
+    fn an_escaped_field_is_its_pieces_with_each_doubled_quote_once() {
+        let value = |text| FieldText::Escaped(text).pieces().collect::<String>();
+        assert_eq!(value(r#"say ""hi"""#), r#"say "hi""#);
+        assert_eq!(value(r#""""#), r#"""#);
+        assert_eq!(value(r#"""a"""#), r#""a""#);
+        assert_eq!(FieldText::Plain(r#"a"b"#).pieces().collect::<String>(), r#"a"b"#, "a plain field is as written");
     }
 
     #[test]
