@@ -189,6 +189,47 @@ fn three_one_slot_executors_share_one_review_file() {
     assert!(rows.len() >= 3 && rows.iter().all(|r| *r > 0), "the review file should be read by at least 3 tasks that each read rows: {rows:?}");
 }
 
+/// A Postgres connection lost while a slice of the extract streams rows (its backend terminated,
+/// as a failover or an idle-session killer would end it): the run fails with a message naming the
+/// slice and the table, commits none of the day's purchases, and the next run of the date succeeds.
+#[test]
+fn a_postgres_connection_lost_mid_slice_fails_the_run_naming_the_slice() {
+    let Some(db) = TestDb::create() else { return };
+    let sample = Sample::new("0.02");
+    // SF 1 of purchases (541,909 rows): a slice streams long enough to be caught mid-way.
+    ubm_ok(&["datagen", "--scale", "1", "--seed", "7", "--out", &sample.lake("pg-data"), "--oltp", &db.url()]);
+    let lake = sample.lake("lake");
+    let run = || {
+        let mut command = ubm();
+        command.args(["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &db.url(), "--lake", &lake, "--attempts", "1", "--no-report"]);
+        command
+    };
+    let mut child = run().stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("runs");
+    let terminate = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE 'COPY (SELECT%ctid >=%'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let terminated: u32 = db.query(terminate).first().and_then(|n| n.parse().ok()).unwrap_or(0);
+        if terminated > 0 {
+            eprintln!("terminated {terminated} slice connection(s) mid-stream");
+            break;
+        }
+        assert!(child.try_wait().expect("run status").is_none(), "the run ended before any slice was seen streaming");
+        assert!(std::time::Instant::now() < deadline, "no slice started streaming within 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let output = child.wait_with_output().expect("run ends");
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "the run succeeded although a slice lost its connection:\n{stderr}");
+    assert!(stderr.contains("reading the slice of blocks") && stderr.contains("retail.user_purchase"), "the error names the slice:\n{stderr}");
+    assert!(!partition(&lake, "stage/user_purchase", DATE).exists(), "nothing of the purchases was committed");
+
+    let rerun = run().output().expect("rerun");
+    assert!(rerun.status.success(), "the next run heals the day:\n{}", text(&rerun.stderr));
+    let expected = db.query(&format!("SELECT count(*) FROM retail.user_purchase WHERE invoice_date < DATE '{DATE}' + 1"));
+    assert_eq!(report(&lake, DATE)["counts"]["purchase_rows_extracted"].to_string(), expected[0]);
+}
+
 /// kill -9 of the executor running the review scan: the scheduler notices (short timeouts for
 /// the test), runs the task again on the other executor, and the run ends with the right table.
 #[test]
