@@ -127,3 +127,98 @@ fn a_cluster_run_from_postgres_and_s3_passes_no_rows_through_the_submitter() {
     }
     assert_eq!(crate::common::report(&remote, DATE)["counts"], crate::common::report(&local, DATE)["counts"]);
 }
+
+/// A proxy in front of moto that fails chosen requests (`tests/peers/s3_faults.py`); killed on drop.
+struct S3Faults {
+    child: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    endpoint: String,
+}
+
+impl S3Faults {
+    /// Fails the first `times` requests with `method` whose path holds `key_part` (-1: all).
+    fn start(moto: &Moto, method: &str, key_part: &str, status: u16, times: i32) -> S3Faults {
+        use std::io::BufRead;
+        let python = crate::common::peer_python().expect("moto runs, so the peer Python exists");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let mut child = std::process::Command::new(python)
+            .arg(crate::common::peer_script("s3_faults.py"))
+            .args([&port.to_string(), &moto.endpoint, method, key_part, &status.to_string(), &times.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the fault proxy starts");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("the fault proxy says it listens");
+        assert_eq!(line.trim(), "listening", "the fault proxy did not start");
+        S3Faults { child, stdout, endpoint: format!("http://127.0.0.1:{port}") }
+    }
+
+    /// The requests it failed, once it is stopped.
+    fn failed(mut self) -> Vec<String> {
+        use std::io::Read;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut rest = String::new();
+        let _ = self.stdout.read_to_string(&mut rest);
+        rest.lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for S3Faults {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The lake's keys on moto.
+fn lake_keys(moto: &Moto) -> Vec<String> {
+    moto.boto3("for o in s3.list_objects_v2(Bucket='lake').get('Contents', []): print(o['Key'])").lines().map(str::to_string).collect()
+}
+
+/// S3 errors on the tasks' part-file uploads. A passing one (503, twice) is retried and the run
+/// equals one without errors; a lasting one (403) fails the run with a message naming the file,
+/// commits none of the day's reviews, and the next run heals the date.
+#[test]
+fn s3_errors_on_part_uploads_are_retried_or_fail_the_run_naming_the_file() {
+    let Some(moto) = Moto::start() else { return };
+    let sample = Sample::new("0.01");
+    moto.boto3("s3.create_bucket(Bucket='lake')");
+    let run = |endpoint: &str| {
+        ubm()
+            .args(["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", "s3://lake/ubm", "--json", "--attempts", "1"])
+            .envs(Moto::env_for(endpoint))
+            .output()
+            .expect("ubm runs")
+    };
+    let local = crate::common::ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &sample.lake("local"), "--json"]);
+    let local: serde_json::Value = serde_json::from_slice(&local.stdout).expect("json");
+
+    // The tasks write their part files under `_staging/D/RUN/tasks-<uuid>/`.
+    let passing = S3Faults::start(&moto, "PUT", "/tasks-", 503, 2);
+    let output = run(&passing.endpoint);
+    let failed = passing.failed();
+    assert_eq!(failed.len(), 2, "two uploads failed: {failed:?}");
+    assert!(output.status.success(), "a passing S3 error is retried:\n{}", text(&output.stderr));
+    let reports: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(reports[0]["counts"], local[0]["counts"], "the retried run equals one without errors");
+
+    let lasting = S3Faults::start(&moto, "PUT", "/tasks-", 403, -1);
+    let output = run(&lasting.endpoint);
+    let failed = lasting.failed();
+    let stderr = text(&output.stderr);
+    assert!(!failed.is_empty() && !output.status.success(), "a lasting S3 error fails the run:\n{stderr}");
+    assert!(stderr.contains("/tasks-") && stderr.contains("/part-"), "the error names the file:\n{stderr}");
+    eprintln!("the run with a lasting S3 error said:\n{stderr}");
+    let keys = lake_keys(&moto);
+    let first_run = reports[0]["run_id"].as_str().expect("run id");
+    let marker = format!("ubm/stage/movie_review/insert_date={DATE}/_SUCCESS");
+    let committed = moto.boto3(&format!("print(s3.get_object(Bucket='lake', Key='{marker}')['Body'].read().decode())"));
+    assert!(committed.contains(first_run), "the failed run left the first run's reviews committed, not its own:\n{committed}\n{keys:?}");
+
+    let output = run(&moto.endpoint);
+    assert!(output.status.success(), "the next run heals the date:\n{}", text(&output.stderr));
+    let keys = lake_keys(&moto);
+    assert!(!keys.iter().any(|k| k.starts_with("ubm/_staging/")), "staging is cleaned up:\n{keys:?}");
+}
