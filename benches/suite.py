@@ -269,12 +269,10 @@ def summarize(samples, csv_mb):
     for name, runs in samples.items():
         summary[name] = {"peak_rss_mb": round(statistics.median(r for _, r in runs), 1)}
         for phase in PHASES:
-            if phase not in runs[0][0] and phase != "classify+metric" or "metric" not in runs[0][0] and phase == "classify+metric":
-                continue
-            if phase == "classify+metric":
-                times = [p["classify"] + p["metric"] for p, _ in runs]
-            else:
-                times = [p[phase] for p, _ in runs]
+            parts = phase.split("+")  # classify+metric is the sum of the two
+            if not all(part in runs[0][0] for part in parts):
+                continue  # `ubm classify` alone has no metric
+            times = [sum(p[part] for part in parts) for p, _ in runs]
             median = statistics.median(times)
             summary[name][phase] = {
                 "median_s": round(median, 4), "min_s": round(min(times), 4), "max_s": round(max(times), 4),

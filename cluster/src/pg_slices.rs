@@ -59,6 +59,8 @@ pub struct PgExtract {
     pub snapshot: String,
     /// The table's size in blocks when the snapshot was taken.
     pub blocks: u64,
+    /// The server's block size (`block_size`, 8 KiB unless Postgres was built otherwise).
+    pub block_bytes: u64,
 }
 
 impl fmt::Debug for PgExtract {
@@ -117,9 +119,9 @@ impl PgSliceTable {
     }
 
     /// How many slices: one per target partition in-process; on a cluster also at least one per
-    /// [`CLUSTER_SLICE_BYTES`] of table (counting Postgres's default 8 KiB blocks).
+    /// [`CLUSTER_SLICE_BYTES`] of table.
     fn slice_count(&self, target_partitions: usize) -> usize {
-        let by_size = (self.extract.blocks * 8192).div_ceil(CLUSTER_SLICE_BYTES) as usize;
+        let by_size = self.extract.blocks.saturating_mul(self.extract.block_bytes).div_ceil(CLUSTER_SLICE_BYTES) as usize;
         if self.on_cluster { target_partitions.max(by_size) } else { target_partitions }.max(1)
     }
 }
@@ -377,7 +379,7 @@ mod tests {
     use super::*;
 
     fn extract(blocks: u64) -> PgExtract {
-        PgExtract { url: String::new(), shown: String::new(), before: "2012-01-01".into(), snapshot: "s".into(), blocks }
+        PgExtract { url: String::new(), shown: String::new(), before: "2012-01-01".into(), snapshot: "s".into(), blocks, block_bytes: 8192 }
     }
 
     #[test]
@@ -401,5 +403,7 @@ mod tests {
         let blocks = 5 * CLUSTER_SLICE_BYTES / 8192;
         assert_eq!(PgSliceTable::new(extract(blocks), true).slice_count(2), 5);
         assert_eq!(PgSliceTable::new(extract(blocks), false).slice_count(2), 2);
+        let large_blocks = PgExtract { block_bytes: 32 * 1024, ..extract(blocks) };
+        assert_eq!(PgSliceTable::new(large_blocks, true).slice_count(2), 20, "a server built with 32 KiB blocks");
     }
 }

@@ -8,16 +8,16 @@
 //! ([`crate::Engine::review_records`]):
 //!
 //! 1. **Boundaries** ([`ReviewPass::Boundaries`]): the file's records region is cut into
-//!    chunks of [`ReviewFile::chunk_bytes`]; each task summarizes its chunks ([`ubm_jobs::splits::summarize`])
-//!    into one small row each. The planner composes the rows into splits that start at records
-//!    ([`ubm_jobs::splits::compose`]).
+//!    chunks of [`ReviewFile::chunk_bytes`]; each task summarizes its chunks
+//!    ([`ubm_jobs::splits::summarize`]) into one small row each. The planner composes the rows
+//!    into splits that start at records ([`ubm_jobs::splits::compose`]).
 //! 2. **Records** ([`ReviewPass::Records`]): each split is read and parsed into
 //!    [`REVIEW_RECORDS`] rows, one row per record, readable or rejected, with its exact line.
 //!
 //! Both passes are `DataSourceExec`s over a `FileScanConfig` whose file groups are byte ranges
 //! of the one file ([`crate::review_scan::ReviewScanSource`]), so Ballista gives each group to a
-//! task of its own. A task holds one range at a time (about [`ReviewFile::chunk_bytes`], more only for a
-//! record longer than that), whatever the file's size.
+//! task of its own. A task holds one range at a time (about [`ReviewFile::chunk_bytes`], more
+//! only for a record longer than that), whatever the file's size.
 
 use std::sync::Arc;
 

@@ -206,17 +206,21 @@ pub fn parse_record<'a>(
     span: &RecordSpan,
     fields: &mut Vec<Option<Cow<'a, str>>>,
 ) -> Result<(), Reject> {
-    let mut texts = Vec::new();
-    record_fields(bytes, span, &mut texts)?;
     fields.clear();
-    fields.extend(texts.into_iter().map(|text| text.map(FieldText::value)));
-    Ok(())
+    let text = record_text(bytes, span)?;
+    split_fields(text, |field| fields.push(field.map(FieldText::value))).map_err(|reason| Reject { line: span.line, reason })
 }
 
 /// Splits one record into its fields' texts, appending them to `fields` (cleared first).
 /// `None` is null. Nothing is copied: a field with doubled quotes is returned as written.
 pub fn record_fields<'a>(bytes: &'a [u8], span: &RecordSpan, fields: &mut Vec<Option<FieldText<'a>>>) -> Result<(), Reject> {
     fields.clear();
+    let text = record_text(bytes, span)?;
+    split_fields(text, |field| fields.push(field)).map_err(|reason| Reject { line: span.line, reason })
+}
+
+/// The record's bytes as text, or why it cannot be read as fields.
+fn record_text<'a>(bytes: &'a [u8], span: &RecordSpan) -> Result<&'a str, Reject> {
     let reject = |reason: String| Reject { line: span.line, reason };
     if !span.closed {
         return Err(reject(format!(
@@ -225,23 +229,21 @@ pub fn record_fields<'a>(bytes: &'a [u8], span: &RecordSpan, fields: &mut Vec<Op
             span.line
         )));
     }
-    let raw = &bytes[span.start..span.end];
-    let text = std::str::from_utf8(raw).map_err(|e| {
+    std::str::from_utf8(&bytes[span.start..span.end]).map_err(|e| {
         reject(format!("invalid UTF-8 at byte {} of the record; the file must be UTF-8", e.valid_up_to()))
-    })?;
-    split_fields(text, fields).map_err(reject)
+    })
 }
 
-/// Splits UTF-8 record text into fields. Slicing happens only at ASCII `,` and `"`, which are
-/// always character boundaries.
-fn split_fields<'a>(text: &'a str, fields: &mut Vec<Option<FieldText<'a>>>) -> Result<(), String> {
+/// Splits UTF-8 record text into fields, handing each to `push` in order. Slicing happens only
+/// at ASCII `,` and `"`, which are always character boundaries.
+fn split_fields<'a>(text: &'a str, mut push: impl FnMut(Option<FieldText<'a>>)) -> Result<(), String> {
     let bytes = text.as_bytes();
     let mut pos = 0;
+    let mut field_no = 1;
     loop {
-        let field_no = fields.len() + 1;
         let after = if bytes.get(pos) == Some(&b'"') {
             let (value, after) = quoted_field(text, pos + 1);
-            fields.push(Some(value).filter(|v| !matches!(v, FieldText::Plain("") | FieldText::Escaped(""))));
+            push(Some(value).filter(|v| *v != FieldText::Plain("")));
             match bytes.get(after) {
                 None | Some(b',') => after,
                 Some(_) => {
@@ -253,15 +255,16 @@ fn split_fields<'a>(text: &'a str, fields: &mut Vec<Option<FieldText<'a>>>) -> R
             }
         } else {
             let end = memchr::memchr(b',', &bytes[pos..]).map_or(bytes.len(), |i| pos + i);
-            fields.push((end > pos).then(|| FieldText::Plain(&text[pos..end])));
+            push((end > pos).then(|| FieldText::Plain(&text[pos..end])));
             end
         };
         if after >= bytes.len() {
             return Ok(());
         }
         pos = after + 1; // past the comma; a trailing comma yields one more (null) field
+        field_no += 1;
         if pos == bytes.len() {
-            fields.push(None);
+            push(None);
             return Ok(());
         }
     }

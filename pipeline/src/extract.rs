@@ -40,12 +40,13 @@ async fn extract_in_slices(engine: &Engine, url: &SecretUrl, lake: &Lake, date: 
     let row = client
         .query_one(
             "SELECT pg_export_snapshot(), (pg_relation_size(to_regclass('retail.user_purchase')) \
-             / current_setting('block_size')::int8)::int8, to_regclass('retail.user_purchase') IS NOT NULL",
+             / current_setting('block_size')::int8)::int8, to_regclass('retail.user_purchase') IS NOT NULL, \
+             current_setting('block_size')::int8",
             &[],
         )
         .await
         .map_err(snapshotting())?;
-    let (snapshot, blocks, exists): (String, Option<i64>, bool) = (row.get(0), row.get(1), row.get(2));
+    let (snapshot, blocks, exists, block_bytes): (String, Option<i64>, bool, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
     if !exists {
         return Err(PipelineError::BadInput {
             what: format!("the OLTP database {}", url.redacted()),
@@ -58,6 +59,7 @@ async fn extract_in_slices(engine: &Engine, url: &SecretUrl, lake: &Lake, date: 
         before: date.next_day().to_string(),
         snapshot,
         blocks: blocks.unwrap_or(0).max(0) as u64,
+        block_bytes: block_bytes.max(1) as u64,
     };
     let tasks = lake.task_output(date, stamp)?;
     let plan = engine.postgres_slices(extract)?;

@@ -104,10 +104,14 @@ async fn postgres_slices_read_one_snapshot_while_the_table_changes() {
     let session = ubm_pipeline::oltp::connect_postgres(&url).await.expect("connect");
     session.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.expect("begin");
     let row = session
-        .query_one("SELECT pg_export_snapshot(), (pg_relation_size('retail.user_purchase') / current_setting('block_size')::int8)::int8", &[])
+        .query_one(
+            "SELECT pg_export_snapshot(), (pg_relation_size('retail.user_purchase') / current_setting('block_size')::int8)::int8, \
+             current_setting('block_size')::int8",
+            &[],
+        )
         .await
         .expect("export");
-    let (snapshot, blocks): (String, i64) = (row.get(0), row.get(1));
+    let (snapshot, blocks, block_bytes): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
     db.query(
         "INSERT INTO retail.user_purchase SELECT * FROM retail.user_purchase LIMIT 500; \
          DELETE FROM retail.user_purchase WHERE ctid IN (SELECT ctid FROM retail.user_purchase LIMIT 100); \
@@ -122,6 +126,7 @@ async fn postgres_slices_read_one_snapshot_while_the_table_changes() {
         before: "2100-01-01".into(),
         snapshot,
         blocks: blocks as u64,
+        block_bytes: block_bytes as u64,
     };
     let plan = engine.postgres_slices(extract).expect("plan");
     let physical = engine.context().state().create_physical_plan(&plan).await.expect("physical");
