@@ -1,6 +1,6 @@
 """Two or more builds of ubm against each other, interleaved: how a change moved `ubm classify` and
 `ubm run` on this machine, at this moment. The suite (benches/run.sh) compares ubm with its peers;
-this compares ubm with itself, which is how every speed change in the README was measured.
+this compares ubm with itself, which is how every speed change in docs/performance.md was measured.
 
     cargo build --release && cp target/release/ubm /tmp/ubm-after
     git stash && cargo build --release && cp target/release/ubm /tmp/ubm-before && git stash pop

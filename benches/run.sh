@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark suite (README "Performance"): builds ubm (release), makes the Python peers' venv
+# The benchmark suite (docs/performance.md): builds ubm (release), makes the Python peers' venv
 # (pyspark 4.3.0, duckdb) if needed, then runs benches/suite.py with the arguments given, e.g.
 #   benches/run.sh                 # SF 1: ubm, ubm on a local cluster, Spark local[2], DuckDB
 #   benches/run.sh --scale 0.1     # a quick run

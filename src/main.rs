@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc, as DataFusion's CLI: reused memory instead of fresh zeroed pages (README, Performance).
+/// mimalloc, as DataFusion's CLI: reused memory instead of fresh zeroed pages (docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -58,8 +58,11 @@ fn main() -> ExitCode {
 /// Logs go to stderr; `RUST_LOG` overrides the default (ubm's crates at `info`, or `debug` with
 /// -v; everything else at `warn`).
 fn init_logging(verbose: bool) {
-    let default =
-        if verbose { "ubm=debug,ubm_pipeline=debug,ubm_cluster=debug,ubm_deploy=debug,warn" } else { "ubm=info,ubm_pipeline=info,ubm_deploy=info,warn" };
+    let default = if verbose {
+        "ubm=debug,ubm_pipeline=debug,ubm_cluster=debug,ubm_deploy=debug,warn"
+    } else {
+        "ubm=info,ubm_pipeline=info,ubm_deploy=info,warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let terminal = std::io::stderr().is_terminal();
     tracing_subscriber::fmt()

@@ -8,7 +8,6 @@ use ubm_cluster::Engine;
 use ubm_jobs::RunDate;
 use ubm_pipeline::{RunConfig, dashboard, run_dates};
 
-
 /// Runs `dates` in order on `engine`, stopping at the first failed date, and prints the
 /// reports (a summary each, or all as JSON). Exits non-zero when a date failed.
 pub async fn run_and_print(engine: &Engine, config: &RunConfig, dates: &[RunDate], json: bool, refresh_report: bool) -> Result<ExitCode> {

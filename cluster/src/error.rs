@@ -9,7 +9,6 @@ use ballista_core::error::BallistaError;
 use datafusion::error::DataFusionError;
 use ubm_jobs::csv::HeaderError;
 
-
 /// What can go wrong choosing or using a place to run plans.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -48,9 +47,13 @@ pub enum ClusterError {
          nothing of the task was committed and the job is run again"
     )]
     ExecutorLost { reason: String },
-    /// No Ballista scheduler answers at the address (checked before any work starts).
-    #[error("`{scheduler}`: no Ballista scheduler answers there ({reason}); start one with `ubm cluster scheduler` or check the address")]
-    NoScheduler { scheduler: String, reason: String },
+    /// No Ballista scheduler answers at the address (checked before any work starts); the
+    /// source is the refused or timed-out connection.
+    #[error(
+        "`{scheduler}`: no Ballista scheduler answers there ({reason}); start one with `ubm cluster scheduler` or check the address",
+        reason = innermost(.source)
+    )]
+    NoScheduler { scheduler: String, source: reqwest::Error },
     /// The scheduler's REST API could not be reached.
     #[error(
         "the scheduler does not answer at {scheduler}; is `ubm cluster scheduler` running there, and \
@@ -82,9 +85,31 @@ pub enum ClusterError {
     /// A TLS connection to the scheduler failed; `reason` says which side refused what.
     #[error("{reason}")]
     TlsRefused { reason: String },
+    /// A slice of the purchases extract failed in Postgres; the source's SQLSTATE decides a
+    /// retry (see [`crate::retry`]).
+    #[error("{doing} {slice} of retail.user_purchase at {db}")]
+    Postgres { doing: &'static str, slice: String, db: String, source: tokio_postgres::Error },
+    /// A value does not fit the data contract (e.g. a price wider than `numeric(8,3)`). Never
+    /// retried: the same row fails the same way.
+    #[error("{what}: {reason}")]
+    BadValue { what: String, reason: String },
+    /// The review file changed while a task read it: another attempt plans on the new version.
+    /// The source, when there is one, is the store's refusal of the old version.
+    #[error("the review file {url} changed while it was being read ({how}); rerun the date once the vendor has finished writing it")]
+    Changed { url: String, how: &'static str, source: Option<object_store::Error> },
+    /// A task could not write one of its files; the source's kind (or the store error it
+    /// carries) decides a retry.
+    #[error("{doing} {url}")]
+    Write { doing: &'static str, url: String, source: std::io::Error },
     /// A scheduler or executor process failed while doing `doing`.
     #[error("{doing}")]
     Node { doing: &'static str, source: BallistaError },
+}
+
+/// The text of an error's last cause (a refused connection says "Connection refused", not
+/// "error sending request").
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(error), |e| e.source()).last().map(|e| e.to_string()).unwrap_or_default()
 }
 
 impl ClusterError {

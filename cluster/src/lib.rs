@@ -1,32 +1,28 @@
 //! Where ubm's plans run: in-process DataFusion, an in-process Ballista, or a Ballista cluster,
-//! behind one type ([`Engine`]).
+//! behind one type ([`Engine`]), and what every node of such a cluster needs to run them.
 //!
-//! Also home to what every node needs to run the plans: ubm's review source
-//! ([`review_source`]), the codecs that ship it ([`codec`]), the object stores ([`stores`],
-//! [`registry`]) and the scheduler and executor processes that carry all of it ([`node`]), with
-//! mutual TLS between them ([`tls`], material from [`certs`]); and the tasks that write their own
-//! rows into the lake ([`parts`]), read the OLTP table in slices ([`pg_slices`]) and copy the
-//! vendor's file ([`copy`]).
+//! # Layout
+//! - [`engine`]: the one place that decides where a plan runs; following a Ballista job and the
+//!   scheduler's REST API; a scheduler's address.
+//! - [`exec`]: ubm's own execution nodes (the review scan, the Postgres slices, the part
+//!   writer, the file copy) and the codec that ships them to executors.
+//! - [`node`]: the scheduler and executor processes that carry all of it (`ubm cluster`), and
+//!   a local cluster of child processes.
+//! - [`tls`]: mutual TLS between those processes and their clients; the CA and its material.
+//! - [`store`]: object stores for the locations users name, and the registry every node uses.
+//! - [`retry`]: whether a failed attempt is worth another, decided from the cause's type, also
+//!   for a task whose error crossed from an executor ([`TaskFailure`]).
+//! - [`error`]: what can go wrong ([`ClusterError`]).
 
-pub mod address;
-pub mod certs;
-pub mod codec;
-pub mod copy;
 pub mod engine;
 pub mod error;
-pub mod jobs;
-pub mod local;
+pub mod exec;
 pub mod node;
-pub mod parts;
-pub mod pg_slices;
-pub mod registry;
 pub mod retry;
-pub mod review_scan;
-pub mod review_source;
-pub mod scheduler_api;
-pub mod stores;
+pub mod store;
 pub mod tls;
 
-pub use address::SchedulerAddress;
+pub use engine::address::SchedulerAddress;
 pub use engine::{Engine, EngineKind};
 pub use error::ClusterError;
+pub use retry::TaskFailure;

@@ -15,11 +15,35 @@
 //!   worth another attempt, as Spark retries a failed task. A retry costs time, never correctness:
 //!   every task writes a whole partition or nothing.
 //!
-//! Crates above this one add what they know (Postgres, SQLite) as extra [`Classifier`]s.
+//! Crates above this one add what they know (SQLite) as extra [`Classifier`]s.
+//!
+//! # Across the task boundary
+//!
+//! In-process, a task's error reaches the driver as the value it was raised as, and the retry
+//! policy walks its causes. On a Ballista cluster it does not: an executor
+//! reports a failed task as text (Ballista 55 formats the task's error with `{:?}`), the
+//! scheduler fails the job with that text, and the client gets it back as a plain
+//! `DataFusionError::Execution`. A Postgres SQLSTATE, an object store's `Precondition`, an I/O
+//! error's kind would all be lost there, and every failure retried alike.
+//!
+//! So every error that ubm's own execution nodes raise is wrapped where it is raised, on the
+//! executor, in a [`TaskFailure`]: it decides right there, from the typed cause, whether another
+//! attempt could help, and its `Debug` text (the one Ballista carries) holds that decision and
+//! its message as a tag, `[ubm-task-failure retry=futile message=<base64>]`, of characters no
+//! Debug formatting escapes. The driver finds the tag in the failed job's text
+//! ([`TaskFailure::find_in`]) and gets back a `TaskFailure` with the same decision and message,
+//! which the retry policy asks instead of the text around it. In-process the same wrapper keeps
+//! its cause as its `source()`, so both ways decide alike.
+//!
+//! Errors that only pass through ubm's nodes (a shuffle input's fetch failure, whose type
+//! Ballista itself reads to rerun a lost executor's stage) are never wrapped.
 
 use std::error::Error;
+use std::fmt;
 use std::io::ErrorKind;
+use std::str::FromStr;
 
+use base64::Engine as _;
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 
@@ -32,6 +56,27 @@ pub enum Retry {
     Worth,
     /// The same attempt fails the same way: stop and say why.
     Futile,
+}
+
+/// The word a [`Retry`] is written as where it travels as text (see [`TaskFailure`]).
+impl fmt::Display for Retry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Retry::Worth => "worth",
+            Retry::Futile => "futile",
+        })
+    }
+}
+
+impl FromStr for Retry {
+    type Err = ();
+    fn from_str(word: &str) -> Result<Self, ()> {
+        match word {
+            "worth" => Ok(Retry::Worth),
+            "futile" => Ok(Retry::Futile),
+            _ => Err(()),
+        }
+    }
 }
 
 /// What one error, not counting its sources, says about retrying; `None` when it says nothing.
@@ -80,23 +125,32 @@ fn cluster_retry(error: &ClusterError) -> Option<Retry> {
         | ClusterError::HttpClient { .. }
         | ClusterError::Tls { .. }
         | ClusterError::TlsRequired { .. }
-        | ClusterError::TlsRefused { .. } => Some(Retry::Futile),
+        | ClusterError::TlsRefused { .. }
+        | ClusterError::BadValue { .. } => Some(Retry::Futile),
+        // Decided before its source, a store's `Precondition`, which alone would be final.
+        ClusterError::Changed { .. } => Some(Retry::Worth),
         ClusterError::SchedulerLost { .. }
         | ClusterError::ExecutorLost { .. }
         | ClusterError::NoScheduler { .. }
-        | ClusterError::SchedulerUnreachable { .. } => {
-            Some(Retry::Worth)
-        }
-        ClusterError::SchedulerAnswer { status, .. } => {
-            Some(if status.is_none_or(|s| s >= 500) { Retry::Worth } else { Retry::Futile })
-        }
-        ClusterError::Store { .. } | ClusterError::Engine { .. } | ClusterError::Node { .. } => None,
+        | ClusterError::SchedulerUnreachable { .. } => Some(Retry::Worth),
+        ClusterError::SchedulerAnswer { status, .. } => Some(if status.is_none_or(|s| s >= 500) { Retry::Worth } else { Retry::Futile }),
+        ClusterError::Store { .. }
+        | ClusterError::Engine { .. }
+        | ClusterError::Node { .. }
+        | ClusterError::Postgres { .. }
+        | ClusterError::Write { .. } => None,
     }
 }
 
 fn known(error: &(dyn Error + 'static)) -> Option<Retry> {
     if let Some(e) = error.downcast_ref::<ClusterError>() {
         return cluster_retry(e);
+    }
+    if let Some(failure) = error.downcast_ref::<TaskFailure>() {
+        return Some(failure.retry());
+    }
+    if let Some(e) = error.downcast_ref::<tokio_postgres::Error>() {
+        return postgres_retry(e);
     }
     if let Some(e) = error.downcast_ref::<object_store::Error>() {
         return object_store_retry(e);
@@ -194,6 +248,22 @@ fn arrow_retry(error: &ArrowError) -> Option<Retry> {
     }
 }
 
+/// Postgres by SQLSTATE class: connection trouble (08), a transaction rolled back by the server
+/// (40: serialization failure, deadlock), insufficient resources (53), an operator intervention
+/// such as a shutdown (57) and system errors (58) may pass; anything else (authentication,
+/// a missing table or privilege, bad data) will not. A closed connection is worth another
+/// attempt; an error without a SQLSTATE otherwise is decided by its source.
+fn postgres_retry(error: &tokio_postgres::Error) -> Option<Retry> {
+    if let Some(db) = error.as_db_error() {
+        let class = db.code().code().get(..2).unwrap_or_default();
+        return Some(if matches!(class, "08" | "40" | "53" | "57" | "58") { Retry::Worth } else { Retry::Futile });
+    }
+    if error.is_closed() {
+        return Some(Retry::Worth);
+    }
+    None
+}
+
 fn reqwest_retry(error: &reqwest::Error) -> Option<Retry> {
     if error.is_timeout() || error.is_connect() || error.is_request() {
         return Some(Retry::Worth);
@@ -202,19 +272,137 @@ fn reqwest_retry(error: &reqwest::Error) -> Option<Retry> {
 }
 
 /// An error and its causes as one line, each cause once: DataFusion and object_store repeat
-/// their source's text in their own, so a cause already shown is not shown again.
+/// their source's text in their own, so a cause already shown is not shown again, and a
+/// DataFusion `External` wrapper, which adds only "External error: ", is passed over.
 pub fn describe(error: &(dyn Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut next = cause_of(error);
+    let mut text = String::new();
+    let mut next = Some(error);
     while let Some(link) = next {
         let said = link.to_string();
-        if !said.is_empty() && !text.contains(&said) {
-            text.push_str(": ");
+        if !only_wraps(link) && !said.is_empty() && !text.contains(&said) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
             text.push_str(&said);
         }
         next = cause_of(link);
     }
     text
+}
+
+/// Whether `error` is a wrapper that says nothing of its own.
+fn only_wraps(error: &(dyn Error + 'static)) -> bool {
+    matches!(error.downcast_ref::<DataFusionError>(), Some(DataFusionError::External(_) | DataFusionError::Shared(_)))
+}
+
+// ---- TaskFailure: a decision that survives the trip from an executor (see the module docs).
+
+/// The tag's opening; a failure's `Debug` text is this, its fields, then `]`.
+const TAG: &str = "[ubm-task-failure ";
+
+/// A task's error with its retry decision made where the cause was still typed.
+pub struct TaskFailure {
+    /// Whether another attempt could succeed, decided from the cause's type when it was raised.
+    retry: Retry,
+    /// The cause and its own causes as one line, for the user.
+    message: String,
+    /// The cause itself, where the failure was raised in this process; `None` once it crossed
+    /// from an executor as text.
+    cause: Option<Box<dyn Error + Send + Sync>>,
+    /// The Ballista job whose task failed, once the failure crossed from an executor.
+    job_id: Option<String>,
+}
+
+impl TaskFailure {
+    /// Wraps `error`, raised by ubm's own code in a task, unless it already carries a failure.
+    pub fn wrap(error: DataFusionError) -> DataFusionError {
+        if Self::within(&error).is_some() {
+            return error;
+        }
+        let retry = if worth_retrying(&error, &[]) { Retry::Worth } else { Retry::Futile };
+        let message = describe(&error);
+        DataFusionError::External(Box::new(TaskFailure { retry, message, cause: Some(Box::new(error)), job_id: None }))
+    }
+
+    /// Adapter for `map_err`: wraps a typed error of ubm's own.
+    pub fn raise(error: crate::ClusterError) -> DataFusionError {
+        Self::wrap(DataFusionError::External(Box::new(error)))
+    }
+
+    /// The failure `error` carries, at any depth of its causes.
+    pub fn within<'a>(error: &'a (dyn Error + 'static)) -> Option<&'a TaskFailure> {
+        let mut next = Some(error);
+        while let Some(link) = next {
+            if let Some(failure) = link.downcast_ref::<TaskFailure>() {
+                return Some(failure);
+            }
+            next = link.source();
+        }
+        None
+    }
+
+    /// Whether another attempt could succeed.
+    pub fn retry(&self) -> Retry {
+        self.retry
+    }
+
+    /// The failure as a task of the Ballista job `job_id` reported it.
+    pub fn in_job(self, job_id: String) -> Self {
+        TaskFailure { job_id: Some(job_id), ..self }
+    }
+
+    /// The first failure tagged in `text` (a failed job's error as Ballista reports it), or
+    /// `None` when the text holds no tag of ubm's, or a tag that cannot be read (then logged:
+    /// the executor runs another build of ubm).
+    pub fn find_in(text: &str) -> Option<TaskFailure> {
+        let (_, tagged) = text.split_once(TAG)?;
+        let fields = tagged.split(']').next().unwrap_or_default();
+        let parsed = Self::parse_fields(fields);
+        if parsed.is_none() {
+            tracing::warn!("a task failure's tag cannot be read (is every node running the same build of ubm?): {TAG}{fields}]");
+        }
+        parsed
+    }
+
+    fn parse_fields(fields: &str) -> Option<TaskFailure> {
+        let mut retry = None;
+        let mut message = None;
+        for field in fields.split(' ') {
+            match field.split_once('=')? {
+                ("retry", value) => retry = Some(value.parse::<Retry>().ok()?),
+                ("message", value) => {
+                    let bytes = base64::engine::general_purpose::STANDARD.decode(value).ok()?;
+                    message = Some(String::from_utf8(bytes).ok()?);
+                }
+                _ => return None,
+            }
+        }
+        Some(TaskFailure { retry: retry?, message: message?, cause: None, job_id: None })
+    }
+}
+
+impl fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.job_id {
+            Some(job_id) => write!(f, "a task of job {job_id} failed on an executor: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// The wire form (see the module's documentation): Ballista sends a task's error as its
+/// `Debug` text, so this is what reaches the driver from an executor.
+impl fmt::Debug for TaskFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let message = base64::engine::general_purpose::STANDARD.encode(&self.message);
+        write!(f, "{TAG}retry={} message={message}]", self.retry)
+    }
+}
+
+impl Error for TaskFailure {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.cause.as_deref().map(|cause| cause as &(dyn Error + 'static))
+    }
 }
 
 #[cfg(test)]
@@ -242,10 +430,8 @@ mod tests {
         let wrapped = std::io::Error::other(std::io::Error::from(ErrorKind::PermissionDenied));
         assert!(!worth_retrying(&wrapped, &[]));
         assert!(worth_retrying(&std::io::Error::from(ErrorKind::TimedOut), &[]));
-        let engine = ClusterError::Engine {
-            doing: "running".into(),
-            source: DataFusionError::External(Box::new(std::io::Error::from(ErrorKind::NotFound))),
-        };
+        let engine =
+            ClusterError::Engine { doing: "running".into(), source: DataFusionError::External(Box::new(std::io::Error::from(ErrorKind::NotFound))) };
         assert!(!engine.is_retryable());
     }
 
@@ -266,5 +452,36 @@ mod tests {
         let text = describe(&error);
         assert_eq!(text.matches("403 Forbidden").count(), 1, "{text}");
         assert!(text.starts_with("reading s3://b/lake/x: "), "{text}");
+    }
+
+    fn changed() -> ClusterError {
+        ClusterError::Changed { url: "s3://b/movie_review.csv".into(), how: "its size changed", source: None }
+    }
+
+    #[test]
+    fn the_decision_and_the_message_survive_the_debug_text_ballista_sends() {
+        for (error, retry) in [
+            (changed(), Retry::Worth),
+            (ClusterError::BadValue { what: "unit_price \"3000000.000\"".into(), reason: "wider than numeric(8,3)".into() }, Retry::Futile),
+        ] {
+            let failure = TaskFailure::raise(error);
+            let message = failure.to_string();
+            // As Ballista 55 reports a failed task, and the scheduler a failed job.
+            let sent = format!("Job j failed: Task failed due to runtime execution error: DataFusionError({failure:?})");
+            let found = TaskFailure::find_in(&sent).expect("the tag is found");
+            assert_eq!(found.retry(), retry);
+            assert!(message.ends_with(&found.message), "{message} vs {}", found.message);
+            assert_eq!(worth_retrying(&found, &[]), retry == Retry::Worth);
+        }
+    }
+
+    #[test]
+    fn a_failure_is_wrapped_once_and_text_without_a_tag_carries_none() {
+        let once = TaskFailure::raise(changed());
+        let twice = TaskFailure::wrap(once);
+        let Some(outer) = twice.source() else { panic!("the failure is the source") };
+        assert!(outer.downcast_ref::<TaskFailure>().is_some_and(|f| f.cause.is_some()));
+        assert!(TaskFailure::find_in("Job j failed: Task failed due to runtime execution error: Internal(\"x\")").is_none());
+        assert!(TaskFailure::find_in("[ubm-task-failure retry=maybe message=eA==]").is_none());
     }
 }

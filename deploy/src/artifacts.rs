@@ -63,17 +63,18 @@ impl LeanBinary {
 pub async fn environment_file(path: Option<&Path>, region: &str) -> Result<Vec<u8>> {
     let mut lines = vec![format!("AWS_REGION={region}")];
     if let Some(path) = path {
-        let text = tokio::fs::read_to_string(path)
-            .await
-            .map_err(|source| DeployError::File { doing: "reading --env-file", path: path.display().to_string(), source })?;
+        let text = tokio::fs::read_to_string(path).await.map_err(|source| DeployError::File {
+            doing: "reading --env-file",
+            path: path.display().to_string(),
+            source,
+        })?;
         for (number, line) in text.lines().enumerate() {
             let trimmed = line.trim();
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
             }
-            let valid_key = trimmed
-                .split_once('=')
-                .is_some_and(|(key, _)| !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+            let valid_key =
+                trimmed.split_once('=').is_some_and(|(key, _)| !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
             if !valid_key {
                 // The line itself is not shown: it may hold a secret.
                 return Err(DeployError::Usage(format!(

@@ -23,9 +23,9 @@ pub async fn down(state: DeployState, state_file: &Path, emr: &Emr, purge: bool)
     emr.terminate(&state.cluster_id).await?;
     let mut deleted = None;
     if purge {
-        let bad = |e: ubm_cluster::ClusterError| DeployError::Usage(format!("bucket {}: {e}", state.bucket));
-        let url = ubm_cluster::stores::location_url(&format!("s3://{}", state.bucket)).map_err(bad)?;
-        let store = ubm_cluster::stores::object_store_for(&url).map_err(bad)?;
+        let bad = |source| DeployError::Cluster { doing: format!("opening the bucket {}", state.bucket), source };
+        let url = ubm_cluster::store::location_url(&format!("s3://{}", state.bucket)).map_err(bad)?;
+        let store = ubm_cluster::store::object_store_for(&url).map_err(bad)?;
         let count = ArtifactStore::new(store, &state.bucket, &state.version).delete_all().await?;
         deleted = Some((count, state.artifacts.clone()));
     }

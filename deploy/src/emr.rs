@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use aws_sdk_emr::Client;
 use aws_sdk_emr::config::Region;
 use aws_sdk_emr::types::{
-    ActionOnFailure, BootstrapActionConfig, ClusterState, HadoopJarStepConfig, InstanceGroupConfig, InstanceRoleType,
-    JobFlowInstancesConfig, MarketType, ScriptBootstrapActionConfig, StepConfig, StepState, Tag,
+    ActionOnFailure, BootstrapActionConfig, ClusterState, HadoopJarStepConfig, InstanceGroupConfig, InstanceRoleType, JobFlowInstancesConfig,
+    MarketType, ScriptBootstrapActionConfig, StepConfig, StepState, Tag,
 };
 
 use crate::steps::StepDefinition;
@@ -120,11 +120,10 @@ impl Emr {
             loader = loader.region(Region::new(region.to_string()));
         }
         let config = loader.load().await;
-        let region = config.region().map(|r| r.to_string()).ok_or_else(|| {
-            DeployError::Usage(
-                "no AWS region: pass --region, set AWS_REGION, or set one in your AWS profile".to_string(),
-            )
-        })?;
+        let region = config
+            .region()
+            .map(|r| r.to_string())
+            .ok_or_else(|| DeployError::Usage("no AWS region: pass --region, set AWS_REGION, or set one in your AWS profile".to_string()))?;
         Ok((Emr { client: Client::new(&config) }, region))
     }
 
@@ -175,13 +174,8 @@ impl Emr {
     }
 
     pub async fn describe_cluster(&self, cluster_id: &str) -> Result<ClusterView> {
-        let answer = self
-            .client
-            .describe_cluster()
-            .cluster_id(cluster_id)
-            .send()
-            .await
-            .map_err(aws_error(format!("describing cluster {cluster_id}")))?;
+        let answer =
+            self.client.describe_cluster().cluster_id(cluster_id).send().await.map_err(aws_error(format!("describing cluster {cluster_id}")))?;
         let cluster = answer
             .cluster()
             .ok_or_else(|| DeployError::AwsAnswer { doing: format!("describing cluster {cluster_id}"), missing: "no such cluster" })?;
@@ -239,9 +233,7 @@ impl Emr {
             .send()
             .await
             .map_err(aws_error(format!("describing step {step_id}")))?;
-        let step = answer
-            .step()
-            .ok_or_else(|| DeployError::AwsAnswer { doing: format!("describing step {step_id}"), missing: "no such step" })?;
+        let step = answer.step().ok_or_else(|| DeployError::AwsAnswer { doing: format!("describing step {step_id}"), missing: "no such step" })?;
         let status = step.status();
         let failure = status.and_then(|s| s.failure_details());
         Ok(StepView {
@@ -255,13 +247,7 @@ impl Emr {
     }
 
     /// Polls a step to a terminal state, calling `on_change` at every new state.
-    pub async fn wait_step(
-        &self,
-        cluster_id: &str,
-        step_id: &str,
-        policy: PollPolicy,
-        mut on_change: impl FnMut(&StepView),
-    ) -> Result<StepView> {
+    pub async fn wait_step(&self, cluster_id: &str, step_id: &str, policy: PollPolicy, mut on_change: impl FnMut(&StepView)) -> Result<StepView> {
         let mut backoff = Backoff::new(policy, format!("step {step_id}"));
         let mut last_state = None;
         loop {
@@ -278,12 +264,7 @@ impl Emr {
     }
 
     pub async fn terminate(&self, cluster_id: &str) -> Result<()> {
-        self.client
-            .terminate_job_flows()
-            .job_flow_ids(cluster_id)
-            .send()
-            .await
-            .map_err(aws_error(format!("terminating cluster {cluster_id}")))?;
+        self.client.terminate_job_flows().job_flow_ids(cluster_id).send().await.map_err(aws_error(format!("terminating cluster {cluster_id}")))?;
         Ok(())
     }
 }
@@ -292,12 +273,7 @@ fn step_config(step: &StepDefinition) -> StepConfig {
     StepConfig::builder()
         .name(&step.name)
         .action_on_failure(ActionOnFailure::from(step.action_on_failure.as_str()))
-        .hadoop_jar_step(
-            HadoopJarStepConfig::builder()
-                .jar(&step.hadoop_jar_step.jar)
-                .set_args(Some(step.hadoop_jar_step.args.clone()))
-                .build(),
-        )
+        .hadoop_jar_step(HadoopJarStepConfig::builder().jar(&step.hadoop_jar_step.jar).set_args(Some(step.hadoop_jar_step.args.clone())).build())
         .build()
 }
 

@@ -37,6 +37,13 @@ pub enum DeployError {
     /// A flag or a combination of flags that cannot work; the text says what to do.
     #[error("{0}")]
     Usage(String),
+    /// A bucket, a store or the cluster's TLS material could not be set up; the source is
+    /// ubm's own error, with its cause.
+    #[error("{doing}")]
+    Cluster { doing: String, source: ubm_cluster::ClusterError },
+    /// What ubm writes as JSON (the steps of a DAG) could not be encoded: a bug.
+    #[error("encoding {what}")]
+    Encoding { what: &'static str, source: serde_json::Error },
     /// The state file could not be read or written.
     #[error("{path}: {reason}")]
     State { path: String, reason: String },
@@ -51,14 +58,7 @@ pub enum DeployError {
     Timeout(String),
     /// A step ended in FAILED, CANCELLED or INTERRUPTED; EMR's reason, message and log file.
     #[error("step {step_id} ({name}) ended {}{}", state.as_str(), failure_text(.reason, .message, .log_file))]
-    StepFailed {
-        step_id: String,
-        name: String,
-        state: StepState,
-        reason: Option<String>,
-        message: Option<String>,
-        log_file: Option<String>,
-    },
+    StepFailed { step_id: String, name: String, state: StepState, reason: Option<String>, message: Option<String>, log_file: Option<String> },
     /// The cluster ended (or is ending) when it was needed.
     #[error("cluster {cluster_id} is {}{}", state.as_str(), .reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
     ClusterGone { cluster_id: String, state: ClusterState, reason: Option<String> },

@@ -73,10 +73,8 @@ impl DeployState {
                 e.to_string()
             },
         })?;
-        serde_json::from_slice(&bytes).map_err(|e| DeployError::State {
-            path: path.display().to_string(),
-            reason: format!("not a ubm deploy state file ({e})"),
-        })
+        serde_json::from_slice(&bytes)
+            .map_err(|e| DeployError::State { path: path.display().to_string(), reason: format!("not a ubm deploy state file ({e})") })
     }
 
     /// Writes the state file whole (a temporary file renamed into place).

@@ -39,19 +39,9 @@ impl StepPlan {
         require_s3("--reviews", reviews)?;
         require_s3("--lake", lake)?;
         if !ATTEMPTS.contains(&attempts) {
-            return Err(DeployError::Usage(format!(
-                "--attempts {attempts}: use {} to {}",
-                ATTEMPTS.start(),
-                ATTEMPTS.end()
-            )));
+            return Err(DeployError::Usage(format!("--attempts {attempts}: use {} to {}", ATTEMPTS.start(), ATTEMPTS.end())));
         }
-        Ok(StepPlan {
-            scheduler_port,
-            reviews: reviews.to_string(),
-            lake: lake.to_string(),
-            semantics: semantics.to_string(),
-            attempts,
-        })
+        Ok(StepPlan { scheduler_port, reviews: reviews.to_string(), lake: lake.to_string(), semantics: semantics.to_string(), attempts })
     }
 }
 
@@ -109,10 +99,7 @@ fn step_for(date: &str, plan: &StepPlan) -> StepDefinition {
     StepDefinition {
         name: format!("ubm daily run {date}"),
         action_on_failure: ACTION_ON_FAILURE.to_string(),
-        hadoop_jar_step: HadoopJarStep {
-            jar: "command-runner.jar".to_string(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-        },
+        hadoop_jar_step: HadoopJarStep { jar: "command-runner.jar".to_string(), args: args.iter().map(|a| a.to_string()).collect() },
     }
 }
 

@@ -36,12 +36,22 @@ pub struct Deployment {
 /// What `up` tells its caller as it goes; [`UpEvent::line`] gives the line to show.
 #[derive(Debug)]
 pub enum UpEvent<'a> {
-    Uploading { url: String },
-    Uploaded { name: &'a str, sent: u64, total: u64 },
+    Uploading {
+        url: String,
+    },
+    Uploaded {
+        name: &'a str,
+        sent: u64,
+        total: u64,
+    },
     /// The node material went to the bucket (server-side encrypted).
-    TlsUploaded { url: &'a str },
+    TlsUploaded {
+        url: &'a str,
+    },
     Creating(&'a ClusterSpec),
-    Created { cluster_id: &'a str },
+    Created {
+        cluster_id: &'a str,
+    },
     ClusterState(&'a ClusterView),
 }
 
@@ -88,9 +98,9 @@ pub async fn up(deployment: Deployment, emr: &Emr, region: String, mut on_event:
         )));
     }
     // Everything up puts in the bucket (the binary, the secrets, the node keys) is encrypted at rest.
-    let bad_bucket = |e: ubm_cluster::ClusterError| DeployError::Usage(format!("--bucket {}: {e}", deployment.bucket));
-    let bucket_url = ubm_cluster::stores::location_url(&format!("s3://{}", deployment.bucket)).map_err(bad_bucket)?;
-    let bucket_store = ubm_cluster::stores::encrypted_object_store_for(&bucket_url).map_err(bad_bucket)?;
+    let bad_bucket = |source| DeployError::Cluster { doing: format!("--bucket {}", deployment.bucket), source };
+    let bucket_url = ubm_cluster::store::location_url(&format!("s3://{}", deployment.bucket)).map_err(bad_bucket)?;
+    let bucket_store = ubm_cluster::store::encrypted_object_store_for(&bucket_url).map_err(bad_bucket)?;
     make_cluster_tls(&deployment.tls_dir, &region).await?;
     let env = environment_file(deployment.env_file.as_deref(), &region).await?;
     let version = env!("CARGO_PKG_VERSION");
@@ -139,14 +149,18 @@ async fn upload_node_material(artifacts: &ArtifactStore, tls_dir: &Path) -> Resu
     let folder = format!("tls-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f"));
     for name in ["ca.pem", "cert.pem", "key.pem"] {
         let path = node.join(name);
-        let bytes = tokio::fs::read(&path)
-            .await
-            .map_err(|source| DeployError::File { doing: "reading the node's TLS material", path: path.display().to_string(), source })?;
+        let bytes = tokio::fs::read(&path).await.map_err(|source| DeployError::File {
+            doing: "reading the node's TLS material",
+            path: path.display().to_string(),
+            source,
+        })?;
         artifacts.put(&format!("{folder}/{name}"), bytes).await?;
     }
-    tokio::fs::remove_dir_all(&node)
-        .await
-        .map_err(|source| DeployError::File { doing: "removing the uploaded node material", path: node.display().to_string(), source })?;
+    tokio::fs::remove_dir_all(&node).await.map_err(|source| DeployError::File {
+        doing: "removing the uploaded node material",
+        path: node.display().to_string(),
+        source,
+    })?;
     Ok(artifacts.url_of(&format!("{folder}/")))
 }
 
@@ -156,12 +170,14 @@ async fn upload_node_material(artifacts: &ArtifactStore, tls_dir: &Path) -> Resu
 /// recording a cluster belongs to no cluster and is replaced.
 async fn make_cluster_tls(dir: &Path, region: &str) -> Result<()> {
     if tokio::fs::try_exists(dir).await.unwrap_or(false) {
-        tokio::fs::remove_dir_all(dir)
-            .await
-            .map_err(|source| DeployError::File { doing: "removing the material of an `up` that did not finish", path: dir.display().to_string(), source })?;
+        tokio::fs::remove_dir_all(dir).await.map_err(|source| DeployError::File {
+            doing: "removing the material of an `up` that did not finish",
+            path: dir.display().to_string(),
+            source,
+        })?;
     }
     let hosts = vec!["*.ec2.internal".to_string(), format!("*.{region}.compute.internal")];
-    ubm_cluster::certs::make(&ubm_cluster::certs::CertsRequest::new(dir.to_path_buf(), hosts))
-        .map_err(|e| DeployError::Usage(e.to_string()))?;
+    ubm_cluster::tls::certs::make(&ubm_cluster::tls::certs::CertsRequest::new(dir.to_path_buf(), hosts))
+        .map_err(|source| DeployError::Cluster { doing: format!("making the cluster's TLS material in {}", dir.display()), source })?;
     Ok(())
 }

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{DeployError, Result};
@@ -68,10 +68,11 @@ impl ArtifactStore {
     /// Uploads `bytes` as `name`.
     pub async fn put(&self, name: &str, bytes: Vec<u8>) -> Result<String> {
         let url = self.url_of(name);
-        self.store
-            .put(&self.key(name), bytes.into())
-            .await
-            .map_err(|source| DeployError::Storage { doing: "uploading to", url: url.clone(), source })?;
+        self.store.put(&self.key(name), bytes.into()).await.map_err(|source| DeployError::Storage {
+            doing: "uploading to",
+            url: url.clone(),
+            source,
+        })?;
         Ok(url)
     }
 

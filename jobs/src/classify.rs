@@ -28,8 +28,7 @@ pub fn classify_reviews(reviews: LogicalPlan) -> Result<LogicalPlan> {
         .project(vec![
             col(col::LINE),
             col(col::CID),
-            coalesce(vec![spark_tokens_contain(review.clone(), POSITIVE_WORD), lit(false)])
-                .alias(col::POSITIVE_REVIEW),
+            coalesce(vec![spark_tokens_contain(review.clone(), POSITIVE_WORD), lit(false)]).alias(col::POSITIVE_REVIEW),
             review.is_null().and(col(col::REJECT_REASON).is_null()).alias(col::REVIEW_IS_NULL),
             col(col::REJECT_REASON),
             col(col::REJECTED_RECORD),

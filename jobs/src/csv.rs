@@ -201,11 +201,7 @@ impl<'a> FieldText<'a> {
 }
 
 /// Splits one record into fields, appending them to `fields` (cleared first). `None` is null.
-pub fn parse_record<'a>(
-    bytes: &'a [u8],
-    span: &RecordSpan,
-    fields: &mut Vec<Option<Cow<'a, str>>>,
-) -> Result<(), Reject> {
+pub fn parse_record<'a>(bytes: &'a [u8], span: &RecordSpan, fields: &mut Vec<Option<Cow<'a, str>>>) -> Result<(), Reject> {
     fields.clear();
     let text = record_text(bytes, span)?;
     split_fields(text, |field| fields.push(field.map(FieldText::value))).map_err(|reason| Reject { line: span.line, reason })
@@ -229,9 +225,8 @@ fn record_text<'a>(bytes: &'a [u8], span: &RecordSpan) -> Result<&'a str, Reject
             span.line
         )));
     }
-    std::str::from_utf8(&bytes[span.start..span.end]).map_err(|e| {
-        reject(format!("invalid UTF-8 at byte {} of the record; the file must be UTF-8", e.valid_up_to()))
-    })
+    std::str::from_utf8(&bytes[span.start..span.end])
+        .map_err(|e| reject(format!("invalid UTF-8 at byte {} of the record; the file must be UTF-8", e.valid_up_to())))
 }
 
 /// Splits UTF-8 record text into fields, handing each to `push` in order. Slicing happens only
@@ -297,21 +292,14 @@ pub fn parse_header(bytes: &[u8], first: Option<&RecordSpan>) -> Result<ReviewHe
     let span = first.ok_or(HeaderError::Empty)?;
     let mut fields = Vec::new();
     parse_record(bytes, span, &mut fields).map_err(|r| HeaderError::Unreadable { reason: r.reason })?;
-    let names: Vec<String> = fields
-        .iter()
-        .map(|f| f.as_deref().unwrap_or("").trim().to_ascii_lowercase())
-        .collect();
+    let names: Vec<String> = fields.iter().map(|f| f.as_deref().unwrap_or("").trim().to_ascii_lowercase()).collect();
     for (second, name) in names.iter().enumerate().filter(|(_, n)| !n.is_empty()) {
         if let Some(first) = names[..second].iter().position(|n| n == name) {
             return Err(HeaderError::DuplicateColumn { column: name.clone(), first: first + 1, second: second + 1 });
         }
     }
-    let find = |column: &'static str| {
-        names.iter().position(|n| n == column).ok_or_else(|| HeaderError::MissingColumn {
-            column,
-            found: names.join(", "),
-        })
-    };
+    let find =
+        |column: &'static str| names.iter().position(|n| n == column).ok_or_else(|| HeaderError::MissingColumn { column, found: names.join(", ") });
     Ok(ReviewHeader { field_count: names.len(), cid: find("cid")?, review_str: find("review_str")?, start: span.start })
 }
 
@@ -326,8 +314,7 @@ mod tests {
             .iter()
             .map(|span| {
                 let mut fields = Vec::new();
-                parse_record(bytes, span, &mut fields)
-                    .map(|()| fields.iter().map(|f| f.as_deref().map(str::to_string)).collect())
+                parse_record(bytes, span, &mut fields).map(|()| fields.iter().map(|f| f.as_deref().map(str::to_string)).collect())
             })
             .collect()
     }
@@ -400,7 +387,10 @@ mod tests {
         let crlf = lf.replace('\n', "\r\n");
         let cr = lf.replace('\n', "\r");
         let fields = |file: &str| -> Vec<Vec<Option<String>>> {
-            read(file).into_iter().map(|r| r.expect("readable").into_iter().map(|f| f.map(|v| v.replace("\r\n", "\n").replace('\r', "\n"))).collect()).collect()
+            read(file)
+                .into_iter()
+                .map(|r| r.expect("readable").into_iter().map(|f| f.map(|v| v.replace("\r\n", "\n").replace('\r', "\n"))).collect())
+                .collect()
         };
         assert_eq!(fields(lf).len(), 3);
         assert_eq!(fields(&crlf), fields(lf));

@@ -28,25 +28,16 @@ impl FromStr for RunDate {
     type Err = InvalidRunDate;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let invalid = || InvalidRunDate {
-            text: text.to_string(),
-            reason: "write it as YYYY-MM-DD, a real calendar date (e.g. 2024-01-31)",
-        };
+        let invalid = || InvalidRunDate { text: text.to_string(), reason: "write it as YYYY-MM-DD, a real calendar date (e.g. 2024-01-31)" };
         let b = text.as_bytes();
-        let shape_ok = b.len() == 10
-            && b[4] == b'-'
-            && b[7] == b'-'
-            && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+        let shape_ok = b.len() == 10 && b[4] == b'-' && b[7] == b'-' && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
         if !shape_ok {
             return Err(invalid());
         }
         let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| invalid())?;
         // Same shape, so comparing the text compares the dates.
         if text < FIRST_DATE || text > LAST_DATE {
-            return Err(InvalidRunDate {
-                text: text.to_string(),
-                reason: "ubm runs dates from 1900-01-01 to 9999-12-30 (YYYY-MM-DD)",
-            });
+            return Err(InvalidRunDate { text: text.to_string(), reason: "ubm runs dates from 1900-01-01 to 9999-12-30 (YYYY-MM-DD)" });
         }
         Ok(RunDate(date))
     }
@@ -95,7 +86,18 @@ mod tests {
     #[test]
     fn only_real_dates_in_the_exact_shape() {
         assert_eq!("2024-02-29".parse::<RunDate>().map(|d| d.to_string()), Ok("2024-02-29".into()));
-        for bad in ["2024-13-01", "2023-02-29", "2024-1-1", "2024-01-01; drop table x", "", "20240101", "2024-01-01 ", "9999-12-31", "0000-01-01", "1899-12-31"] {
+        for bad in [
+            "2024-13-01",
+            "2023-02-29",
+            "2024-1-1",
+            "2024-01-01; drop table x",
+            "",
+            "20240101",
+            "2024-01-01 ",
+            "9999-12-31",
+            "0000-01-01",
+            "1899-12-31",
+        ] {
             assert!(bad.parse::<RunDate>().is_err(), "{bad:?} must be refused");
         }
     }

@@ -8,9 +8,10 @@ pub mod classify;
 pub mod csv;
 pub mod date;
 pub mod metric;
+pub mod purchases;
 pub mod schema;
-pub mod splits;
 pub mod spark;
+pub mod splits;
 pub mod udf;
 
 pub use classify::classify_reviews;

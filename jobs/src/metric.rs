@@ -65,12 +65,7 @@ const SPENT: &str = "spent";
 /// ```
 /// With [`Semantics::Seed`], the original SQL (join first, then aggregate, `COUNT(cid)`).
 /// Money stays decimal from `unit_price` to `amount_spent`.
-pub fn user_behavior_metric(
-    purchases: LogicalPlan,
-    classified: LogicalPlan,
-    date: RunDate,
-    semantics: Semantics,
-) -> Result<LogicalPlan> {
+pub fn user_behavior_metric(purchases: LogicalPlan, classified: LogicalPlan, date: RunDate, semantics: Semantics) -> Result<LogicalPlan> {
     let joined = match semantics {
         Semantics::Correct => aggregate_then_join(purchases, classified)?,
         Semantics::Seed => join_then_aggregate(purchases, classified)?,
@@ -108,9 +103,7 @@ fn aggregate_then_join(purchases: LogicalPlan, classified: LogicalPlan) -> Resul
             vec![sum(one_if(col(col::POSITIVE_REVIEW))?).alias(col::REVIEW_SCORE), count(lit(1)).alias(col::REVIEW_COUNT)],
         )?
         .build()?;
-    LogicalPlanBuilder::from(spent_per_customer)
-        .join(reviews_per_cid, JoinType::Inner, (vec![col::CUSTOMER_ID], vec![CID_INT]), None)?
-        .build()
+    LogicalPlanBuilder::from(spent_per_customer).join(reviews_per_cid, JoinType::Inner, (vec![col::CUSTOMER_ID], vec![CID_INT]), None)?.build()
 }
 
 fn join_then_aggregate(purchases: LogicalPlan, classified: LogicalPlan) -> Result<LogicalPlan> {
@@ -145,9 +138,7 @@ pub fn review_matches(purchases: LogicalPlan, classified: LogicalPlan) -> Result
         .filter(col(col::CUSTOMER_ID).is_not_null())?
         .aggregate(vec![col(col::CUSTOMER_ID)], Vec::<Expr>::new())?
         .build()?;
-    let cids = LogicalPlanBuilder::from(classified)
-        .project(vec![cid_as_integer(col(col::CID)).alias(CID_INT)])?
-        .build()?;
+    let cids = LogicalPlanBuilder::from(classified).project(vec![cid_as_integer(col(col::CID)).alias(CID_INT)])?.build()?;
     LogicalPlanBuilder::from(cids)
         .join(customers, JoinType::Left, (vec![CID_INT], vec![col::CUSTOMER_ID]), None)?
         .aggregate(

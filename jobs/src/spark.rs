@@ -22,11 +22,8 @@ pub const JAVA_WHITESPACE: [u8; 6] = [b' ', b'\t', b'\n', 0x0B, 0x0C, b'\r'];
 pub const POSITIVE_WORD: &str = "good";
 
 /// Spark's default English stop words (`StopWordsRemover.loadDefaultStopWords("english")`).
-pub static SPARK_ENGLISH_STOP_WORDS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
-    include_str!("spark-english-stopwords.txt")
-        .split_ascii_whitespace()
-        .collect()
-});
+pub static SPARK_ENGLISH_STOP_WORDS: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| include_str!("spark-english-stopwords.txt").split_ascii_whitespace().collect());
 
 /// Whether `word` is one of Spark's default English stop words (compared case-insensitively,
 /// as `StopWordsRemover` does by default).
@@ -62,22 +59,14 @@ impl Needle {
             && word.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase())
             && !word.bytes().any(is_java_whitespace)
             && !word.contains('k');
-        if fast {
-            Needle::Ascii(AsciiWord {
-                bytes: word.as_bytes().to_vec(),
-            })
-        } else {
-            Needle::General(word.to_string())
-        }
+        if fast { Needle::Ascii(AsciiWord { bytes: word.as_bytes().to_vec() }) } else { Needle::General(word.to_string()) }
     }
 
     /// `true` when some `\s`-separated token of `text`, lowercased, equals the word.
     pub fn is_in(&self, text: &str) -> bool {
         match self {
             Needle::Ascii(word) => word.is_token_of(text.as_bytes()),
-            Needle::General(word) => text
-                .split(|c: char| c.is_ascii() && is_java_whitespace(c as u8))
-                .any(|token| token.to_lowercase() == *word),
+            Needle::General(word) => text.split(|c: char| c.is_ascii() && is_java_whitespace(c as u8)).any(|token| token.to_lowercase() == *word),
         }
     }
 }
@@ -118,10 +107,7 @@ pub fn tokens_contain(text: &str, word: &str) -> bool {
 
 /// Spark's `Tokenizer` output for `text`, for tests and for reading the rule off.
 pub fn spark_tokenize(text: &str) -> Vec<String> {
-    text.to_lowercase()
-        .split(|c: char| c.is_ascii() && is_java_whitespace(c as u8))
-        .map(str::to_string)
-        .collect()
+    text.to_lowercase().split(|c: char| c.is_ascii() && is_java_whitespace(c as u8)).map(str::to_string).collect()
 }
 
 #[cfg(test)]
@@ -162,8 +148,23 @@ mod tests {
     #[test]
     fn fast_path_agrees_with_tokenize_then_compare() {
         let texts = [
-            "", "g", "goo", "good", "GOOD!", "xgood", "goodx", "a good", "good a", "ǵood",
-            "ｇｏｏｄ", "go\u{0}od", "İgood", "good\u{0130}", "\tgood\t", "gOoD\r\n", "ggood good",
+            "",
+            "g",
+            "goo",
+            "good",
+            "GOOD!",
+            "xgood",
+            "goodx",
+            "a good",
+            "good a",
+            "ǵood",
+            "ｇｏｏｄ",
+            "go\u{0}od",
+            "İgood",
+            "good\u{0130}",
+            "\tgood\t",
+            "gOoD\r\n",
+            "ggood good",
         ];
         for text in texts {
             let reference = spark_tokenize(text).iter().any(|t| t == POSITIVE_WORD);

@@ -215,8 +215,7 @@ pub fn compose(data_start: u64, size: u64, first_line: u64, summaries: &[ChunkSu
     if offset != size.max(data_start) {
         return Err(fail(format!("the chunks end at {offset}")));
     }
-    let mut splits: Vec<Split> =
-        points.windows(2).map(|w| Split { start: w[0].0, end: w[1].0, line: w[0].1 }).collect();
+    let mut splits: Vec<Split> = points.windows(2).map(|w| Split { start: w[0].0, end: w[1].0, line: w[0].1 }).collect();
     if let Some(&(start, line)) = points.last().filter(|p| p.0 < size) {
         splits.push(Split { start, end: size, line });
     }
@@ -270,10 +269,8 @@ mod tests {
         let size = file.len() as u64;
         let Some(data_start) = data_start else { return Vec::new() };
         let first_line = 1 + memchr::memchr_iter(eol, &file[..data_start as usize]).count() as u64;
-        let mut summaries: Vec<ChunkSummary> = chunks(data_start, size, chunk)
-            .into_iter()
-            .map(|(s, e)| summarize(&file[s as usize..e as usize], s, eol))
-            .collect();
+        let mut summaries: Vec<ChunkSummary> =
+            chunks(data_start, size, chunk).into_iter().map(|(s, e)| summarize(&file[s as usize..e as usize], s, eol)).collect();
         summaries.reverse(); // tasks finish in any order
         let splits = compose(data_start, size, first_line, &summaries).expect("summaries tile the file");
         let mut records = Vec::new();

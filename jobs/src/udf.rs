@@ -9,9 +9,7 @@ use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int32Array, String
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DataFusionError, Result, ScalarValue, cast::as_string_array, exec_err};
 use datafusion::execution::FunctionRegistry;
-use datafusion::logical_expr::{
-    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
-};
+use datafusion::logical_expr::{ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 
 use crate::spark::Needle;
 
@@ -27,9 +25,7 @@ impl SparkTokensContain {
     pub const NAME: &'static str = "spark_tokens_contain";
 
     pub fn new() -> Self {
-        Self {
-            signature: Signature::uniform(2, vec![DataType::Utf8], Volatility::Immutable),
-        }
+        Self { signature: Signature::uniform(2, vec![DataType::Utf8], Volatility::Immutable) }
     }
 }
 
@@ -66,9 +62,7 @@ impl ScalarUDFImpl for SparkTokensContain {
                 let result: BooleanArray = texts.iter().map(|t| t.map(|t| needle.is_in(t))).collect();
                 Ok(ColumnarValue::Array(Arc::new(result)))
             }
-            ColumnarValue::Scalar(ScalarValue::Utf8(t)) => Ok(ColumnarValue::Scalar(
-                ScalarValue::Boolean(t.as_deref().map(|t| needle.is_in(t))),
-            )),
+            ColumnarValue::Scalar(ScalarValue::Utf8(t)) => Ok(ColumnarValue::Scalar(ScalarValue::Boolean(t.as_deref().map(|t| needle.is_in(t))))),
             ColumnarValue::Scalar(other) => exec_err!("{}: unexpected text {other:?}", Self::NAME),
         }
     }
@@ -87,9 +81,7 @@ impl CidAsInteger {
     pub const NAME: &'static str = "cid_as_integer";
 
     pub fn new() -> Self {
-        Self {
-            signature: Signature::uniform(1, vec![DataType::Utf8], Volatility::Immutable),
-        }
+        Self { signature: Signature::uniform(1, vec![DataType::Utf8], Volatility::Immutable) }
     }
 }
 
@@ -128,9 +120,7 @@ impl ScalarUDFImpl for CidAsInteger {
         };
         match cid {
             ColumnarValue::Array(array) => Ok(ColumnarValue::Array(cids_as_integers(array)?)),
-            ColumnarValue::Scalar(ScalarValue::Utf8(c)) => Ok(ColumnarValue::Scalar(
-                ScalarValue::Int32(c.as_deref().and_then(parse_cid)),
-            )),
+            ColumnarValue::Scalar(ScalarValue::Utf8(c)) => Ok(ColumnarValue::Scalar(ScalarValue::Int32(c.as_deref().and_then(parse_cid)))),
             ColumnarValue::Scalar(other) => exec_err!("{}: unexpected cid {other:?}", Self::NAME),
         }
     }
@@ -145,19 +135,13 @@ fn cids_as_integers(array: &ArrayRef) -> Result<ArrayRef> {
 
 /// Every function the plans of this crate call, ready to register.
 pub fn all() -> Vec<Arc<ScalarUDF>> {
-    vec![
-        Arc::new(ScalarUDF::from(SparkTokensContain::new())),
-        Arc::new(ScalarUDF::from(CidAsInteger::new())),
-    ]
+    vec![Arc::new(ScalarUDF::from(SparkTokensContain::new())), Arc::new(ScalarUDF::from(CidAsInteger::new()))]
 }
 
 /// Registers [`all`] functions; call it on every session a plan of this crate runs in.
 pub fn register_all(registry: &mut dyn FunctionRegistry) -> Result<()> {
     for udf in all() {
-        registry.register_udf(udf).map_err(|e| DataFusionError::Context(
-            "registering ubm's functions".to_string(),
-            Box::new(e),
-        ))?;
+        registry.register_udf(udf).map_err(|e| DataFusionError::Context("registering ubm's functions".to_string(), Box::new(e)))?;
     }
     Ok(())
 }

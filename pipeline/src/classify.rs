@@ -2,7 +2,7 @@
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use ubm_cluster::Engine;
-use ubm_cluster::parts::{PartReport, PartsKind, PartsSpec};
+use ubm_cluster::exec::parts::{PartReport, PartsKind, PartsSpec};
 use ubm_jobs::schema::CLASSIFIED;
 use ubm_jobs::{RunDate, classify_reviews};
 use url::Url;
@@ -67,7 +67,7 @@ impl StagedClassify {
 }
 
 /// classify, up to the commit: the tasks that classify the file's ranges write the part files
-/// ([`ubm_cluster::parts`]); this checks their reports and stages the files they name.
+/// ([`ubm_cluster::exec::parts`]); this checks their reports and stages the files they name.
 pub(crate) async fn classify_staged(engine: &Engine, source: &Url, output: ClassifyOutput<'_>) -> Result<StagedClassify> {
     let ClassifyOutput { lake, date, classified: out, rejects, stamp } = output;
     let job_name = format!("ubm classify {date}");

@@ -126,11 +126,15 @@ pub async fn write(lake: &Lake, out: Option<&str>) -> Result<String> {
             Ok(path.to_string())
         }
         Some(url) => {
-            let url = ubm_cluster::stores::location_url(url)?;
-            let store = ubm_cluster::stores::object_store_for(&url)?;
+            let url = ubm_cluster::store::location_url(url)?;
+            let store = ubm_cluster::store::object_store_for(&url)?;
             let path = Path::from_url_path(url.path())
                 .map_err(|e| PipelineError::BadInput { what: url.to_string(), reason: format!("not an object path: {e}") })?;
-            store.put(&path, html.into_bytes().into()).await.map_err(|source| PipelineError::Store { doing: "writing", url: url.to_string(), source })?;
+            store.put(&path, html.into_bytes().into()).await.map_err(|source| PipelineError::Store {
+                doing: "writing",
+                url: url.to_string(),
+                source,
+            })?;
             Ok(url.to_string())
         }
         None => Ok(lake.put("_report/index.html", html.into_bytes()).await?.to_string()),
@@ -174,16 +178,11 @@ async fn read_rejects(lake: &Lake, date: RunDate) -> Result<Vec<RejectGroup>> {
         let bytes = lake.store().get(&file.location).await.map_err(lake.store_error("reading", &file.location))?;
         let bytes = bytes.bytes().await.map_err(lake.store_error("reading", &file.location))?;
         for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let entry: serde_json::Value = serde_json::from_slice(line).map_err(|e| PipelineError::BadInput {
-                what: file.location.to_string(),
-                reason: format!("a line is not JSON ({e})"),
-            })?;
+            let entry: serde_json::Value = serde_json::from_slice(line)
+                .map_err(|e| PipelineError::BadInput { what: file.location.to_string(), reason: format!("a line is not JSON ({e})") })?;
             let reason = entry["reason"].as_str().unwrap_or("(no reason given)");
-            let group = groups.entry(reason_kind(reason)).or_insert_with(|| RejectGroup {
-                reason: reason_kind(reason),
-                count: 0,
-                first_lines: Vec::new(),
-            });
+            let group =
+                groups.entry(reason_kind(reason)).or_insert_with(|| RejectGroup { reason: reason_kind(reason), count: 0, first_lines: Vec::new() });
             group.count += 1;
             if group.first_lines.len() < FIRST_LINES
                 && let Some(n) = entry["line"].as_u64()
@@ -205,7 +204,8 @@ pub fn customer_rows(batch: &datafusion::arrow::record_batch::RecordBatch, sourc
             reason: format!("has no column `{name}`: not a user_behavior_metric file"),
         })
     };
-    let (ids, amounts, scores, counts) = (column(col::CUSTOMERID)?, column(col::AMOUNT_SPENT)?, column(col::REVIEW_SCORE)?, column(col::REVIEW_COUNT)?);
+    let (ids, amounts, scores, counts) =
+        (column(col::CUSTOMERID)?, column(col::AMOUNT_SPENT)?, column(col::REVIEW_SCORE)?, column(col::REVIEW_COUNT)?);
     let wrong = |name: &str| PipelineError::BadInput { what: source.to_string(), reason: format!("column `{name}` has another type") };
     let ids = ids.as_primitive_opt::<Int32Type>().ok_or_else(|| wrong(col::CUSTOMERID))?;
     let amounts = amounts.as_primitive_opt::<Decimal128Type>().filter(|a| a.scale() == AMOUNT_SPENT.1).ok_or_else(|| wrong(col::AMOUNT_SPENT))?;

@@ -87,16 +87,58 @@ struct Product {
 }
 
 const ADJECTIVES: &[&str] = &[
-    "RED", "WHITE", "VINTAGE", "REGENCY", "PINK", "BLUE", "GREEN", "JUMBO", "SMALL", "LARGE", "HANGING",
-    "HEART", "GLASS", "WOODEN", "PAPER", "RETROSPOT", "PARTY", "CHRISTMAS", "SPACEBOY", "ENAMEL",
+    "RED",
+    "WHITE",
+    "VINTAGE",
+    "REGENCY",
+    "PINK",
+    "BLUE",
+    "GREEN",
+    "JUMBO",
+    "SMALL",
+    "LARGE",
+    "HANGING",
+    "HEART",
+    "GLASS",
+    "WOODEN",
+    "PAPER",
+    "RETROSPOT",
+    "PARTY",
+    "CHRISTMAS",
+    "SPACEBOY",
+    "ENAMEL",
 ];
 const NOUNS: &[&str] = &[
-    "LANTERN", "MUG", "BAG", "TIN", "CAKESTAND", "BUNTING", "CANDLE", "HOLDER", "NAPKINS", "BOTTLE",
-    "CLOCK", "SIGN", "DOORMAT", "TEA SET", "LUNCH BOX", "PHOTO FRAME", "CUSHION COVER", "CHALKBOARD",
+    "LANTERN",
+    "MUG",
+    "BAG",
+    "TIN",
+    "CAKESTAND",
+    "BUNTING",
+    "CANDLE",
+    "HOLDER",
+    "NAPKINS",
+    "BOTTLE",
+    "CLOCK",
+    "SIGN",
+    "DOORMAT",
+    "TEA SET",
+    "LUNCH BOX",
+    "PHOTO FRAME",
+    "CUSHION COVER",
+    "CHALKBOARD",
 ];
 const COUNTRIES: &[(&str, u32)] = &[
-    ("United Kingdom", 900), ("Germany", 20), ("France", 18), ("EIRE", 15), ("Spain", 6),
-    ("Netherlands", 5), ("Belgium", 4), ("Switzerland", 4), ("Portugal", 3), ("Australia", 3),
+    ("United Kingdom", 900),
+    ("Germany", 20),
+    ("France", 18),
+    ("EIRE", 15),
+    ("Spain", 6),
+    ("Netherlands", 5),
+    ("Belgium", 4),
+    ("Switzerland", 4),
+    ("Portugal", 3),
+    ("Australia", 3),
 ];
 
 fn products(rng: &mut ChaCha8Rng) -> Vec<Product> {
@@ -123,7 +165,9 @@ fn products(rng: &mut ChaCha8Rng) -> Vec<Product> {
 fn write_purchases(path: &Path, lines: u64, buyers: &[i32], rng: &mut ChaCha8Rng) -> std::io::Result<()> {
     let mut out = create(path)?;
     let catalogue = products(rng);
-    let start = chrono::NaiveDate::from_ymd_opt(2010, 12, 1).and_then(|d| d.and_hms_opt(8, 26, 0)).ok_or_else(|| std::io::Error::other("the first invoice date"))?;
+    let start = chrono::NaiveDate::from_ymd_opt(2010, 12, 1)
+        .and_then(|d| d.and_hms_opt(8, 26, 0))
+        .ok_or_else(|| std::io::Error::other("the first invoice date"))?;
     let span_minutes = 373 * 24 * 60; // through 2011-12-09, as the real set
     let mut row = String::with_capacity(256);
     writeln!(out, "invoice_number,stock_code,detail,quantity,invoice_date,unit_price,customer_id,country")?;
@@ -165,16 +209,68 @@ fn weighted<'a>(rng: &mut ChaCha8Rng, choices: &'a [(&'a str, u32)]) -> &'a str 
 }
 
 const WORDS: &[&str] = &[
-    "the", "movie", "film", "was", "a", "and", "of", "to", "is", "in", "it", "that", "this", "acting",
-    "plot", "story", "characters", "director", "really", "very", "bad", "great", "boring", "funny",
-    "scene", "ending", "watch", "time", "one", "even", "would", "could", "not", "but", "just", "like",
-    "i", "me", "my", "you", "they", "script", "music", "camera", "performance", "cast", "worst", "best",
+    "the",
+    "movie",
+    "film",
+    "was",
+    "a",
+    "and",
+    "of",
+    "to",
+    "is",
+    "in",
+    "it",
+    "that",
+    "this",
+    "acting",
+    "plot",
+    "story",
+    "characters",
+    "director",
+    "really",
+    "very",
+    "bad",
+    "great",
+    "boring",
+    "funny",
+    "scene",
+    "ending",
+    "watch",
+    "time",
+    "one",
+    "even",
+    "would",
+    "could",
+    "not",
+    "but",
+    "just",
+    "like",
+    "i",
+    "me",
+    "my",
+    "you",
+    "they",
+    "script",
+    "music",
+    "camera",
+    "performance",
+    "cast",
+    "worst",
+    "best",
 ];
 
 /// How "good" shows up in a review, including the forms that Spark does not count.
 const GOOD_FORMS: &[(&str, bool)] = &[
-    ("good", true), ("Good", true), ("GOOD", true), ("good.", false), ("good,", false),
-    ("goodness", false), ("\"good\"", false), ("<br />good", false), ("good!", false), ("\tgood\t", true),
+    ("good", true),
+    ("Good", true),
+    ("GOOD", true),
+    ("good.", false),
+    ("good,", false),
+    ("goodness", false),
+    ("\"good\"", false),
+    ("<br />good", false),
+    ("good!", false),
+    ("\tgood\t", true),
 ];
 
 const NON_ASCII: &[&str] = &["très", "über", "naïve", "café", "中文", "—", "日本語", "\u{a0}good", "good\u{3000}", "Ελληνικά"];

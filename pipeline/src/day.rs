@@ -12,7 +12,7 @@ use ubm_jobs::RunDate;
 use crate::error::{PipelineError, Result};
 use crate::lake::{Lake, SUCCESS, SuccessMarker, Table};
 use crate::lease::{Host, current};
-use crate::report::{RunReport, RunStatus};
+use crate::run_report::{RunReport, RunStatus};
 
 /// Every table a run writes for its date.
 pub const TABLES: [Table; 5] = [Table::RAW_REVIEWS, Table::STAGE_PURCHASES, Table::STAGE_REVIEWS, Table::REJECTS, Table::METRIC];
@@ -101,8 +101,7 @@ impl std::fmt::Display for DayStatus {
 pub async fn dates(lake: &Lake) -> Result<Vec<RunDate>> {
     let dir = lake.object_path("_runs/")?;
     let listed: Vec<_> = lake.store().list(Some(&dir)).map_ok(|m| m.location).try_collect().await.map_err(lake.store_error("listing", &dir))?;
-    let mut dates: Vec<RunDate> =
-        listed.iter().filter_map(|p| p.filename()?.strip_suffix(".json")?.parse().ok()).collect();
+    let mut dates: Vec<RunDate> = listed.iter().filter_map(|p| p.filename()?.strip_suffix(".json")?.parse().ok()).collect();
     dates.sort();
     Ok(dates)
 }
@@ -114,9 +113,8 @@ pub async fn day_status(lake: &Lake, date: RunDate) -> Result<DayStatus> {
     for table in TABLES {
         let marker = lake.partition_url(table, date)?.join(SUCCESS).map_err(|e| PipelineError::Internal { what: e.to_string() })?;
         let relative = marker.as_str().strip_prefix(lake.root().as_str()).unwrap_or(marker.as_str()).to_string();
-        let run_id = read_bytes(lake, &relative).await?.map(|bytes| {
-            serde_json::from_slice::<SuccessMarker>(&bytes).map(|m| m.run_id).unwrap_or_default()
-        });
+        let run_id =
+            read_bytes(lake, &relative).await?.map(|bytes| serde_json::from_slice::<SuccessMarker>(&bytes).map(|m| m.run_id).unwrap_or_default());
         partitions.push(PartitionState { table: table.0, run_id });
     }
     let live = current(lake, date).await?.filter(|(_, record)| record.is_live(Utc::now(), &Host::current()));
@@ -133,13 +131,8 @@ fn judge(report: Option<&RunReport>, partitions: &[PartitionState], live_run: Op
     };
     let all_by_report = partitions.iter().all(|p| p.run_id.as_deref() == Some(report.run_id.as_str()));
     match report.status {
-        RunStatus::Running if live_run == Some(report.run_id.as_str()) => {
-            (DayState::Running, format!("run {} is under way", report.run_id))
-        }
-        RunStatus::Running => (
-            DayState::Mixed,
-            format!("run {} stopped before it finished; rerun the date to make it whole", report.run_id),
-        ),
+        RunStatus::Running if live_run == Some(report.run_id.as_str()) => (DayState::Running, format!("run {} is under way", report.run_id)),
+        RunStatus::Running => (DayState::Mixed, format!("run {} stopped before it finished; rerun the date to make it whole", report.run_id)),
         RunStatus::Succeeded if all_by_report => (DayState::Complete, format!("every partition by run {}", report.run_id)),
         RunStatus::Failed if writers.len() <= 1 => {
             let why = report.tasks.iter().find_map(|t| t.error.clone().filter(|_| t.status == crate::TaskStatus::Failed));
@@ -163,10 +156,9 @@ async fn read_bytes(lake: &Lake, relative: &str) -> Result<Option<bytes::Bytes>>
 
 async fn read_json<T: serde::de::DeserializeOwned>(lake: &Lake, relative: &str) -> Result<Option<T>> {
     let Some(bytes) = read_bytes(lake, relative).await? else { return Ok(None) };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| PipelineError::BadInput {
-        what: format!("{}{relative}", lake.root()),
-        reason: format!("not a ubm run report ({e})"),
-    })
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| PipelineError::BadInput { what: format!("{}{relative}", lake.root()), reason: format!("not a ubm run report ({e})") })
 }
 
 #[cfg(test)]

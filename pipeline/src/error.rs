@@ -42,7 +42,9 @@ pub enum PipelineError {
     Changed { url: String },
     /// The engine delivered a row twice (a task read more than its share). Another attempt
     /// may not; the numbers are never written either way.
-    #[error("the engine delivered {what} twice; refusing to write doubled numbers (a task read more than its share of the input: please report this)")]
+    #[error(
+        "the engine delivered {what} twice; refusing to write doubled numbers (a task read more than its share of the input: please report this)"
+    )]
     Duplicate { what: String },
     /// Another run holds the date's lease. Never retried by the task loop: `--wait-for-lease`
     /// is how to wait for it.
@@ -57,9 +59,10 @@ pub enum PipelineError {
     /// A background task of the run stopped unexpectedly.
     #[error("{what} stopped unexpectedly")]
     Stopped { what: &'static str, source: Option<tokio::task::JoinError> },
-    /// The run report could not be encoded.
-    #[error("encoding the run report")]
-    Report { source: serde_json::Error },
+    /// A record ubm writes as JSON (the run report, a lease, a `_SUCCESS` marker) could not be
+    /// encoded: a bug, never retried.
+    #[error("encoding {what}")]
+    Encoding { what: &'static str, source: serde_json::Error },
 }
 
 pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
@@ -97,13 +100,13 @@ impl PipelineError {
 }
 
 /// What this crate knows about retrying, beyond what `ubm_cluster::retry` knows.
-const CLASSIFIERS: &[Classifier] = &[own_retry, postgres_retry, sqlite_retry];
+const CLASSIFIERS: &[Classifier] = &[own_retry, sqlite_retry];
 
 fn own_retry(error: &(dyn std::error::Error + 'static)) -> Option<Retry> {
     match error.downcast_ref::<PipelineError>()? {
         PipelineError::BadInput { .. }
         | PipelineError::Internal { .. }
-        | PipelineError::Report { .. }
+        | PipelineError::Encoding { .. }
         | PipelineError::DateBusy { .. }
         | PipelineError::LeaseLost { .. } => Some(Retry::Futile),
         PipelineError::Changed { .. } | PipelineError::Duplicate { .. } | PipelineError::Stopped { .. } => Some(Retry::Worth),
@@ -111,30 +114,10 @@ fn own_retry(error: &(dyn std::error::Error + 'static)) -> Option<Retry> {
     }
 }
 
-/// Postgres by SQLSTATE class: connection trouble (08), a transaction rolled back by the server
-/// (40: serialization failure, deadlock), insufficient resources (53), an operator intervention
-/// such as a shutdown (57) and system errors (58) may pass; anything else (authentication,
-/// a missing table, bad data) will not. A closed connection or an I/O error without a
-/// SQLSTATE is decided by its source.
-fn postgres_retry(error: &(dyn std::error::Error + 'static)) -> Option<Retry> {
-    let error = error.downcast_ref::<tokio_postgres::Error>()?;
-    if let Some(db) = error.as_db_error() {
-        let class = &db.code().code()[..2];
-        return Some(if matches!(class, "08" | "40" | "53" | "57" | "58") { Retry::Worth } else { Retry::Futile });
-    }
-    if error.is_closed() {
-        return Some(Retry::Worth);
-    }
-    None
-}
-
 /// SQLite: a busy or locked database may free up; every other SQLite error will not.
 fn sqlite_retry(error: &(dyn std::error::Error + 'static)) -> Option<Retry> {
     let error = error.downcast_ref::<rusqlite::Error>()?;
-    let busy = matches!(
-        error.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    );
+    let busy = matches!(error.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked));
     Some(if busy { Retry::Worth } else { Retry::Futile })
 }
 

@@ -3,15 +3,15 @@
 //!
 //! From Postgres the extract runs where the engine runs plans: in slices of one exported
 //! snapshot, each slice a task that streams its rows straight into a part file
-//! ([`ubm_cluster::pg_slices`], [`ubm_cluster::parts`]); on a cluster the rows never pass
+//! ([`ubm_cluster::exec::postgres`], [`ubm_cluster::exec::parts`]); on a cluster the rows never pass
 //! through the driver. The embedded SQLite database is a file on the driver's machine, so it is
 //! read here, on a thread of its own, while this task encodes Parquet.
 
 use std::time::Instant;
 
 use ubm_cluster::Engine;
-use ubm_cluster::parts::{PartsKind, PartsSpec};
-use ubm_cluster::pg_slices::PgExtract;
+use ubm_cluster::exec::parts::{PartsKind, PartsSpec};
+use ubm_cluster::exec::postgres::PgExtract;
 use ubm_jobs::RunDate;
 use ubm_jobs::schema::USER_PURCHASE;
 

@@ -18,14 +18,14 @@ use crate::task::{RetryPolicy, TaskReport, TaskStatus, run_task};
 /// this machine's own (the executors may not see it), and in-process everything is local: this
 /// process copies those.
 pub(crate) async fn ingest(engine: &Engine, lake: &Lake, source: &Url, date: RunDate, stamp: &RunStamp) -> Result<Url> {
-    ubm_cluster::stores::require_regular_file(source).await.map_err(|e| PipelineError::BadInput {
+    ubm_cluster::store::require_regular_file(source).await.map_err(|e| PipelineError::BadInput {
         what: format!("the review file {}", source.to_file_path().map_or_else(|()| source.to_string(), |p| p.display().to_string())),
         reason: match e {
             ubm_cluster::ClusterError::BadLocation { reason, .. } => format!("{reason}; pass the vendor's file with --reviews"),
             other => other.to_string(),
         },
     })?;
-    let store = ubm_cluster::stores::object_store_for(source)?;
+    let store = ubm_cluster::store::object_store_for(source)?;
     let before = object_version(store.as_ref(), source).await?;
     let mut partition = lake.begin(Table::RAW_REVIEWS, date, stamp)?;
     let bytes = match (engine.kind(), source.scheme()) {
@@ -50,9 +50,11 @@ pub(crate) async fn ingest(engine: &Engine, lake: &Lake, source: &Url, date: Run
 async fn object_version(store: &dyn object_store::ObjectStore, source: &Url) -> Result<(u64, chrono::DateTime<chrono::Utc>, Option<String>)> {
     let path = object_store::path::Path::from_url_path(source.path())
         .map_err(|e| PipelineError::BadInput { what: source.to_string(), reason: format!("not an object path: {e}") })?;
-    let meta = object_store::ObjectStoreExt::head(store, &path)
-        .await
-        .map_err(|e| PipelineError::Store { doing: "reading", url: source.to_string(), source: e })?;
+    let meta = object_store::ObjectStoreExt::head(store, &path).await.map_err(|e| PipelineError::Store {
+        doing: "reading",
+        url: source.to_string(),
+        source: e,
+    })?;
     Ok((meta.size, meta.last_modified, meta.e_tag))
 }
 
@@ -65,8 +67,7 @@ const CLASSIFY_WHILE_INGESTING_FROM_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Whether classify reads the vendor's file where it is, beside ingest.
 pub(crate) async fn reads_source_directly(engine: &Engine, source: &Url) -> bool {
-    *engine.kind() == EngineKind::Local
-        && file_version(source).await.is_some_and(|(len, _)| len >= CLASSIFY_WHILE_INGESTING_FROM_BYTES)
+    *engine.kind() == EngineKind::Local && file_version(source).await.is_some_and(|(len, _)| len >= CLASSIFY_WHILE_INGESTING_FROM_BYTES)
 }
 
 /// The size and modification time of a local file, to tell whether it changed meanwhile.

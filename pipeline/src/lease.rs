@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use ubm_jobs::RunDate;
 
 use crate::error::{PipelineError, Result};
-use crate::lake::Lake;
+use crate::lake::{CommitFence, Lake};
 
 /// How long a lease lasts without renewal. A run that dies on another host blocks its date
 /// this long at most; on the same host a dead holder frees it at once.
@@ -126,8 +126,7 @@ pub async fn current(lake: &Lake, date: RunDate) -> Result<Option<(u64, LeaseRec
 
 async fn newest_generation(lake: &Lake, date: RunDate) -> Result<Option<u64>> {
     let dir = lake.object_path(&lease_dir(date))?;
-    let listed: Vec<Path> =
-        lake.store().list(Some(&dir)).map_ok(|m| m.location).try_collect().await.map_err(lake.store_error("listing", &dir))?;
+    let listed: Vec<Path> = lake.store().list(Some(&dir)).map_ok(|m| m.location).try_collect().await.map_err(lake.store_error("listing", &dir))?;
     Ok(listed.iter().filter_map(generation_of).max())
 }
 
@@ -267,12 +266,20 @@ async fn remove_older_generations(lake: &Lake, date: RunDate, generation: u64) {
 }
 
 fn encode(record: &LeaseRecord) -> Result<PutPayload> {
-    serde_json::to_vec_pretty(record).map(PutPayload::from).map_err(|source| PipelineError::Report { source })
+    serde_json::to_vec_pretty(record).map(PutPayload::from).map_err(|source| PipelineError::Encoding { what: "the lease record", source })
 }
 
 /// A poisoned lock still guards a whole record (it is replaced in one assignment).
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The lake asks the lease before every commit.
+#[async_trait::async_trait]
+impl CommitFence for Lease {
+    async fn check(&self) -> Result<()> {
+        Lease::check(self).await
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //!
 //! - [`run`]: one date ([`run_date`]) or a backfill ([`run_dates`]): ingest, extract,
 //!   classify, metric, load, each a [`task`] retried on errors worth retrying
-//!   ([`PipelineError::is_retryable`]), and the [`report`] written to `<lake>/_runs/D.json`.
+//!   ([`PipelineError::is_retryable`]), and the [`run_report`] written to `<lake>/_runs/D.json`.
 //! - [`lake`]: Hive-style partitions, each replaced whole (an atomic rename on a local lake,
 //!   copy-then-delete with the `_SUCCESS` marker last on S3).
 //! - [`oltp`] (Postgres, embedded SQLite) and [`warehouse`] (Postgres/Redshift): the databases.
@@ -24,8 +24,8 @@ pub mod lake;
 pub mod lease;
 mod metric;
 pub mod oltp;
-pub mod report;
 pub mod run;
+pub mod run_report;
 pub mod sample;
 pub mod secret;
 pub mod summary;
@@ -35,7 +35,7 @@ pub mod warehouse;
 pub use error::PipelineError;
 pub use lake::{Lake, Table};
 pub use oltp::Oltp;
-pub use report::{Counts, RunReport, RunStatus};
 pub use run::{RunConfig, reviews_for, run_date, run_dates};
+pub use run_report::{Counts, RunReport, RunStatus};
 pub use secret::SecretUrl;
 pub use task::{RetryPolicy, TaskReport, TaskStatus};

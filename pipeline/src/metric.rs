@@ -12,7 +12,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::{col, lit};
 use futures::TryStreamExt;
 use ubm_cluster::Engine;
-use ubm_cluster::parts::{PartsKind, PartsSpec};
+use ubm_cluster::exec::parts::{PartsKind, PartsSpec};
 use ubm_jobs::metric::{INVALID_CID, NO_CUSTOMER, REVIEWS, review_matches};
 use ubm_jobs::schema::{CLASSIFIED, USER_BEHAVIOR_METRIC, USER_PURCHASE, col};
 use ubm_jobs::{RunDate, Semantics, user_behavior_metric};
@@ -42,7 +42,7 @@ async fn collect(engine: &Engine, plan: LogicalPlan, job: String) -> Result<Vec<
 }
 
 /// metric: the day's staged purchases and reviews into the warehouse table of the lake. The
-/// tasks that compute the table write it ([`ubm_cluster::parts`]); the staged files are then
+/// tasks that compute the table write it ([`ubm_cluster::exec::parts`]); the staged files are then
 /// read back to check one row per customer before they are committed.
 pub(crate) async fn metric(engine: &Engine, lake: &Lake, date: RunDate, semantics: Semantics, stamp: &RunStamp) -> Result<MetricOutput> {
     let purchases = engine.parquet(&lake.partition_url(Table::STAGE_PURCHASES, date)?, &USER_PURCHASE).await?;

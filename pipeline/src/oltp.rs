@@ -1,7 +1,7 @@
 //! The OLTP source `retail.user_purchase`: Postgres in production, SQLite embedded by default.
 //!
 //! Extraction reads the as-of snapshot (`invoice_date < D + 1 day`) straight into Arrow: from
-//! Postgres in slices on the engine ([`ubm_cluster::pg_slices`], driven by `crate::extract`);
+//! Postgres in slices on the engine ([`ubm_cluster::exec::postgres`], driven by `crate::extract`);
 //! from SQLite here, with one query. SQLite has no
 //! exact decimal type, so the embedded database stores `unit_price` as text (`'2.550'`).
 
@@ -10,9 +10,9 @@ use std::str::FromStr;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::SinkExt;
+use rust_decimal::Decimal;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc::Sender;
-use rust_decimal::Decimal;
 use ubm_jobs::RunDate;
 
 use crate::error::{PipelineError, Result};
@@ -90,9 +90,8 @@ fn join_error(what: &'static str) -> impl FnOnce(tokio::task::JoinError) -> Pipe
 
 /// Opens a Postgres session; the connection task lives as long as the client.
 pub async fn connect_postgres(url: &SecretUrl) -> Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url.expose(), tokio_postgres::NoTls)
-        .await
-        .map_err(postgres_error("connecting to Postgres", url))?;
+    let (client, connection) =
+        tokio_postgres::connect(url.expose(), tokio_postgres::NoTls).await.map_err(postgres_error("connecting to Postgres", url))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!("Postgres connection closed: {e}");
@@ -161,9 +160,7 @@ fn load_sqlite(db: &Path, csv: &Path) -> Result<u64> {
             let int = |i: usize| -> Result<Option<i64>> {
                 text(i).map(|t| t.parse::<i64>().map_err(|e| bad_line(span.line, format!("`{t}` is not an integer ({e})")))).transpose()
             };
-            insert
-                .execute(rusqlite::params![text(0), text(1), text(2), int(3)?, text(4), text(5), int(6)?, text(7)])
-                .map_err(loading())?;
+            insert.execute(rusqlite::params![text(0), text(1), text(2), int(3)?, text(4), text(5), int(6)?, text(7)]).map_err(loading())?;
             rows += 1;
         }
     }
@@ -172,9 +169,16 @@ fn load_sqlite(db: &Path, csv: &Path) -> Result<u64> {
     Ok(rows)
 }
 
-/// `unit_price` as the integer of thousandths Arrow's `Decimal128(8,3)` stores.
-fn price_thousandths(price: Decimal) -> Result<i128> {
-    ubm_cluster::pg_slices::price_thousandths(price).map_err(|reason| PipelineError::BadInput { what: format!("unit_price {price}"), reason })
+/// `unit_price` as the integer of thousandths Arrow's `Decimal128(8,3)` stores, or a refusal
+/// naming the row: a price wider than the contract's `numeric(8,3)` is never staged.
+fn price_thousandths(price: Decimal, row: &rusqlite::Row<'_>, db: &Path) -> Result<i128> {
+    ubm_jobs::purchases::price_thousandths(price).map_err(|reason| {
+        let invoice = text_at(row, 0, db).ok().flatten().unwrap_or("NULL");
+        PipelineError::BadInput {
+            what: format!("unit_price of the row with invoice_number {invoice} in {}", db.display()),
+            reason: reason.to_string(),
+        }
+    })
 }
 
 fn batch_error(source: datafusion::arrow::error::ArrowError) -> PipelineError {
@@ -224,7 +228,7 @@ pub(crate) fn extract_sqlite(db: &Path, date: RunDate, out: Sender<RecordBatch>)
         )
         .map_err(sqlite_error("finding the user_purchase table (create it with `ubm datagen`) in", db))?;
     let mut rows = query.query([date.next_day().to_string()]).map_err(reading())?;
-    let mut batch = ubm_cluster::pg_slices::PurchaseBatch::new();
+    let mut batch = ubm_jobs::purchases::PurchaseBatch::new();
     let mut sent_any = false;
     let bad = |what: String, reason: &str| PipelineError::BadInput { what, reason: reason.to_string() };
     while let Some(row) = rows.next().map_err(reading())? {
@@ -239,7 +243,7 @@ pub(crate) fn extract_sqlite(db: &Path, date: RunDate, out: Sender<RecordBatch>)
         let price = text_at(row, 5, db)?
             .map(|p| Decimal::from_str(p).map_err(|_| bad(format!("unit_price `{p}` in {}", db.display()), "not a decimal")))
             .transpose()?;
-        batch.unit_price.append_option(price.map(price_thousandths).transpose()?);
+        batch.unit_price.append_option(price.map(|p| price_thousandths(p, row, db)).transpose()?);
         batch.customer_id.append_option(row.get::<_, Option<i32>>(6).map_err(reading())?);
         batch.country.append_option(text_at(row, 7, db)?);
         if let Some(full) = batch.row_done().map_err(batch_error)? {
@@ -259,13 +263,19 @@ mod tests {
 
     #[test]
     fn timestamps_are_read_where_the_digits_stand() {
-        let expected = chrono::NaiveDateTime::parse_from_str("2010-12-01 08:26:00", "%Y-%m-%d %H:%M:%S")
-            .expect("chrono")
-            .and_utc()
-            .timestamp_micros();
+        let expected =
+            chrono::NaiveDateTime::parse_from_str("2010-12-01 08:26:00", "%Y-%m-%d %H:%M:%S").expect("chrono").and_utc().timestamp_micros();
         assert_eq!(timestamp_micros("2010-12-01 08:26:00"), Some(expected));
         assert_eq!(timestamp_micros("1969-12-31 23:59:59"), Some(-1_000_000));
-        for bad in ["2010-12-01", "2010-12-01T08:26:00", "2010-13-01 08:26:00", "2010-02-30 08:26:00", "2010-12-01 24:00:00", "2010-1x-01 08:26:00", "+010-12-01 08:26:00"] {
+        for bad in [
+            "2010-12-01",
+            "2010-12-01T08:26:00",
+            "2010-13-01 08:26:00",
+            "2010-02-30 08:26:00",
+            "2010-12-01 24:00:00",
+            "2010-1x-01 08:26:00",
+            "+010-12-01 08:26:00",
+        ] {
             assert_eq!(timestamp_micros(bad), None, "{bad}");
         }
     }

@@ -17,14 +17,14 @@ use ubm_jobs::{RunDate, Semantics};
 use url::Url;
 
 use crate::classify::{ClassifyCounts, ClassifyOutput, classify_into};
-use crate::extract::extract;
 use crate::error::{PipelineError, Result};
+use crate::extract::extract;
 use crate::ingest::{ingest, ingest_while_classifying, reads_source_directly};
-use crate::lake::{Lake, RunStamp};
+use crate::lake::{CommitFence, Lake, RunStamp};
 use crate::lease::Lease;
 use crate::metric::metric;
 use crate::oltp::Oltp;
-use crate::report::{Counts, RunReport, RunStatus};
+use crate::run_report::{Counts, RunReport, RunStatus};
 use crate::secret::SecretUrl;
 use crate::task::{RetryPolicy, TaskReport, TaskStatus, retrying, run_task};
 
@@ -47,17 +47,12 @@ pub struct RunConfig {
 
 /// The review file for `date`: `{date}` in the configured location is replaced.
 pub fn reviews_for(location: &str, date: RunDate) -> Result<Url> {
-    Ok(ubm_cluster::stores::location_url(&location.replace("{date}", &date.to_string()))?)
+    Ok(ubm_cluster::store::location_url(&location.replace("{date}", &date.to_string()))?)
 }
 
 /// Runs `dates` in order, stopping after the first date that fails (later dates of a backfill
 /// would build on a broken day). `on_date` hears each date's report as soon as it is written.
-pub async fn run_dates(
-    engine: &Engine,
-    config: &RunConfig,
-    dates: &[RunDate],
-    mut on_date: impl FnMut(&RunReport),
-) -> Result<Vec<RunReport>> {
+pub async fn run_dates(engine: &Engine, config: &RunConfig, dates: &[RunDate], mut on_date: impl FnMut(&RunReport)) -> Result<Vec<RunReport>> {
     let mut reports = Vec::with_capacity(dates.len());
     for date in dates {
         let report = run_date(engine, config, *date).await?;
@@ -78,7 +73,8 @@ pub async fn run_date(engine: &Engine, config: &RunConfig, date: RunDate) -> Res
     // Taking the lease and writing the report meet the same outages as tasks: same retries.
     let (lease, _) = retrying("taking the date's lease", config.retry, || Lease::acquire(&config.lake, date, &run_id, config.wait_for_lease)).await;
     let lease = Arc::new(lease?);
-    let stamp = RunStamp { run_id, lease: Some(Arc::clone(&lease)) };
+    let fence: Arc<dyn CommitFence> = Arc::clone(&lease) as Arc<dyn CommitFence>;
+    let stamp = RunStamp { run_id, fence: Some(fence) };
     let outcome = run_leased(engine, config, date, &stamp, &lease).await;
     drop(stamp);
     if let Ok(lease) = Arc::try_unwrap(lease) {
@@ -130,10 +126,8 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
         let Some(raw) = raw else {
             return (ingest, TaskReport::skipped("classify", "ingest failed"), None);
         };
-        let (classify, counts) = run_task("classify", policy, || {
-            classify_into(engine, &raw, ClassifyOutput::staged_reviews(lake, date, stamp))
-        })
-        .await;
+        let (classify, counts) =
+            run_task("classify", policy, || classify_into(engine, &raw, ClassifyOutput::staged_reviews(lake, date, stamp))).await;
         (ingest, classify, counts)
     };
     let purchase_side = run_task("extract", policy, || extract(engine, &config.oltp, lake, date, stamp));
@@ -181,7 +175,7 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
 /// Writes `<lake>/_runs/D.json`, if this run still holds the date.
 async fn write_report(lake: &Lake, lease: &Lease, report: &RunReport) -> Result<()> {
     lease.check().await?;
-    let json = serde_json::to_vec_pretty(report).map_err(|source| PipelineError::Report { source })?;
+    let json = serde_json::to_vec_pretty(report).map_err(|source| PipelineError::Encoding { what: "the run report", source })?;
     lake.put(&format!("_runs/{}.json", report.run_date), json).await?;
     Ok(())
 }

@@ -13,12 +13,21 @@ use crate::{RunConfig, RunReport};
 pub fn summary(report: &RunReport, config: &RunConfig) -> Result<String> {
     let mut out = String::new();
     let c = &report.counts;
-    let _ = writeln!(out, "ubm run {} — {} in {:.2}s ({} engine, {} semantics)", report.run_date, report.status, report.duration_ms as f64 / 1000.0, report.engine, report.semantics);
+    let _ = writeln!(
+        out,
+        "ubm run {} — {} in {:.2}s ({} engine, {} semantics)",
+        report.run_date,
+        report.status,
+        report.duration_ms as f64 / 1000.0,
+        report.engine,
+        report.semantics
+    );
     for task in &report.tasks {
         let note = task.error.as_deref().map(|e| format!(" — {e}")).unwrap_or_default();
         let _ = writeln!(out, "  {:<9} {:<10} {:>7} ms  attempts {}{note}", task.name, task.status, task.duration_ms, task.attempts);
     }
-    let _ = writeln!(out,
+    let _ = writeln!(
+        out,
         "  reviews:   {} read = {} classified + {} rejected ({}); {} positive, {} null kept as negative",
         c.review_records_read,
         c.reviews_classified,
@@ -27,7 +36,8 @@ pub fn summary(report: &RunReport, config: &RunConfig) -> Result<String> {
         c.positive_reviews,
         c.null_reviews
     );
-    let _ = writeln!(out,
+    let _ = writeln!(
+        out,
         "  matching:  {} reviews with a non-integer cid, {} with no purchasing customer",
         c.reviews_invalid_cid, c.reviews_without_customer
     );

@@ -143,21 +143,14 @@ mod tests {
         let (report, value) = run_task("t", quick(3), || {
             calls += 1;
             let fail = calls < 3;
-            async move {
-                if fail {
-                    Err(PipelineError::Changed { url: "file:///x".into() })
-                } else {
-                    Ok(7)
-                }
-            }
+            async move { if fail { Err(PipelineError::Changed { url: "file:///x".into() }) } else { Ok(7) } }
         })
         .await;
         assert_eq!((report.status, report.attempts, value), (TaskStatus::Succeeded, 3, Some(7)));
 
-        let (report, value) = run_task("t", quick(3), || async {
-            Err::<(), _>(PipelineError::BadInput { what: "the file".into(), reason: "has no header".into() })
-        })
-        .await;
+        let (report, value) =
+            run_task("t", quick(3), || async { Err::<(), _>(PipelineError::BadInput { what: "the file".into(), reason: "has no header".into() }) })
+                .await;
         assert_eq!((report.status, report.attempts, value), (TaskStatus::Failed, 1, None));
         assert_eq!(report.error.as_deref(), Some("the file: has no header"));
     }

@@ -68,7 +68,9 @@ async fn check_columns(tx: &tokio_postgres::Transaction<'_>, url: &SecretUrl) ->
         .await
         .map_err(postgres_error("reading the columns of public.user_behavior_metric", url))?;
     let (precision, scale) = (i32::from(AMOUNT_SPENT.0), i32::from(AMOUNT_SPENT.1));
-    for (column, wanted) in [("customerid", "integer"), ("amount_spent", "numeric"), ("review_score", "integer"), ("review_count", "integer"), ("insert_date", "date")] {
+    for (column, wanted) in
+        [("customerid", "integer"), ("amount_spent", "numeric"), ("review_score", "integer"), ("review_count", "integer"), ("insert_date", "date")]
+    {
         let found = rows.iter().find(|r| r.get::<_, String>(0) == column);
         let problem = match found {
             None => Some("is missing".to_string()),

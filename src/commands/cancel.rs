@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use ubm_cluster::scheduler_api::{CancelOutcome, SchedulerApi};
+use ubm_cluster::engine::scheduler_api::{CancelOutcome, SchedulerApi};
 
 use crate::args::SchedulerArg;
 

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use ubm_cluster::SchedulerAddress;
-use ubm_cluster::certs::{CA_DAYS, CertsRequest, LEAF_DAYS};
-use ubm_cluster::local::LocalCluster;
+use ubm_cluster::node::local::LocalCluster;
 use ubm_cluster::node::{ExecutorOptions, SchedulerOptions, run_executor, run_scheduler};
+use ubm_cluster::tls::certs::{CA_DAYS, CertsRequest, LEAF_DAYS};
 
 use crate::args::TlsArg;
 
@@ -189,7 +189,9 @@ async fn local_cluster(args: LocalArgs) -> Result<ExitCode> {
     let mut cluster = LocalCluster::start(&exe, args.port, args.executors, args.tls.tls.as_deref(), args.pull).await?;
     let scheduler = cluster.scheduler.clone();
     let (executors, client_tls) = (args.executors, if args.tls.tls.is_some() { " --tls CLIENT_DIR" } else { "" });
-    eprintln!("local cluster: scheduler df://{scheduler} and {executors} executors; submit with `ubm submit --scheduler df://{scheduler}{client_tls}`; Ctrl-C stops them");
+    eprintln!(
+        "local cluster: scheduler df://{scheduler} and {executors} executors; submit with `ubm submit --scheduler df://{scheduler}{client_tls}`; Ctrl-C stops them"
+    );
     tokio::select! {
         signal = crate::signals::stop_requested() => {
             eprintln!("{}: stopping the local cluster", signal?);
@@ -204,6 +206,6 @@ async fn local_cluster(args: LocalArgs) -> Result<ExitCode> {
 fn certs(args: CertsArgs) -> Result<()> {
     let mut request = CertsRequest::new(args.out, args.hosts);
     (request.existing_ca, request.leaf_days, request.ca_days) = (args.ca, args.days, args.ca_days);
-    print!("{}", ubm_cluster::certs::make(&request)?);
+    print!("{}", ubm_cluster::tls::certs::make(&request)?);
     Ok(())
 }

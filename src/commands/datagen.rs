@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use ubm_pipeline::{Oltp, SecretUrl};
 use ubm_pipeline::datagen::{DatagenConfig, generate};
 use ubm_pipeline::sample::check_scale;
+use ubm_pipeline::{Oltp, SecretUrl};
 
 #[derive(Debug, Args)]
 pub struct DatagenArgs {

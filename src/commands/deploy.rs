@@ -246,9 +246,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         eprintln!("added step {id}: {}", step.name);
     }
     for id in &ids {
-        let view = emr
-            .wait_step(&state.cluster_id, id, policy, |view| eprintln!("  step {id} ({}): {}", view.name, view.state.as_str()))
-            .await?;
+        let view = emr.wait_step(&state.cluster_id, id, policy, |view| eprintln!("  step {id} ({}): {}", view.name, view.state.as_str())).await?;
         let name = view.name.clone();
         view.into_result()?;
         println!("step {id} ({name}) completed");

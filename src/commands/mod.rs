@@ -35,7 +35,8 @@ pub enum Command {
     /// Run the daily pipeline on a Ballista cluster from this machine, showing each job's id and
     /// progress; --detach returns once the first job is submitted.
     Submit(submit::SubmitArgs),
-    /// Show the jobs a scheduler knows, or one job's stages and tasks.
+    /// Show each date of a lake (--lake), or the jobs a scheduler knows, one job's stages and tasks,
+    /// or the executors registered with it (--executors).
     Status(status::StatusArgs),
     /// Cancel a job on a scheduler; a run waiting for it fails and commits nothing.
     Cancel(cancel::CancelArgs),

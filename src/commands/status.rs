@@ -1,12 +1,12 @@
 //! `ubm status`: the dates of a lake (complete, running, failed or mixed), or the jobs a
-//! scheduler knows and one job's stages and tasks.
+//! scheduler knows and one job's stages and tasks, or the executors registered with it.
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
 use ubm_cluster::SchedulerAddress;
-use ubm_cluster::scheduler_api::{JobState, SchedulerApi, jobs_table};
+use ubm_cluster::engine::scheduler_api::{JobState, SchedulerApi, executors_table, jobs_table};
 use ubm_jobs::RunDate;
 use ubm_pipeline::Lake;
 use ubm_pipeline::day::{DayState, dates, day_status};
@@ -28,6 +28,10 @@ pub struct StatusArgs {
     /// With --lake: only this date, with each partition and the run that wrote it.
     #[arg(long, requires = "lake")]
     pub date: Option<RunDate>,
+    /// With --scheduler: list the executors registered with it (id, Flight address, slots,
+    /// last heartbeat) instead of its jobs.
+    #[arg(long, requires = "scheduler", conflicts_with = "job")]
+    pub executors: bool,
     /// Print the answer as JSON.
     #[arg(long)]
     pub json: bool,
@@ -39,6 +43,15 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode> {
     }
     let Some(scheduler) = args.scheduler else { anyhow::bail!("name a lake (--lake) or a scheduler (--scheduler)") };
     let api = SchedulerApi::new(scheduler.with_tls(args.tls.load()?))?;
+    if args.executors {
+        let executors = api.executors().await?;
+        match (args.json, executors.is_empty()) {
+            (true, _) => println!("{}", serde_json::to_string_pretty(&executors)?),
+            (false, true) => println!("no executors registered with {}: start one with `ubm cluster executor --scheduler …`", api.scheduler()),
+            (false, false) => print!("{}", executors_table(&executors)),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let Some(job_id) = args.job else {
         let mut jobs = api.jobs().await?;
         jobs.sort_by_key(|job| std::cmp::Reverse(job.start_time));

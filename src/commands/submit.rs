@@ -1,10 +1,11 @@
 //! `ubm submit`: the daily run on a Ballista cluster, driven from this machine.
 //!
-//! A run is several Ballista jobs (classify, then metric), with a commit into the lake after
-//! each, so something must drive it: `submit` does, on the machine it runs on, as Spark's
-//! client deploy mode does. The plans run on the cluster's executors; the small results
-//! (one row per review and per customer, no review text) come back to the submitter, which
-//! checks them and commits the partitions. `--detach` moves the driver into the background.
+//! A run is several Ballista jobs (ingest's copy, the extract's slices, classify, metric),
+//! with a commit into the lake after each, so something must drive it: `submit` does, on the
+//! machine it runs on, as Spark's client deploy mode does. The executors read the inputs and
+//! write their part files into the lake themselves; what comes back to the submitter is one
+//! small report row per task (files, counts, line spans), which it checks before it commits the
+//! partitions. `--detach` moves the driver into the background.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,12 +61,7 @@ async fn detach(args: &SubmitArgs) -> Result<ExitCode> {
     let exe = std::env::current_exe().context("finding the ubm executable")?;
     let arguments: Vec<_> = std::env::args_os().skip(1).filter(|a| a.to_str() != Some("--detach")).collect();
     let mut command = tokio::process::Command::new(exe);
-    command
-        .args(remove_log_flag(arguments))
-        .env(DETACHED, "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file);
+    command.args(remove_log_flag(arguments)).env(DETACHED, "1").stdin(std::process::Stdio::null()).stdout(file.try_clone()?).stderr(file);
     // SAFETY: setsid is async-signal-safe and touches nothing of this process's memory.
     unsafe {
         command.pre_exec(|| {

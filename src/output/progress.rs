@@ -4,8 +4,8 @@ use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ubm_cluster::jobs::JobObserver;
-use ubm_cluster::scheduler_api::JobProgress;
+use ubm_cluster::engine::follow::JobObserver;
+use ubm_cluster::engine::scheduler_api::JobProgress;
 
 /// Shows each job on stderr: on a terminal one line redrawn in place, otherwise a log line per
 /// change of state or stage, which reads well in a file or CI log.

@@ -9,10 +9,8 @@ fn classify(csv_bytes: &[u8]) -> (tempfile::TempDir, std::process::Output) {
     let input = dir.path().join("movie_review.csv");
     std::fs::write(&input, csv_bytes).expect("write");
     let out_dir = dir.path().join("out").display().to_string();
-    let output = ubm()
-        .args(["classify", "--input", &input.display().to_string(), "--date", DATE, "--output", &out_dir, "--json"])
-        .output()
-        .expect("ubm runs");
+    let output =
+        ubm().args(["classify", "--input", &input.display().to_string(), "--date", DATE, "--output", &out_dir, "--json"]).output().expect("ubm runs");
     (dir, output)
 }
 

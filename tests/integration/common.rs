@@ -161,12 +161,10 @@ pub fn parquet_rows(dir: &Path) -> Vec<String> {
     files.sort();
     assert!(!files.is_empty(), "no parquet files in {}", dir.display());
     for file in files {
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-            std::fs::File::open(&file).expect("open parquet"),
-        )
-        .expect("parquet")
-        .build()
-        .expect("reader");
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).expect("open parquet"))
+            .expect("parquet")
+            .build()
+            .expect("reader");
         for batch in reader {
             rows.extend(batch_rows(&batch.expect("batch")));
         }
@@ -177,14 +175,8 @@ pub fn parquet_rows(dir: &Path) -> Vec<String> {
 
 pub fn batch_rows(batch: &RecordBatch) -> Vec<String> {
     let options = FormatOptions::default().with_null("NULL");
-    let formatters: Vec<_> = batch
-        .columns()
-        .iter()
-        .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
-        .collect();
-    (0..batch.num_rows())
-        .map(|i| formatters.iter().map(|f| f.value(i).to_string()).collect::<Vec<_>>().join("|"))
-        .collect()
+    let formatters: Vec<_> = batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter")).collect();
+    (0..batch.num_rows()).map(|i| formatters.iter().map(|f| f.value(i).to_string()).collect::<Vec<_>>().join("|")).collect()
 }
 
 /// The run report `<lake>/_runs/D.json`.
@@ -229,11 +221,7 @@ impl Moto {
             .spawn()
             .expect("moto starts");
         let moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "moto did not listen on {port} within 30s");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        wait_for_port(port);
         Some(moto)
     }
 
@@ -342,62 +330,111 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port()
 }
 
-pub fn wait_for_port(port: u16) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "nothing listens on {port} after 30 s");
-        std::thread::sleep(std::time::Duration::from_millis(100));
+/// Polls `condition` every 10 ms until it holds; fails the test naming `what` after `limit`.
+pub fn wait_until(what: &str, limit: std::time::Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
-impl Cluster {
-    pub fn start(executors: usize) -> Cluster {
-        Cluster::start_with_env(executors, Vec::new())
+/// The tables a run of `date` writes into `lake` (staged purchases, classified reviews, the
+/// metric), each as its sorted rows.
+pub fn lake_tables(lake: &str, date: &str) -> Vec<(String, Vec<String>)> {
+    ["stage/user_purchase", "stage/movie_review", "warehouse/user_behavior_metric"]
+        .iter()
+        .map(|t| (t.to_string(), parquet_rows(&partition(lake, t, date))))
+        .collect()
+}
+
+/// Every file under `dir`, as sorted paths relative to it (none when `dir` does not exist).
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(relative) = path.strip_prefix(dir) {
+                files.push(relative.display().to_string());
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+pub fn wait_for_port(port: u16) {
+    wait_until(&format!("something listens on {port}"), std::time::Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+}
+
+/// A cluster of `ubm cluster` processes on loopback, built with [`Cluster::builder`]; dropping
+/// it kills them.
+pub struct ClusterBuilder {
+    executors: usize,
+    env: Vec<(&'static str, String)>,
+    scheduler_args: Vec<String>,
+    executor_args: Vec<String>,
+    scheduler_port: Option<u16>,
+    /// The TLS directory every process gets (and the readiness check presents).
+    tls: Option<String>,
+}
+
+impl ClusterBuilder {
+    /// Every process gets `env` (e.g. the S3 endpoint and credentials).
+    pub fn env(mut self, env: Vec<(&'static str, String)>) -> Self {
+        self.env = env;
+        self
     }
 
-    /// A cluster whose every process has `env` (e.g. the S3 endpoint and credentials).
-    pub fn start_with_env(executors: usize, env: Vec<(&'static str, String)>) -> Cluster {
-        Cluster::start_with(executors, env, &[])
+    /// Extra arguments for the scheduler.
+    pub fn scheduler_args(mut self, args: &[&str]) -> Self {
+        self.scheduler_args = args.iter().map(|a| a.to_string()).collect();
+        self
     }
 
-    /// A cluster whose executors also get `executor_args` (e.g. `--slots 1`).
-    pub fn start_with(executors: usize, env: Vec<(&'static str, String)>, executor_args: &[&str]) -> Cluster {
-        Cluster::start_full(executors, env, &[], executor_args)
+    /// Extra arguments for every executor (e.g. `--slots 1`).
+    pub fn executor_args(mut self, args: &[&str]) -> Self {
+        self.executor_args = args.iter().map(|a| a.to_string()).collect();
+        self
     }
 
-    /// The general form: extra arguments for the scheduler and for every executor.
-    pub fn start_full(
-        executors: usize,
-        env: Vec<(&'static str, String)>,
-        scheduler_args: &[&str],
-        executor_args: &[&str],
-    ) -> Cluster {
-        Cluster::start_at(free_port(), executors, env, scheduler_args, executor_args)
+    /// The scheduler on `port` instead of a free one.
+    pub fn scheduler_port(mut self, port: u16) -> Self {
+        self.scheduler_port = Some(port);
+        self
     }
 
-    /// The same, with the scheduler on `scheduler_port`.
-    pub fn start_at(
-        scheduler_port: u16,
-        executors: usize,
-        env: Vec<(&'static str, String)>,
-        scheduler_args: &[&str],
-        executor_args: &[&str],
-    ) -> Cluster {
-        let scheduler = format!("127.0.0.1:{scheduler_port}");
-        let spawn = |args: &[&str]| {
+    /// Every process serves and connects with the TLS material in `dir` (node material).
+    pub fn tls(mut self, dir: &str) -> Self {
+        self.tls = Some(dir.to_string());
+        self
+    }
+
+    /// Starts the scheduler, then the executors; returns once every executor has registered
+    /// with the scheduler (asked of it with `ubm status --executors`).
+    pub fn start(self) -> Cluster {
+        let scheduler = format!("127.0.0.1:{}", self.scheduler_port.unwrap_or_else(free_port));
+        let tls: Vec<String> = self.tls.iter().flat_map(|dir| ["--tls".to_string(), dir.clone()]).collect();
+        let spawn = |args: Vec<String>| {
             ubm()
                 .args(args)
-                .envs(env.iter().cloned())
+                .envs(self.env.iter().cloned())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()
                 .expect("ubm starts")
         };
-        let mut scheduler_command = vec!["cluster", "scheduler", "--bind", &scheduler];
-        scheduler_command.extend_from_slice(scheduler_args);
-        let mut cluster = Cluster { children: vec![spawn(&scheduler_command)], engine: format!("df://{scheduler}") };
-        wait_for_port(scheduler_port);
-        for _ in 0..executors {
+        let words = |list: &[&str]| list.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let scheduler_command = [words(&["cluster", "scheduler", "--bind", &scheduler]), tls.clone(), self.scheduler_args.clone()].concat();
+        let mut cluster = Cluster { children: vec![spawn(scheduler_command)], engine: format!("df://{scheduler}") };
+        wait_for_port(scheduler.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).expect("port"));
+        for _ in 0..self.executors {
             // The executor's gRPC service takes the port after its Flight port.
             let port = loop {
                 let p = free_port();
@@ -406,14 +443,29 @@ impl Cluster {
                 }
             };
             let bind = format!("127.0.0.1:{port}");
-            let mut args = vec!["cluster", "executor", "--scheduler", &scheduler, "--bind", &bind];
-            args.extend_from_slice(executor_args);
-            cluster.children.push(spawn(&args));
-            wait_for_port(port);
+            let args =
+                [words(&["cluster", "executor", "--scheduler", &scheduler, "--bind", &bind]), tls.clone(), self.executor_args.clone()].concat();
+            cluster.children.push(spawn(args));
         }
-        // Executors register right after they start listening; give them a moment.
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        let registered = || {
+            let out = ubm().args(["status", "--scheduler", &cluster.engine, "--executors", "--json"]).args(&tls).output().expect("ubm status runs");
+            let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            listed.len() >= self.executors
+        };
+        wait_until(&format!("{} executor(s) registered with {}", self.executors, cluster.engine), std::time::Duration::from_secs(30), registered);
         cluster
+    }
+}
+
+impl Cluster {
+    /// A cluster of a scheduler and `executors` executors, plaintext on loopback.
+    pub fn builder(executors: usize) -> ClusterBuilder {
+        ClusterBuilder { executors, env: Vec::new(), scheduler_args: Vec::new(), executor_args: Vec::new(), scheduler_port: None, tls: None }
+    }
+
+    /// The same, started with nothing more.
+    pub fn start(executors: usize) -> Cluster {
+        Cluster::builder(executors).start()
     }
 }
 

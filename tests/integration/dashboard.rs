@@ -119,9 +119,14 @@ fn the_report_shows_the_lakes_numbers_in_a_browser_with_nothing_fetched() {
         let state = attr(row, "data-state");
         assert_eq!(state, if date == "2011-12-02" { "failed" } else { "complete" }, "{date}");
     }
-    let top: Vec<(String, String)> = rows(&dom, "data-customer").iter().take(10).map(|r| (attr(r, "data-customer").to_string(), attr(r, "data-amount").to_string())).collect();
-    let expected_top: Vec<(String, String)> =
-        expected["top"].as_array().expect("top").iter().map(|r| (r[0].as_str().unwrap_or("").to_string(), r[1].as_str().unwrap_or("").to_string())).collect();
+    let top: Vec<(String, String)> =
+        rows(&dom, "data-customer").iter().take(10).map(|r| (attr(r, "data-customer").to_string(), attr(r, "data-amount").to_string())).collect();
+    let expected_top: Vec<(String, String)> = expected["top"]
+        .as_array()
+        .expect("top")
+        .iter()
+        .map(|r| (r[0].as_str().unwrap_or("").to_string(), r[1].as_str().unwrap_or("").to_string()))
+        .collect();
     assert_eq!(top, expected_top, "the latest date's top customers");
     assert!(dom.contains("data-figure=\"customers\""), "key figures are shown");
     let rejects = rows(&dom, "data-count");

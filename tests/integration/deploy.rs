@@ -55,8 +55,7 @@ impl Setup {
         for name in ["ca.pem", "cert.pem", "key.pem"] {
             assert!(fetched.contains(&format!("{name} AES256")), "{name} is stored server-side encrypted: {fetched}");
         }
-        let tls = ["--tls", node.to_str().expect("utf-8")];
-        self.nodes = Some(Cluster::start_at(self.scheduler_port, 2, self.harness.env(), &tls, &tls));
+        self.nodes = Some(Cluster::builder(2).scheduler_port(self.scheduler_port).env(self.harness.env()).tls(node.to_str().expect("utf-8")).start());
         node
     }
 
@@ -74,8 +73,21 @@ impl Setup {
     fn up(&mut self, env_file: &Path) -> Output {
         let port = self.scheduler_port();
         let out = self.deploy_ok(&[
-            "up", "--bucket", BUCKET, "--reviews", REVIEWS, "--lake", LAKE, "--env-file", &env_file.display().to_string(),
-            "--scheduler-port", &port, "--poll-seconds", "0.1", "--core-nodes", "2",
+            "up",
+            "--bucket",
+            BUCKET,
+            "--reviews",
+            REVIEWS,
+            "--lake",
+            LAKE,
+            "--env-file",
+            &env_file.display().to_string(),
+            "--scheduler-port",
+            &port,
+            "--poll-seconds",
+            "0.1",
+            "--core-nodes",
+            "2",
         ]);
         self.start_nodes();
         out
@@ -130,7 +142,11 @@ fn up_runs_two_dates_into_the_warehouse_then_down_removes_everything() {
     // A submitter on this machine reaches the scheduler with the client material, and only so.
     let client = local_tls.join("client").display().to_string();
     let scheduler = format!("df://127.0.0.1:{}", setup.scheduler_port);
-    ubm().args(["status", "--scheduler", &scheduler, "--tls", &client]).output().map(|o| assert!(o.status.success(), "{}", text(&o.stderr))).expect("status");
+    ubm()
+        .args(["status", "--scheduler", &scheduler, "--tls", &client])
+        .output()
+        .map(|o| assert!(o.status.success(), "{}", text(&o.stderr)))
+        .expect("status");
     let plain = ubm().args(["status", "--scheduler", &scheduler]).output().expect("status");
     assert!(!plain.status.success() && text(&plain.stderr).contains("accepts only TLS"), "{}", text(&plain.stderr));
 
@@ -159,9 +175,7 @@ fn a_failing_step_shows_emrs_reason_and_a_slow_one_hits_the_timeout() {
     std::fs::write(&env_file, format!("UBM_OLTP={}\n", setup.sample.sqlite())).expect("env file");
     setup.up(&env_file);
 
-    let failed = setup.deploy(&[
-        "run", "--date", date, "--reviews", "s3://vendor/missing/{date}.csv", "--poll-seconds", "0.2", "--attempts", "1",
-    ]);
+    let failed = setup.deploy(&["run", "--date", date, "--reviews", "s3://vendor/missing/{date}.csv", "--poll-seconds", "0.2", "--attempts", "1"]);
     let said = text(&failed.stderr);
     assert!(!failed.status.success(), "{said}");
     assert!(said.contains("ended FAILED: The step's command exited with code 1."), "{said}");

@@ -64,10 +64,8 @@ async fn day_through_the_library(kind: EngineKind) {
     });
     let top: Vec<String> = report.top_customers.iter().flat_map(without_date).collect();
     assert_eq!(top, by_amount[..5.min(by_amount.len())]);
-    let written: RunReport = serde_json::from_slice(
-        &std::fs::read(Path::new(&lake_dir).join("_runs/2011-12-31.json")).expect("the run report"),
-    )
-    .expect("the run report reads back");
+    let written: RunReport = serde_json::from_slice(&std::fs::read(Path::new(&lake_dir).join("_runs/2011-12-31.json")).expect("the run report"))
+        .expect("the run report reads back");
     assert_eq!(written.counts, report.counts);
     assert_eq!(written.status, report.status);
 }
@@ -120,7 +118,7 @@ async fn postgres_slices_read_one_snapshot_while_the_table_changes() {
     assert_ne!(db.query("SELECT count(*), sum(quantity) FROM retail.user_purchase"), before, "the table changed");
 
     let engine = Engine::start(EngineKind::Local).await.expect("engine");
-    let extract = ubm_cluster::pg_slices::PgExtract {
+    let extract = ubm_cluster::exec::postgres::PgExtract {
         url: db.url(),
         shown: db.url(),
         before: "2100-01-01".into(),
@@ -143,4 +141,166 @@ async fn postgres_slices_read_one_snapshot_while_the_table_changes() {
         .sum();
     assert_eq!(vec![format!("{rows}|{quantity}")], before, "the slices read the snapshot, every row once");
     session.batch_execute("COMMIT").await.expect("commit");
+}
+
+/// A slice of the Postgres extract that fails decides about another attempt from its cause's
+/// type, and the decision is the same in-process and on a cluster of processes (where the
+/// error crosses from an executor as text): a price wider than `numeric(8,3)`, a missing
+/// privilege and a missing table are final; a connection cut mid-stream is worth another try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_slice_errors_are_final_or_retried_alike_in_process_and_on_a_cluster() {
+    let Some(wide) = crate::common::TestDb::create() else { return };
+    let Some(loaded) = crate::common::TestDb::create() else { return };
+    let Some(empty) = crate::common::TestDb::create() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    wide.query(
+        "CREATE SCHEMA retail; CREATE TABLE retail.user_purchase (invoice_number varchar(10), stock_code varchar(20), \
+         detail varchar(1000), quantity int, invoice_date timestamp, unit_price numeric(12,3), customer_id int, country varchar(20)); \
+         INSERT INTO retail.user_purchase VALUES ('536365', '85123A', 'fits', 6, '2010-12-01 08:26:00', 2.55, 17850, 'UK'), \
+         ('536366', '71053', 'too wide', 1, '2010-12-01 08:28:00', 3000000.000, 17850, 'UK')",
+    );
+    let reader = NoSelectRole::create(&wide);
+    let config = DatagenConfig { scale: 0.1, seed: 7, out: dir.path().join("sample") };
+    let generated = tokio::task::spawn_blocking(move || generate(&config)).await.expect("join").expect("datagen");
+    let loaded_url = ubm_pipeline::secret::SecretUrl::new(loaded.url());
+    Oltp::Postgres(loaded_url).load_csv(&generated.purchases_csv).await.expect("load Postgres");
+    let proxy = CuttingProxy::start(256 * 1024);
+
+    let cases: Vec<(&str, String, String, bool)> = vec![
+        ("a price wider than numeric(8,3)", wide.url(), wide.url(), false),
+        ("no SELECT privilege on the table", wide.url(), reader.url(&wide), false),
+        ("no table retail.user_purchase", empty.url(), empty.url(), false),
+        ("the connection cut mid-stream", loaded.url(), proxy.url(&loaded), true),
+    ];
+    let cluster = crate::common::Cluster::start(2);
+    let remote = EngineKind::Remote(cluster.engine.parse().expect("scheduler address"));
+    for kind in [EngineKind::Local, remote] {
+        let engine = Engine::start(kind.clone()).await.expect("engine");
+        for (case, exporter, slices_url, worth) in &cases {
+            let (session, extract) = exported_snapshot(exporter, slices_url).await;
+            let out = dir.path().join(format!("parts-{}", uuid_like()));
+            let (retryable, said) = slice_failure(&engine, extract, &out).await;
+            assert_eq!(retryable, *worth, "{case} on {kind}: retryable {retryable}, error: {said}");
+            assert!(said.contains("retail.user_purchase"), "{case} on {kind}: the error names the table: {said}");
+            if case.starts_with("a price") {
+                assert!(said.contains("3000000.000") && said.contains("invoice_number 536366"), "{case} on {kind}: {said}");
+            }
+            session.batch_execute("COMMIT").await.expect("commit");
+        }
+    }
+}
+
+/// A transaction on `exporter` that exported its snapshot (kept open while the slices read),
+/// and the extract of every row before 2100 whose slices connect to `slices_url`.
+async fn exported_snapshot(exporter: &str, slices_url: &str) -> (tokio_postgres::Client, ubm_cluster::exec::postgres::PgExtract) {
+    let session = ubm_pipeline::oltp::connect_postgres(&ubm_pipeline::secret::SecretUrl::new(exporter.to_string())).await.expect("connect");
+    session.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.expect("begin");
+    let row = session
+        .query_one(
+            "SELECT pg_export_snapshot(), coalesce(pg_relation_size(to_regclass('retail.user_purchase')) / current_setting('block_size')::int8, 0)::int8, \
+             current_setting('block_size')::int8",
+            &[],
+        )
+        .await
+        .expect("export");
+    let (snapshot, blocks, block_bytes): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    let extract = ubm_cluster::exec::postgres::PgExtract {
+        url: slices_url.to_string(),
+        shown: slices_url.to_string(),
+        before: "2100-01-01".into(),
+        snapshot,
+        blocks: blocks as u64,
+        block_bytes: block_bytes as u64,
+    };
+    (session, extract)
+}
+
+/// Runs the extract's slices into part files under `out`; the error they fail with, as the run
+/// would see it: whether it is worth another attempt, and its description.
+async fn slice_failure(engine: &Engine, extract: ubm_cluster::exec::postgres::PgExtract, out: &Path) -> (bool, String) {
+    use ubm_cluster::exec::parts::{PartsKind, PartsSpec};
+    std::fs::create_dir_all(out).expect("parts dir");
+    let dir = url::Url::from_directory_path(out).expect("dir url");
+    let plan = engine.postgres_slices(extract).expect("plan");
+    let error = engine.write_parts(plan, PartsSpec::new(&dir, PartsKind::Rows), "ubm extract (test)").await.expect_err("a slice fails");
+    let error = ubm_pipeline::PipelineError::from(error);
+    (error.is_retryable(), error.describe())
+}
+
+fn uuid_like() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst).to_string()
+}
+
+/// A login role that may use the schema `retail` of a database but not read its table; dropped
+/// at the end of the test.
+struct NoSelectRole {
+    name: String,
+    admin: String,
+}
+
+impl NoSelectRole {
+    fn create(db: &crate::common::TestDb) -> NoSelectRole {
+        let name = format!("ubm_noselect_{}", std::process::id());
+        db.query(&format!("DROP ROLE IF EXISTS {name}; CREATE ROLE {name} LOGIN; GRANT USAGE ON SCHEMA retail TO {name}"));
+        NoSelectRole { name, admin: db.url() }
+    }
+
+    /// `db`'s URL, logging in as this role (the local Postgres trusts local connections).
+    fn url(&self, db: &crate::common::TestDb) -> String {
+        db.url().replacen("://postgres@", &format!("://{}@", self.name), 1)
+    }
+}
+
+impl Drop for NoSelectRole {
+    fn drop(&mut self) {
+        let sql = format!("DROP OWNED BY {0}; DROP ROLE IF EXISTS {0}", self.name);
+        let _ = std::process::Command::new("psql").args([self.admin.as_str(), "-qAtc", &sql]).output();
+    }
+}
+
+/// A TCP proxy in front of the local Postgres that cuts every connection once `cut_after`
+/// bytes came from the server: a slice's connection dies mid-stream, as a network reset would
+/// end it. Its threads end with the test process.
+struct CuttingProxy {
+    port: u16,
+}
+
+impl CuttingProxy {
+    fn start(cut_after: usize) -> CuttingProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                std::thread::spawn(move || Self::forward(client, cut_after));
+            }
+        });
+        CuttingProxy { port }
+    }
+
+    fn forward(client: std::net::TcpStream, cut_after: usize) {
+        use std::io::{Read, Write};
+        let Ok(server) = std::net::TcpStream::connect("127.0.0.1:5432") else { return };
+        let (Ok(mut client_in), Ok(mut server_out)) = (client.try_clone(), server.try_clone()) else { return };
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut client_in, &mut server_out);
+        });
+        let (mut from_server, mut to_client) = (server, client);
+        let mut sent = 0;
+        let mut buffer = [0u8; 16 * 1024];
+        while sent < cut_after {
+            let Ok(n @ 1..) = from_server.read(&mut buffer) else { break };
+            if to_client.write_all(&buffer[..n]).is_err() {
+                break;
+            }
+            sent += n;
+        }
+        let _ = to_client.shutdown(std::net::Shutdown::Both);
+        let _ = from_server.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// `db`'s URL through the proxy.
+    fn url(&self, db: &crate::common::TestDb) -> String {
+        db.url().replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", self.port), 1)
+    }
 }

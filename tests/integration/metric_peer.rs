@@ -8,11 +8,7 @@ use crate::common::{Sample, peer_python, peer_script, text, ubm_ok};
 const DATE: &str = "2011-12-31";
 
 fn duckdb_vs_ubm(python: &std::path::Path, lake: &str, semantics: &str) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
-    let out = Command::new(python)
-        .arg(peer_script("duckdb_metric.py"))
-        .args([lake, DATE, semantics])
-        .output()
-        .expect("python runs");
+    let out = Command::new(python).arg(peer_script("duckdb_metric.py")).args([lake, DATE, semantics]).output().expect("python runs");
     assert!(out.status.success(), "DuckDB peer failed:\n{}", text(&out.stderr));
     let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let rows = |key: &str| -> Vec<Vec<String>> {
@@ -33,10 +29,7 @@ fn metric_equals_duckdb_for_correct_and_seed() {
     let mut results = Vec::new();
     for semantics in ["correct", "seed"] {
         let lake = sample.lake(&format!("lake-{semantics}"));
-        ubm_ok(&[
-            "run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &lake,
-            "--semantics", semantics,
-        ]);
+        ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &lake, "--semantics", semantics]);
         let (duckdb, ours) = duckdb_vs_ubm(&python, &lake, semantics);
         assert!(duckdb.len() > 100, "{semantics}: DuckDB found only {} customers", duckdb.len());
         assert_eq!(ours, duckdb, "{semantics}: ubm's table differs from DuckDB's");

@@ -15,8 +15,18 @@ fn a_run_reads_and_writes_s3() {
     ));
     let output = ubm()
         .args([
-            "run", "--date", DATE, "--reviews", "s3://vendor/daily/{date}/movie_review.csv", "--oltp", &sample.sqlite(),
-            "--lake", "s3://lake/ubm", "--json", "--attempts", "1",
+            "run",
+            "--date",
+            DATE,
+            "--reviews",
+            "s3://vendor/daily/{date}/movie_review.csv",
+            "--oltp",
+            &sample.sqlite(),
+            "--lake",
+            "s3://lake/ubm",
+            "--json",
+            "--attempts",
+            "1",
         ])
         .envs(moto.env())
         .output()
@@ -27,7 +37,16 @@ fn a_run_reads_and_writes_s3() {
     assert_eq!(reports[0]["counts_reconcile"], true);
     assert_eq!(counts["review_records_read"], 1000);
     let local = crate::common::ubm_ok(&[
-        "run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &sample.lake("local"), "--json",
+        "run",
+        "--date",
+        DATE,
+        "--reviews",
+        &sample.reviews(),
+        "--oltp",
+        &sample.sqlite(),
+        "--lake",
+        &sample.lake("local"),
+        "--json",
     ]);
     let local: serde_json::Value = serde_json::from_slice(&local.stdout).expect("json");
     assert!(counts["metric_rows_written"].as_u64().is_some_and(|n| n > 0));
@@ -47,11 +66,23 @@ fn a_run_reads_and_writes_s3() {
     assert!(!keys.lines().any(|k| k.starts_with("ubm/_staging/")), "staging is cleaned up:\n{keys}");
 
     // The same run on a cluster: the scheduler and executors read s3:// themselves.
-    let cluster = crate::common::Cluster::start_with_env(2, moto.env());
+    let cluster = crate::common::Cluster::builder(2).env(moto.env()).start();
     let output = ubm()
         .args([
-            "run", "--date", DATE, "--reviews", "s3://vendor/daily/{date}/movie_review.csv", "--oltp", &sample.sqlite(),
-            "--lake", "s3://lake/on-cluster", "--json", "--attempts", "1", "--engine", &cluster.engine,
+            "run",
+            "--date",
+            DATE,
+            "--reviews",
+            "s3://vendor/daily/{date}/movie_review.csv",
+            "--oltp",
+            &sample.sqlite(),
+            "--lake",
+            "s3://lake/on-cluster",
+            "--json",
+            "--attempts",
+            "1",
+            "--engine",
+            &cluster.engine,
         ])
         .envs(moto.env())
         .output()
@@ -92,15 +123,27 @@ fn a_cluster_run_from_postgres_and_s3_passes_no_rows_through_the_submitter() {
     let local = dir.path().join("local").display().to_string();
     crate::common::ubm_ok(&["run", "--date", DATE, "--reviews", &reviews, "--oltp", &db.url(), "--lake", &local, "--no-report"]);
 
-    let cluster = crate::common::Cluster::start_with_env(2, moto.env());
+    let cluster = crate::common::Cluster::builder(2).env(moto.env()).start();
     let trace = dir.path().join("submit.strace");
     let output = std::process::Command::new("strace")
         .args(["-f", "-qq", "-yy", "-e", "trace=read,readv,recvfrom,recvmsg", "-o"])
         .arg(&trace)
         .arg(env!("CARGO_BIN_EXE_ubm"))
         .args([
-            "submit", "--scheduler", &cluster.engine, "--date", DATE, "--reviews", "s3://vendor/daily/{date}/movie_review.csv",
-            "--oltp", &db.url(), "--lake", "s3://lake/ubm", "--no-report", "--attempts", "1",
+            "submit",
+            "--scheduler",
+            &cluster.engine,
+            "--date",
+            DATE,
+            "--reviews",
+            "s3://vendor/daily/{date}/movie_review.csv",
+            "--oltp",
+            &db.url(),
+            "--lake",
+            "s3://lake/ubm",
+            "--no-report",
+            "--attempts",
+            "1",
         ])
         .envs(moto.env())
         .output()
@@ -120,7 +163,10 @@ fn a_cluster_run_from_postgres_and_s3_passes_no_rows_through_the_submitter() {
         remote.display()
     ));
     let remote = remote.display().to_string();
-    assert!(std::fs::read_dir(crate::common::partition(&remote, "stage/user_purchase", DATE)).expect("purchases").count() > 2, "the extract ran as several slices");
+    assert!(
+        std::fs::read_dir(crate::common::partition(&remote, "stage/user_purchase", DATE)).expect("purchases").count() > 2,
+        "the extract ran as several slices"
+    );
     for table in ["stage/user_purchase", "stage/movie_review", "warehouse/user_behavior_metric"] {
         let (ours, reference) = (crate::common::partition(&remote, table, DATE), crate::common::partition(&local, table, DATE));
         assert_eq!(crate::common::parquet_rows(&ours), crate::common::parquet_rows(&reference), "{table} differs from the in-process run");
@@ -187,12 +233,36 @@ fn s3_errors_on_part_uploads_are_retried_or_fail_the_run_naming_the_file() {
     moto.boto3("s3.create_bucket(Bucket='lake')");
     let run = |endpoint: &str| {
         ubm()
-            .args(["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", "s3://lake/ubm", "--json", "--attempts", "1"])
+            .args([
+                "run",
+                "--date",
+                DATE,
+                "--reviews",
+                &sample.reviews(),
+                "--oltp",
+                &sample.sqlite(),
+                "--lake",
+                "s3://lake/ubm",
+                "--json",
+                "--attempts",
+                "1",
+            ])
             .envs(Moto::env_for(endpoint))
             .output()
             .expect("ubm runs")
     };
-    let local = crate::common::ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &sample.lake("local"), "--json"]);
+    let local = crate::common::ubm_ok(&[
+        "run",
+        "--date",
+        DATE,
+        "--reviews",
+        &sample.reviews(),
+        "--oltp",
+        &sample.sqlite(),
+        "--lake",
+        &sample.lake("local"),
+        "--json",
+    ]);
     let local: serde_json::Value = serde_json::from_slice(&local.stdout).expect("json");
 
     // The tasks write their part files under `_staging/D/RUN/tasks-<uuid>/`.

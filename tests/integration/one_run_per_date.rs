@@ -1,11 +1,11 @@
 //! One run per date, and a day published honestly: two runs of a date on one lake, two loads
 //! into one warehouse, signals, `kill -9` at any moment, line endings, secrets.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Sample, TestDb, parquet_rows, partition, report, text, ubm, ubm_ok};
+use crate::common::{Sample, TestDb, files_under, lake_tables, parquet_rows, partition, report, text, ubm, ubm_ok, wait_until};
 
 const DATE: &str = "2011-12-31";
 
@@ -21,30 +21,9 @@ fn day(lake: &str) -> serde_json::Value {
     serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("status JSON")[0].clone()
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() { stack.push(path) } else { files.push(path) }
-        }
-    }
-    files
-}
-
 fn signal(child: &Child, name: &str) {
     let sent = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().expect("kill");
     assert!(sent.success());
-}
-
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} within {limit:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Two runs of one date on one lake with different inputs, the second started at ten offsets
@@ -72,11 +51,18 @@ fn two_runs_of_a_date_on_one_lake_never_publish_a_mix() {
         assert_eq!(state["state"], "complete", "offset {offset}: {state}");
         let run = report(&lake, DATE);
         let read = run["counts"]["review_records_read"].as_u64().expect("count");
-        let (input, _) = inputs.iter().find(|(_, reviews)| *reviews == read).unwrap_or_else(|| panic!("offset {offset}: {read} reviews is neither run's"));
+        let (input, _) =
+            inputs.iter().find(|(_, reviews)| *reviews == read).unwrap_or_else(|| panic!("offset {offset}: {read} reviews is neither run's"));
         let raw = partition(&lake, "raw/movie_review", DATE).join("movie_review.csv");
         assert_eq!(std::fs::read(&raw).expect("raw copy"), std::fs::read(input).expect("input"), "offset {offset}: the raw copy is the run's input");
-        assert_eq!(parquet_rows(&partition(&lake, "stage/movie_review", DATE)).len() as u64, run["counts"]["reviews_classified"].as_u64().expect("n"));
-        assert_eq!(parquet_rows(&partition(&lake, "warehouse/user_behavior_metric", DATE)).len() as u64, run["counts"]["metric_rows_written"].as_u64().expect("n"));
+        assert_eq!(
+            parquet_rows(&partition(&lake, "stage/movie_review", DATE)).len() as u64,
+            run["counts"]["reviews_classified"].as_u64().expect("n")
+        );
+        assert_eq!(
+            parquet_rows(&partition(&lake, "warehouse/user_behavior_metric", DATE)).len() as u64,
+            run["counts"]["metric_rows_written"].as_u64().expect("n")
+        );
     }
 }
 
@@ -129,7 +115,11 @@ fn lf_crlf_and_cr_only_twins_give_equal_tables() {
         let out = ubm_ok(&["classify", "--input", &input.display().to_string(), "--date", DATE, "--output", &out_dir, "--json"]);
         let counts: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
         assert_eq!(counts["records_read"], 1000, "{name}: {counts}");
-        tables.push((counts["positive_reviews"].clone(), counts["rejected"].clone(), parquet_rows(&Path::new(&out_dir).join(format!("insert_date={DATE}")))));
+        tables.push((
+            counts["positive_reviews"].clone(),
+            counts["rejected"].clone(),
+            parquet_rows(&Path::new(&out_dir).join(format!("insert_date={DATE}"))),
+        ));
     }
     assert_eq!(tables[0], tables[1], "CRLF differs from LF");
     assert_eq!(tables[0], tables[2], "CR-only differs from LF");
@@ -180,7 +170,7 @@ fn sigterm_mid_run_leaves_no_staging() {
     let out = run.wait_with_output().expect("run ends");
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("interrupted by SIGTERM"), "{}", text(&out.stderr));
-    assert_eq!(files_under(&staging), Vec::<PathBuf>::new(), "staging left behind");
+    assert_eq!(files_under(&staging), Vec::<String>::new(), "staging left behind");
 }
 
 /// `cluster local` takes its scheduler and executors down with it, on SIGTERM and on kill -9.
@@ -209,11 +199,8 @@ fn start_local_cluster() -> (Child, u16) {
         if (1..=2).any(|i| std::net::TcpListener::bind(("127.0.0.1", port + i)).is_err()) {
             continue;
         }
-        let mut cluster = ubm()
-            .args(["cluster", "local", "--executors", "1", "--port", &port.to_string()])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cluster local");
+        let mut cluster =
+            ubm().args(["cluster", "local", "--executors", "1", "--port", &port.to_string()]).stderr(Stdio::null()).spawn().expect("cluster local");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if (0..=2).all(|i| std::net::TcpStream::connect(("127.0.0.1", port + i)).is_ok()) {
@@ -239,9 +226,7 @@ fn kill_9_at_any_moment_then_a_rerun_heals_the_day() {
     let clock = Instant::now();
     ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &reference]);
     let duration = clock.elapsed();
-    let tables = |lake: &str| -> Vec<Vec<String>> {
-        ["stage/user_purchase", "stage/movie_review", "warehouse/user_behavior_metric"].iter().map(|t| parquet_rows(&partition(lake, t, DATE))).collect()
-    };
+    let tables = |lake: &str| lake_tables(lake, DATE);
     let expected = tables(&reference);
     let lake = sample.lake("lake");
     ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &lake]);

@@ -2,34 +2,9 @@
 
 use std::path::Path;
 
-use crate::common::{Sample, TestDb, parquet_rows, partition, report, text, ubm, ubm_ok};
+use crate::common::{Sample, TestDb, files_under, lake_tables, partition, report, text, ubm, ubm_ok};
 
 const DATE: &str = "2011-12-31";
-
-/// Every table of a date in the lake, as sorted rows.
-fn lake_tables(lake: &str, date: &str) -> Vec<(String, Vec<String>)> {
-    ["stage/user_purchase", "stage/movie_review", "warehouse/user_behavior_metric"]
-        .iter()
-        .map(|t| (t.to_string(), parquet_rows(&partition(lake, t, date))))
-        .collect()
-}
-
-fn files_under(dir: &Path) -> Vec<String> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).expect("read_dir") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.push(path.strip_prefix(dir).expect("prefix").display().to_string());
-            }
-        }
-    }
-    files.sort();
-    files
-}
 
 #[test]
 fn postgres_source_and_warehouse_and_a_rerun_changes_nothing() {
@@ -37,9 +12,7 @@ fn postgres_source_and_warehouse_and_a_rerun_changes_nothing() {
     let sample = Sample::new("0.02");
     ubm_ok(&["datagen", "--scale", "0.02", "--seed", "7", "--out", &sample.lake("pg-data"), "--oltp", &db.url()]);
     let lake = sample.lake("lake");
-    let run = || {
-        ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &db.url(), "--lake", &lake, "--warehouse", &db.url()])
-    };
+    let run = || ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &db.url(), "--lake", &lake, "--warehouse", &db.url()]);
     run();
     let warehouse_once = db.query("SELECT * FROM public.user_behavior_metric ORDER BY customerid");
     let lake_once = lake_tables(&lake, DATE);
@@ -56,11 +29,26 @@ fn postgres_source_and_warehouse_and_a_rerun_changes_nothing() {
     assert_eq!(counts["purchase_rows_extracted"], 10838);
     assert_eq!(counts["warehouse_rows_loaded"], counts["metric_rows_written"]);
     assert_eq!(warehouse_once.len() as u64, counts["metric_rows_written"].as_u64().expect("rows"));
-    // The exact decimal survives Postgres → Arrow → DECIMAL(18,5) → Postgres.
-    let total_pg = db.query("SELECT SUM(amount_spent) FROM public.user_behavior_metric");
-    let lake_rows = &lake_once[2].1;
-    assert!(lake_rows.iter().all(|r| r.split('|').nth(1).is_some_and(|a| a.contains('.') && a.split('.').nth(1).map(str::len) == Some(5))), "amount_spent has 5 decimals");
-    assert!(!total_pg[0].is_empty());
+    // The exact decimal survives Postgres → Arrow → DECIMAL(18,5) → Postgres: every customer's
+    // amount, in the lake and in the warehouse, equals the sum Postgres computes itself from the
+    // source rows, to the last of the 5 decimals.
+    let expected = db.query(&format!(
+        "SELECT customer_id || '|' || CAST(SUM(quantity * unit_price) AS DECIMAL(18,5)) FROM retail.user_purchase \
+         WHERE invoice_date < DATE '{DATE}' + 1 AND customer_id IN (SELECT customerid FROM public.user_behavior_metric) \
+         GROUP BY customer_id ORDER BY customer_id"
+    ));
+    assert_eq!(expected.len(), warehouse_once.len(), "every metric customer has purchases");
+    assert_eq!(db.query("SELECT customerid || '|' || amount_spent FROM public.user_behavior_metric ORDER BY customerid"), expected);
+    let mut lake_amounts: Vec<(i64, String)> = lake_once[2]
+        .1
+        .iter()
+        .map(|row| {
+            let fields: Vec<&str> = row.split('|').collect();
+            (fields[0].parse().expect("customerid"), format!("{}|{}", fields[0], fields[1]))
+        })
+        .collect();
+    lake_amounts.sort();
+    assert_eq!(lake_amounts.into_iter().map(|(_, row)| row).collect::<Vec<_>>(), expected, "the lake's amounts are Postgres's sums");
 
     // The embedded database gives the same tables as Postgres for the same data.
     let embedded = sample.lake("lake-sqlite");
@@ -102,14 +90,23 @@ fn an_unreachable_scheduler_is_a_clear_error_before_any_work() {
 fn a_backfill_runs_every_date_on_its_own_snapshot() {
     let sample = Sample::new("0.01");
     let lake = sample.lake("lake");
-    let out = ubm_ok(&["run", "--from", "2011-06-01", "--to", "2011-06-03", "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &lake, "--json"]);
+    let out = ubm_ok(&[
+        "run",
+        "--from",
+        "2011-06-01",
+        "--to",
+        "2011-06-03",
+        "--reviews",
+        &sample.reviews(),
+        "--oltp",
+        &sample.sqlite(),
+        "--lake",
+        &lake,
+        "--json",
+    ]);
     let reports: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let extracted: Vec<u64> = reports
-        .as_array()
-        .expect("reports")
-        .iter()
-        .map(|r| r["counts"]["purchase_rows_extracted"].as_u64().expect("count"))
-        .collect();
+    let extracted: Vec<u64> =
+        reports.as_array().expect("reports").iter().map(|r| r["counts"]["purchase_rows_extracted"].as_u64().expect("count")).collect();
     assert_eq!(extracted.len(), 3);
     assert!(extracted[0] < extracted[2], "the as-of snapshot grows with the date: {extracted:?}");
     assert!(extracted[0] < 5419, "a mid-year snapshot is not the whole table");
@@ -125,7 +122,23 @@ fn passwords_never_reach_errors_logs_or_reports() {
     let secret = "Sup3rSecretPw";
     let url = format!("postgres://ubm:{secret}@127.0.0.1:1/nothing");
     let output = ubm()
-        .args(["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &url, "--lake", &lake, "--warehouse", &url, "--attempts", "2", "--retry-backoff-ms", "10"])
+        .args([
+            "run",
+            "--date",
+            DATE,
+            "--reviews",
+            &sample.reviews(),
+            "--oltp",
+            &url,
+            "--lake",
+            &lake,
+            "--warehouse",
+            &url,
+            "--attempts",
+            "2",
+            "--retry-backoff-ms",
+            "10",
+        ])
         .output()
         .expect("runs");
     assert!(!output.status.success(), "an unreachable database fails the run");
@@ -156,9 +169,23 @@ fn one_slot_executors_read_every_record_once() {
     let sample = Sample::new("0.01");
     let local = sample.lake("lake-local");
     ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &local]);
-    let cluster = crate::common::Cluster::start_with(2, Vec::new(), &["--slots", "1"]);
+    let cluster = crate::common::Cluster::builder(2).executor_args(&["--slots", "1"]).start();
     let lake = sample.lake("lake-one-slot");
-    ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &lake, "--engine", &cluster.engine, "--attempts", "1"]);
+    ubm_ok(&[
+        "run",
+        "--date",
+        DATE,
+        "--reviews",
+        &sample.reviews(),
+        "--oltp",
+        &sample.sqlite(),
+        "--lake",
+        &lake,
+        "--engine",
+        &cluster.engine,
+        "--attempts",
+        "1",
+    ]);
     assert_eq!(report(&lake, DATE)["counts"], report(&local, DATE)["counts"]);
     assert_eq!(lake_tables(&lake, DATE), lake_tables(&local, DATE));
 }
@@ -171,19 +198,40 @@ fn three_one_slot_executors_share_one_review_file() {
     let sample = Sample::new("4");
     let local = sample.lake("lake-local");
     ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &local, "--no-report"]);
-    let cluster = crate::common::Cluster::start_with(3, Vec::new(), &["--slots", "1"]);
+    let cluster = crate::common::Cluster::builder(3).executor_args(&["--slots", "1"]).start();
     let lake = sample.lake("lake-cluster");
-    ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &lake, "--engine", &cluster.engine, "--attempts", "1", "--no-report"]);
+    ubm_ok(&[
+        "run",
+        "--date",
+        DATE,
+        "--reviews",
+        &sample.reviews(),
+        "--oltp",
+        &sample.sqlite(),
+        "--lake",
+        &lake,
+        "--engine",
+        &cluster.engine,
+        "--attempts",
+        "1",
+        "--no-report",
+    ]);
     assert_eq!(report(&lake, DATE)["counts"], report(&local, DATE)["counts"]);
     assert_eq!(lake_tables(&lake, DATE), lake_tables(&local, DATE));
 
     let scheduler = cluster.engine.as_str();
     let json = |args: &[&str]| -> serde_json::Value { serde_json::from_slice(&ubm_ok(args).stdout).expect("status --json") };
     let jobs = json(&["status", "--scheduler", scheduler, "--json"]);
-    let classify = jobs.as_array().expect("jobs").iter().find(|j| j["job_name"].as_str().is_some_and(|n| n.starts_with("ubm classify"))).expect("the classify job");
+    let classify = jobs
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .find(|j| j["job_name"].as_str().is_some_and(|n| n.starts_with("ubm classify")))
+        .expect("the classify job");
     let job = json(&["status", "--scheduler", scheduler, classify["job_id"].as_str().expect("id"), "--json"]);
     let stages = job["stages"]["stages"].as_array().expect("stages");
-    let scan = stages.iter().find(|s| s["stage_plan"].as_str().is_some_and(|p| p.contains("ubm-review-csv"))).expect("a stage that reads the review file");
+    let scan =
+        stages.iter().find(|s| s["stage_plan"].as_str().is_some_and(|p| p.contains("ubm-review-csv"))).expect("a stage that reads the review file");
     let rows: Vec<u64> = scan["tasks"].as_array().expect("tasks").iter().map(|t| t["output_rows"].as_u64().unwrap_or(0)).collect();
     eprintln!("review-reading tasks and the rows each produced: {rows:?}");
     assert!(rows.len() >= 3 && rows.iter().all(|r| *r > 0), "the review file should be read by at least 3 tasks that each read rows: {rows:?}");
@@ -237,15 +285,27 @@ fn a_run_survives_the_loss_of_an_executor() {
     let sample = Sample::new("2");
     let local = sample.lake("lake-local");
     ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &local]);
-    let cluster = crate::common::Cluster::start_full(
-        2,
-        Vec::new(),
-        &["--executor-timeout-seconds", "3", "--expire-dead-executor-interval-seconds", "1"],
-        &["--slots", "1", "--heartbeat-seconds", "1"],
-    );
+    let cluster = crate::common::Cluster::builder(2)
+        .scheduler_args(&["--executor-timeout-seconds", "3", "--expire-dead-executor-interval-seconds", "1"])
+        .executor_args(&["--slots", "1", "--heartbeat-seconds", "1"])
+        .start();
     let lake = sample.lake("lake-cluster");
     let run = ubm()
-        .args(["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &lake, "--engine", &cluster.engine, "--attempts", "1"])
+        .args([
+            "run",
+            "--date",
+            DATE,
+            "--reviews",
+            &sample.reviews(),
+            "--oltp",
+            &sample.sqlite(),
+            "--lake",
+            &lake,
+            "--engine",
+            &cluster.engine,
+            "--attempts",
+            "1",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

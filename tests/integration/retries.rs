@@ -123,8 +123,19 @@ fn serve(client: TcpStream, upstream: &str, fault: &Fault, first: &std::sync::On
 fn run_through(proxy: &FaultyProxy, sample: &Sample, attempts: &str) -> std::process::Output {
     ubm()
         .args([
-            "run", "--date", DATE, "--reviews", "s3://vendor/movie_review.csv", "--oltp", &sample.sqlite(), "--lake", "s3://lake/ubm",
-            "--attempts", attempts, "--retry-backoff-ms", "300",
+            "run",
+            "--date",
+            DATE,
+            "--reviews",
+            "s3://vendor/movie_review.csv",
+            "--oltp",
+            &sample.sqlite(),
+            "--lake",
+            "s3://lake/ubm",
+            "--attempts",
+            attempts,
+            "--retry-backoff-ms",
+            "300",
         ])
         .envs(Moto::env_for(&proxy.endpoint()))
         .env("UBM_STORE_MAX_RETRIES", "1")
@@ -166,7 +177,16 @@ fn a_store_outage_longer_than_the_clients_retries_is_retried_by_the_task() {
     assert!(ingest["attempts"].as_u64().is_some_and(|n| n > 1), "ingest was retried by the task: {ingest}");
     // Nothing lost on the way: the same counts as a run on local files.
     let local = crate::common::ubm_ok(&[
-        "run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &sample.lake("local"), "--json",
+        "run",
+        "--date",
+        DATE,
+        "--reviews",
+        &sample.reviews(),
+        "--oltp",
+        &sample.sqlite(),
+        "--lake",
+        &sample.lake("local"),
+        "--json",
     ]);
     let local: serde_json::Value = serde_json::from_slice(&local.stdout).expect("json");
     assert_eq!(report["counts"], local[0]["counts"]);

@@ -67,7 +67,7 @@ fn write_edge_corpus(path: &Path) {
 /// ubm's classification of `csv`, in file order: (cid, positive_review) per record.
 async fn ubm_classify_in_file_order(csv: &Path) -> Vec<(Option<String>, bool)> {
     let engine = Engine::start(EngineKind::Local).await.expect("engine");
-    let url = ubm_cluster::stores::location_url(&csv.display().to_string()).expect("url");
+    let url = ubm_cluster::store::location_url(&csv.display().to_string()).expect("url");
     let plan = ubm_jobs::classify_reviews(engine.review_records(&url, "ubm classify spark_compat").await.expect("scan")).expect("plan");
     let batches: Vec<RecordBatch> = engine.execute(plan, "spark compat").await.expect("run").try_collect().await.expect("batches");
     let all = concat_batches(&batches[0].schema(), &batches).expect("concat");
@@ -76,9 +76,8 @@ async fn ubm_classify_in_file_order(csv: &Path) -> Vec<(Option<String>, bool)> {
     let cids = cast(all.column_by_name("cid").expect("cid"), &DataType::Utf8).expect("cast");
     let positive = all.column_by_name("positive_review").expect("positive");
     let (lines, cids, positive) = (lines.as_primitive::<UInt64Type>(), cids.as_string::<i32>(), positive.as_boolean());
-    let mut rows: Vec<(u64, Option<String>, bool)> = (0..all.num_rows())
-        .map(|i| (lines.value(i), (!cids.is_null(i)).then(|| cids.value(i).to_string()), positive.value(i)))
-        .collect();
+    let mut rows: Vec<(u64, Option<String>, bool)> =
+        (0..all.num_rows()).map(|i| (lines.value(i), (!cids.is_null(i)).then(|| cids.value(i).to_string()), positive.value(i))).collect();
     rows.sort_by_key(|r| r.0);
     rows.into_iter().map(|(_, cid, positive)| (cid, positive)).collect()
 }

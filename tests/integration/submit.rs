@@ -70,8 +70,17 @@ fn submit_runs_the_day_as_cluster_jobs_and_status_shows_them() {
     let cluster = Cluster::start(2);
     let lake = sample.lake("submitted");
     let out = ubm_ok(&[
-        "submit", "--scheduler", &cluster.engine, "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(),
-        "--lake", &lake,
+        "submit",
+        "--scheduler",
+        &cluster.engine,
+        "--date",
+        DATE,
+        "--reviews",
+        &sample.reviews(),
+        "--oltp",
+        &sample.sqlite(),
+        "--lake",
+        &lake,
     ]);
     let log = text(&out.stderr);
     let classify = job_id(&log, &format!("ubm classify {DATE}")).unwrap_or_else(|| panic!("no classify job id:\n{log}"));
@@ -117,8 +126,20 @@ fn a_detached_run_is_cancelled_from_another_process_and_commits_nothing() {
     let log_arg = log.display().to_string();
     let clock = Instant::now();
     let out = ubm_ok(&[
-        "submit", "--detach", "--log", &log_arg, "--scheduler", &cluster.engine, "--date", DATE, "--reviews", &sample.reviews(),
-        "--oltp", &sample.sqlite(), "--lake", &lake,
+        "submit",
+        "--detach",
+        "--log",
+        &log_arg,
+        "--scheduler",
+        &cluster.engine,
+        "--date",
+        DATE,
+        "--reviews",
+        &sample.reviews(),
+        "--oltp",
+        &sample.sqlite(),
+        "--lake",
+        &lake,
     ]);
     assert!(clock.elapsed() < Duration::from_secs(30), "detach returns once the job is submitted");
     let said = text(&out.stdout);
@@ -187,8 +208,7 @@ fn a_dead_scheduler_fails_the_submit_with_a_clear_error() {
     let sample = Sample::new("0.01");
     let mut cluster = Cluster::start(0);
     let log = sample.dir.path().join("submit.log");
-    let mut submit =
-        spawn_submit(&cluster.engine, &sample, &sample.lake("lake"), &log, &["--attempts", "2", "--retry-backoff-ms", "100"]);
+    let mut submit = spawn_submit(&cluster.engine, &sample, &sample.lake("lake"), &log, &["--attempts", "2", "--retry-backoff-ms", "100"]);
     wait_for_job(&log, &format!("ubm classify {DATE}: record boundaries"), &mut submit);
     cluster.kill_scheduler();
     let status = wait_exit(&mut submit, Duration::from_secs(60));
@@ -205,7 +225,7 @@ fn a_failing_job_exits_non_zero_with_the_schedulers_error() {
     let Some(other_s3) = Moto::start() else { return };
     let sample = Sample::new("0.01");
     lake_s3.boto3("s3.create_bucket(Bucket='lake')");
-    let cluster = Cluster::start_with_env(1, other_s3.env());
+    let cluster = Cluster::builder(1).env(other_s3.env()).start();
     let out = ubm()
         .args(["submit", "--scheduler", &cluster.engine, "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite()])
         .args(["--lake", "s3://lake/ubm", "--attempts", "1"])

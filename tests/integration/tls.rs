@@ -12,17 +12,13 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use crate::common::{Cluster, Sample, free_port, parquet_rows, partition, text, ubm, ubm_ok};
+use crate::common::{Cluster, Sample, free_port, lake_tables, text, ubm, ubm_ok};
 
 const DATE: &str = "2011-12-08";
 
 fn certs(out: &Path) -> PathBuf {
     ubm_ok(&["cluster", "certs", "--out", &out.display().to_string()]);
     out.to_path_buf()
-}
-
-fn lake_tables(lake: &str) -> Vec<Vec<String>> {
-    ["stage/user_purchase", "stage/movie_review", "warehouse/user_behavior_metric"].iter().map(|t| parquet_rows(&partition(lake, t, DATE))).collect()
 }
 
 /// Every port the cluster's processes listen on.
@@ -74,7 +70,8 @@ fn tls_answer(port: u16, ca: &Path, identity: Option<&Path>) -> Result<Vec<u8>, 
     for cert in CertificateDer::pem_file_iter(ca.join("ca.pem")).expect("ca") {
         roots.add(cert.expect("ca cert")).expect("root");
     }
-    let builder = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().expect("versions").with_root_certificates(roots);
+    let builder =
+        rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().expect("versions").with_root_certificates(roots);
     let mut config = match identity {
         Some(dir) => {
             let chain = CertificateDer::pem_file_iter(dir.join("cert.pem")).expect("cert").map(|c| c.expect("cert")).collect();
@@ -104,17 +101,16 @@ fn a_tls_cluster_serves_its_own_and_refuses_everyone_else() {
     let material = certs(&sample.dir.path().join("tls"));
     let (node, client) = (material.join("node"), material.join("client"));
     let other = certs(&sample.dir.path().join("other-ca"));
-    let tls_args = ["--tls", node.to_str().expect("utf-8")];
-    let cluster = Cluster::start_full(2, Vec::new(), &tls_args, &tls_args);
+    let cluster = Cluster::builder(2).tls(node.to_str().expect("utf-8")).start();
 
     // The client's day equals the in-process one.
     let (local_lake, cluster_lake) = (sample.lake("local"), sample.lake("cluster"));
     let data = ["--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--no-report"];
     ubm_ok(&[&["run", "--lake", &local_lake][..], &data].concat());
     ubm_ok(&[&["submit", "--scheduler", &cluster.engine, "--tls", client.to_str().expect("utf-8"), "--lake", &cluster_lake][..], &data].concat());
-    let tables = lake_tables(&local_lake);
-    assert!(tables[2].len() > 10, "the metric has rows");
-    assert_eq!(tables, lake_tables(&cluster_lake), "the TLS cluster's tables differ from in-process");
+    let tables = lake_tables(&local_lake, DATE);
+    assert!(tables[2].1.len() > 10, "the metric has rows");
+    assert_eq!(tables, lake_tables(&cluster_lake, DATE), "the TLS cluster's tables differ from in-process");
 
     // Every listening port refuses everyone without the cluster's client certificate.
     let ports = listening_ports(&cluster);
@@ -136,19 +132,15 @@ fn a_tls_cluster_serves_its_own_and_refuses_everyone_else() {
 
     // ubm's own clients say what is wrong, and exit non-zero.
     let expired = sample.dir.path().join("expired");
-    let mut request = ubm_cluster::certs::CertsRequest::new(expired.clone(), Vec::new());
+    let mut request = ubm_cluster::tls::certs::CertsRequest::new(expired.clone(), Vec::new());
     request.existing_ca = Some(material.join("ca"));
     request.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(10);
     request.leaf_days = 2;
-    ubm_cluster::certs::make(&request).expect("expired material");
+    ubm_cluster::tls::certs::make(&request).expect("expired material");
     let scheduler_port: u16 = cluster.engine.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
     let refused = tls_answer(scheduler_port, &client, Some(&expired.join("client")));
     assert!(refused.as_ref().is_err_and(|e| e.contains("CertificateExpired")), "an expired certificate: {refused:?}");
-    for (tls, says) in [
-        (None, "accepts only TLS"),
-        (Some(other.join("client")), "did not sign"),
-        (Some(expired.join("client")), "expired on"),
-    ] {
+    for (tls, says) in [(None, "accepts only TLS"), (Some(other.join("client")), "did not sign"), (Some(expired.join("client")), "expired on")] {
         let mut status = ubm();
         status.args(["status", "--scheduler", &cluster.engine]);
         if let Some(dir) = &tls {
@@ -157,7 +149,8 @@ fn a_tls_cluster_serves_its_own_and_refuses_everyone_else() {
         let out = status.output().expect("status runs");
         assert!(!out.status.success() && text(&out.stderr).contains(says), "status with {tls:?}: {}", text(&out.stderr));
     }
-    let plain = ubm().args([&["submit", "--scheduler", &cluster.engine, "--lake", &sample.lake("plain")][..], &data].concat()).output().expect("submit runs");
+    let plain =
+        ubm().args([&["submit", "--scheduler", &cluster.engine, "--lake", &sample.lake("plain")][..], &data].concat()).output().expect("submit runs");
     assert!(!plain.status.success() && text(&plain.stderr).contains("TLS"), "submit without --tls: {}", text(&plain.stderr));
 }
 
@@ -177,8 +170,25 @@ fn a_plaintext_node_is_refused_any_address_but_loopback_unless_insecure() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("starts");
-    std::thread::sleep(Duration::from_secs(2));
+    // Its log is read as it comes, until the warning (or the end of the log, or 30 s).
+    let stderr = insecure.stderr.take().expect("piped stderr");
+    let (lines, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = String::new();
+    let warned = loop {
+        match said.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line.contains("accept plaintext connections from anyone") => break true,
+            Ok(line) => log.push_str(&line),
+            Err(_) => break false,
+        }
+    };
     let _ = insecure.kill();
-    let out = insecure.wait_with_output().expect("stops");
-    assert!(text(&out.stderr).contains("accept plaintext connections from anyone"), "{}", text(&out.stderr));
+    let _ = insecure.wait();
+    assert!(warned, "the scheduler warns that it accepts plaintext connections from anyone: {log}");
 }

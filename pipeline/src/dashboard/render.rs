@@ -384,7 +384,12 @@ fn scatter(points: &[(f64, f64)]) -> String {
     while decade <= high {
         let x = LEFT + plot_w * (decade - low) / (high - low);
         let anchor = if decade >= high { "end" } else { "middle" };
-        let _ = write!(svg, "<text class=\"muted\" x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{}</text>", HEIGHT - 14.0, short(10f64.powf(decade)));
+        let _ = write!(
+            svg,
+            "<text class=\"muted\" x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{}</text>",
+            HEIGHT - 14.0,
+            short(10f64.powf(decade))
+        );
         decade += 1.0;
     }
     for (amount, score) in points {
@@ -438,7 +443,13 @@ fn lines(series: &[Series], dates: &[&str], states: &[DayState]) -> String {
     }
     for (i, state) in states.iter().enumerate().filter(|(_, s)| **s != DayState::Complete) {
         let class = if *state == DayState::Running { "warn" } else { "bad" };
-        let _ = write!(svg, "<rect class=\"{class}\" x=\"{:.1}\" y=\"{:.1}\" width=\"6\" height=\"6\"><title>{} {state}</title></rect>", x_of(i) - 3.0, HEIGHT - BOTTOM - 3.0, dates[i]);
+        let _ = write!(
+            svg,
+            "<rect class=\"{class}\" x=\"{:.1}\" y=\"{:.1}\" width=\"6\" height=\"6\"><title>{} {state}</title></rect>",
+            x_of(i) - 3.0,
+            HEIGHT - BOTTOM - 3.0,
+            dates[i]
+        );
     }
     if let (Some(first), Some(last)) = (dates.first(), dates.last()) {
         let _ = write!(

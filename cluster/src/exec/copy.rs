@@ -24,6 +24,8 @@ use object_store::{ObjectStoreExt, WriteMultipart};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::{ClusterError, TaskFailure};
+
 /// The copy's one row: the bytes copied.
 pub static COPIED: LazyLock<SchemaRef> = LazyLock::new(|| Arc::new(Schema::new(vec![Field::new("bytes", DataType::UInt64, false)])));
 
@@ -61,7 +63,13 @@ impl TableProvider for CopyTable {
         TableType::Base
     }
 
-    async fn scan(&self, _state: &dyn Session, _projection: Option<&Vec<usize>>, _filters: &[Expr], _limit: Option<usize>) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        _projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(CopyExec::new(self.copy.clone())))
     }
 }
@@ -122,7 +130,7 @@ impl ExecutionPlan for CopyExec {
         }
         let copy = self.copy.clone();
         let row = futures::stream::once(async move {
-            let bytes = copy_file(&copy, &context).await.map_err(|e| DataFusionError::Execution(format!("copying {} to {}: {e}", copy.from, copy.to)))?;
+            let bytes = copy_file(&copy, &context).await.map_err(TaskFailure::raise)?;
             Ok(RecordBatch::try_new(COPIED.clone(), vec![Arc::new(UInt64Array::from(vec![bytes]))])?)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(COPIED.clone(), row)))
@@ -130,16 +138,19 @@ impl ExecutionPlan for CopyExec {
 }
 
 /// Streams `copy.from` into a multipart upload at `copy.to`; an upload that fails is aborted.
-async fn copy_file(copy: &FileCopy, context: &TaskContext) -> Result<u64, String> {
+async fn copy_file(copy: &FileCopy, context: &TaskContext) -> Result<u64, ClusterError> {
     let (from, to) = (parse(&copy.from)?, parse(&copy.to)?);
     let registry = &context.runtime_env().object_store_registry;
-    let (source, target) = (registry.get_store(&from).map_err(|e| e.to_string())?, registry.get_store(&to).map_err(|e| e.to_string())?);
+    let store_of = |url: &Url| registry.get_store(url).map_err(ClusterError::engine(format!("finding the object store of {url}")));
+    let (source, target) = (store_of(&from)?, store_of(&to)?);
     let (from_path, to_path) = (object_path(&from)?, object_path(&to)?);
-    let mut chunks = source.get(&from_path).await.map_err(|e| e.to_string())?.into_stream();
-    let mut upload = WriteMultipart::new(target.put_multipart(&to_path).await.map_err(|e| e.to_string())?);
-    match pump(&mut chunks, &mut upload).await {
+    let reading = |source| ClusterError::Store { doing: "reading", url: copy.from.clone(), source };
+    let writing = |source| ClusterError::Store { doing: "writing", url: copy.to.clone(), source };
+    let mut chunks = source.get(&from_path).await.map_err(reading)?.into_stream();
+    let mut upload = WriteMultipart::new(target.put_multipart(&to_path).await.map_err(writing)?);
+    match pump(&mut chunks, &mut upload, copy).await {
         Ok(bytes) => {
-            upload.finish().await.map_err(|e| e.to_string())?;
+            upload.finish().await.map_err(writing)?;
             Ok(bytes)
         }
         Err(e) => {
@@ -150,21 +161,26 @@ async fn copy_file(copy: &FileCopy, context: &TaskContext) -> Result<u64, String
 }
 
 /// Feeds every chunk of `chunks` to `upload`; returns how many bytes.
-async fn pump(chunks: &mut futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>, upload: &mut WriteMultipart) -> Result<u64, String> {
+async fn pump(
+    chunks: &mut futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
+    upload: &mut WriteMultipart,
+    copy: &FileCopy,
+) -> Result<u64, ClusterError> {
     let mut bytes = 0u64;
-    while let Some(chunk) = chunks.try_next().await.map_err(|e| e.to_string())? {
+    let reading = |source| ClusterError::Store { doing: "reading", url: copy.from.clone(), source };
+    while let Some(chunk) = chunks.try_next().await.map_err(reading)? {
         bytes += chunk.len() as u64;
         // Waits while too many parts are in flight: memory stays bounded.
-        upload.wait_for_capacity(8).await.map_err(|e| e.to_string())?;
+        upload.wait_for_capacity(8).await.map_err(|source| ClusterError::Store { doing: "writing", url: copy.to.clone(), source })?;
         upload.write(&chunk);
     }
     Ok(bytes)
 }
 
-fn parse(url: &str) -> Result<Url, String> {
-    Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))
+fn parse(url: &str) -> Result<Url, ClusterError> {
+    Url::parse(url).map_err(|e| ClusterError::BadLocation { location: url.to_string(), reason: format!("not a URL: {e}") })
 }
 
-fn object_path(url: &Url) -> Result<Path, String> {
-    Path::from_url_path(url.path()).map_err(|e| format!("{url} is not an object path: {e}"))
+fn object_path(url: &Url) -> Result<Path, ClusterError> {
+    Path::from_url_path(url.path()).map_err(|e| ClusterError::BadLocation { location: url.to_string(), reason: format!("not an object path: {e}") })
 }

@@ -3,7 +3,7 @@
 //! DataFusion's default registry knows only the local file system; a plan that names
 //! `s3://bucket/...` fails on any node where nobody registered that bucket first. Ballista
 //! executors and schedulers never see ubm's code that registers stores, so every node gets this
-//! registry instead: it asks [`crate::stores::object_store_for`], the same function the client
+//! registry instead: it asks [`crate::store::object_store_for`], the same function the client
 //! and the lake writer use, and caches the answer.
 
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStor
 use object_store::ObjectStore;
 use url::Url;
 
-use crate::stores::object_store_for;
+use crate::store::object_store_for;
 
 /// Local files and, on first use, any bucket `object_store_for` can reach.
 #[derive(Debug, Default)]

@@ -16,7 +16,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Decimal128Builder, Int32Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::catalog::{Session, TableProvider};
@@ -37,10 +37,10 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::binary_copy::BinaryCopyOutStream;
 use tokio_postgres::types::Type;
-use ubm_jobs::schema::{UNIT_PRICE, USER_PURCHASE};
+use ubm_jobs::purchases::{PurchaseBatch, price_thousandths};
+use ubm_jobs::schema::USER_PURCHASE;
 
-/// Rows per Arrow batch of an extract.
-pub const BATCH_ROWS: usize = 64 * 1024;
+use crate::{ClusterError, TaskFailure};
 
 /// On a cluster, about this much of the table per slice (as a Spark task takes 128 MiB).
 const CLUSTER_SLICE_BYTES: u64 = 128 * 1024 * 1024;
@@ -136,7 +136,13 @@ impl TableProvider for PgSliceTable {
         TableType::Base
     }
 
-    async fn scan(&self, state: &dyn Session, projection: Option<&Vec<usize>>, _filters: &[Expr], _limit: Option<usize>) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let every_column = projection.is_none_or(|columns| columns.iter().copied().eq(0..USER_PURCHASE.fields().len()));
         if !every_column {
             return Err(DataFusionError::Internal("the purchases extract reads every column".to_string()));
@@ -245,14 +251,12 @@ struct SliceOpener {
 impl FileOpener for SliceOpener {
     fn open(&self, part: PartitionedFile) -> Result<FileOpenFuture> {
         let slice = slice_of(&part)?;
-        let name = format!("the slice of blocks {}..{}", slice.start, slice.end.map_or(String::from("the end"), |e| e.to_string()));
         let extract = self.extract.clone();
         Ok(Box::pin(async move {
             let (sender, receiver) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
             tokio::spawn(async move {
                 if let Err(e) = read_slice(&extract, slice, &sender).await {
-                    let e = DataFusionError::Execution(format!("reading {name} of retail.user_purchase at {}: {e}", extract.shown));
-                    let _ = sender.send(Err(e)).await;
+                    let _ = sender.send(Err(TaskFailure::raise(e))).await;
                 }
             });
             Ok(futures::stream::unfold(receiver, |mut rows| async move { rows.recv().await.map(|batch| (batch, rows)) }).boxed())
@@ -260,118 +264,95 @@ impl FileOpener for SliceOpener {
     }
 }
 
+impl Slice {
+    /// The slice as errors name it.
+    fn name(&self) -> String {
+        format!("the slice of blocks {}..{}", self.start, self.end.map_or(String::from("the end"), |e| e.to_string()))
+    }
+}
+
 /// Reads one slice in the exported snapshot and sends its rows in batches; stops early when
-/// nobody receives them any more (the task was cancelled).
-async fn read_slice(extract: &PgExtract, slice: Slice, out: &tokio::sync::mpsc::Sender<Result<RecordBatch>>) -> Result<(), String> {
-    let (client, connection) = tokio_postgres::connect(&extract.url, tokio_postgres::NoTls).await.map_err(|e| format!("connecting: {e}"))?;
+/// nobody receives them any more (the task was cancelled). Every error keeps its cause: the
+/// SQLSTATE of a Postgres error decides whether the task is worth another attempt.
+async fn read_slice(extract: &PgExtract, slice: Slice, out: &tokio::sync::mpsc::Sender<Result<RecordBatch>>) -> Result<(), ClusterError> {
+    let failed = |doing| move |source| pg_error(doing, extract, slice, source);
+    let (client, connection) = tokio_postgres::connect(&extract.url, tokio_postgres::NoTls).await.map_err(failed("connecting to read"))?;
     let connection = tokio::spawn(connection);
     let begin = format!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'", extract.snapshot.replace('\'', "''"));
-    client.batch_execute(&begin).await.map_err(|e| format!("joining the run's snapshot {} (its driver may have stopped): {e}", extract.snapshot))?;
-    let copy = client.copy_out(&extract.copy_statement(slice)).await.map_err(|e| e.to_string())?;
+    client.batch_execute(&begin).await.map_err(failed("joining the run's snapshot (its driver may have stopped) to read"))?;
+    let copy = client.copy_out(&extract.copy_statement(slice)).await.map_err(failed("reading"))?;
     let types = [Type::VARCHAR, Type::VARCHAR, Type::VARCHAR, Type::INT4, Type::TIMESTAMP, Type::NUMERIC, Type::INT4, Type::VARCHAR];
     let rows = BinaryCopyOutStream::new(copy, &types);
     futures::pin_mut!(rows);
     let mut batch = PurchaseBatch::new();
     let mut sent_any = false;
-    let text = |e: tokio_postgres::Error| e.to_string();
-    while let Some(row) = rows.try_next().await.map_err(text)? {
-        batch.invoice_number.append_option(row.try_get::<Option<&str>>(0).map_err(text)?);
-        batch.stock_code.append_option(row.try_get::<Option<&str>>(1).map_err(text)?);
-        batch.detail.append_option(row.try_get::<Option<&str>>(2).map_err(text)?);
-        batch.quantity.append_option(row.try_get::<Option<i32>>(3).map_err(text)?);
-        let at: Option<chrono::NaiveDateTime> = row.try_get(4).map_err(text)?;
-        batch.invoice_date.append_option(at.map(|t| t.and_utc().timestamp_micros()));
-        let price: Option<Decimal> = row.try_get(5).map_err(text)?;
-        batch.unit_price.append_option(price.map(price_thousandths).transpose()?);
-        batch.customer_id.append_option(row.try_get::<Option<i32>>(6).map_err(text)?);
-        batch.country.append_option(row.try_get::<Option<&str>>(7).map_err(text)?);
-        if let Some(full) = batch.row_done().map_err(|e| e.to_string())? {
+    while let Some(row) = rows.try_next().await.map_err(failed("reading"))? {
+        append_row(&mut batch, &row).map_err(|e| e.naming(extract, slice))?;
+        if let Some(full) = batch.row_done().map_err(building)? {
             sent_any = true;
             if out.send(Ok(full)).await.is_err() {
                 return Ok(()); // the consumer stopped (the task was cancelled)
             }
         }
     }
-    if let Some(last) = batch.last(sent_any).map_err(|e| e.to_string())? {
+    if let Some(last) = batch.last(sent_any).map_err(building)? {
         let _ = out.send(Ok(last)).await;
     }
-    client.batch_execute("COMMIT").await.map_err(text)?;
+    client.batch_execute("COMMIT").await.map_err(failed("ending the transaction that read"))?;
     drop(client);
     let _ = connection.await;
     Ok(())
 }
 
-/// Arrow builders for [`USER_PURCHASE`], filled a row at a time.
-pub struct PurchaseBatch {
-    pub invoice_number: StringBuilder,
-    pub stock_code: StringBuilder,
-    pub detail: StringBuilder,
-    pub quantity: Int32Builder,
-    pub invoice_date: TimestampMicrosecondBuilder,
-    pub unit_price: Decimal128Builder,
-    pub customer_id: Int32Builder,
-    pub country: StringBuilder,
-    rows: usize,
+/// A Postgres error of `slice`, naming it and the database (its password left out).
+fn pg_error(doing: &'static str, extract: &PgExtract, slice: Slice, source: tokio_postgres::Error) -> ClusterError {
+    ClusterError::Postgres { doing, slice: slice.name(), db: extract.shown.clone(), source }
 }
 
-impl Default for PurchaseBatch {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Why a row could not be appended; named with its slice only when it happens (the row loop
+/// allocates nothing for it).
+enum RowError {
+    Decoding(tokio_postgres::Error),
+    Price { invoice: Option<String>, reason: ubm_jobs::purchases::PriceError },
 }
 
-impl PurchaseBatch {
-    pub fn new() -> Self {
-        Self {
-            invoice_number: StringBuilder::new(),
-            stock_code: StringBuilder::new(),
-            detail: StringBuilder::new(),
-            quantity: Int32Builder::new(),
-            invoice_date: TimestampMicrosecondBuilder::new(),
-            unit_price: Decimal128Builder::new(),
-            customer_id: Int32Builder::new(),
-            country: StringBuilder::new(),
-            rows: 0,
+impl RowError {
+    fn naming(self, extract: &PgExtract, slice: Slice) -> ClusterError {
+        match self {
+            RowError::Decoding(source) => pg_error("decoding a row of", extract, slice, source),
+            RowError::Price { invoice, reason } => ClusterError::BadValue {
+                what: format!(
+                    "unit_price of the row with invoice_number {} in {} of retail.user_purchase at {}",
+                    invoice.as_deref().unwrap_or("NULL"),
+                    slice.name(),
+                    extract.shown
+                ),
+                reason: reason.to_string(),
+            },
         }
     }
-
-    fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
-        self.rows = 0;
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.invoice_number.finish()),
-            Arc::new(self.stock_code.finish()),
-            Arc::new(self.detail.finish()),
-            Arc::new(self.quantity.finish()),
-            Arc::new(self.invoice_date.finish()),
-            Arc::new(self.unit_price.finish().with_precision_and_scale(UNIT_PRICE.0, UNIT_PRICE.1)?),
-            Arc::new(self.customer_id.finish()),
-            Arc::new(self.country.finish()),
-        ];
-        RecordBatch::try_new(USER_PURCHASE.clone(), columns)
-    }
-
-    /// Counts the row just appended; returns a full batch when it is time to send one.
-    pub fn row_done(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
-        self.rows += 1;
-        if self.rows >= BATCH_ROWS { self.finish().map(Some) } else { Ok(None) }
-    }
-
-    /// The last, partial batch (an empty one when there were no rows at all, so that the
-    /// consumer still learns the schema).
-    pub fn last(mut self, sent_any: bool) -> Result<Option<RecordBatch>, ArrowError> {
-        if self.rows > 0 || !sent_any { self.finish().map(Some) } else { Ok(None) }
-    }
 }
 
-/// `unit_price` as the integer of thousandths Arrow's `Decimal128(8,3)` stores; an error saying
-/// why for a price with more decimals than `numeric(8,3)` holds.
-pub fn price_thousandths(price: Decimal) -> Result<i128, String> {
-    let mut scaled = price;
-    scaled.rescale(UNIT_PRICE.1 as u32);
-    if scaled != price {
-        return Err(format!("unit_price {price} has more than {} decimal places, which numeric(8,3) cannot hold", UNIT_PRICE.1));
-    }
-    Ok(scaled.mantissa())
+/// Appends one row of the binary `COPY` to `batch`. A `unit_price` wider than the contract's
+/// `numeric(8,3)` is refused, never staged.
+fn append_row(batch: &mut PurchaseBatch, row: &tokio_postgres::binary_copy::BinaryCopyOutRow) -> Result<(), RowError> {
+    let invoice: Option<&str> = row.try_get(0).map_err(RowError::Decoding)?;
+    batch.invoice_number.append_option(invoice);
+    batch.stock_code.append_option(row.try_get::<Option<&str>>(1).map_err(RowError::Decoding)?);
+    batch.detail.append_option(row.try_get::<Option<&str>>(2).map_err(RowError::Decoding)?);
+    batch.quantity.append_option(row.try_get::<Option<i32>>(3).map_err(RowError::Decoding)?);
+    let at: Option<chrono::NaiveDateTime> = row.try_get(4).map_err(RowError::Decoding)?;
+    batch.invoice_date.append_option(at.map(|t| t.and_utc().timestamp_micros()));
+    let price: Option<Decimal> = row.try_get(5).map_err(RowError::Decoding)?;
+    let thousandths = price.map(price_thousandths).transpose().map_err(|reason| RowError::Price { invoice: invoice.map(str::to_string), reason })?;
+    batch.unit_price.append_option(thousandths);
+    batch.customer_id.append_option(row.try_get::<Option<i32>>(6).map_err(RowError::Decoding)?);
+    batch.country.append_option(row.try_get::<Option<&str>>(7).map_err(RowError::Decoding)?);
+    Ok(())
+}
+
+fn building(source: ArrowError) -> ClusterError {
+    ClusterError::engine("building a batch of purchases")(DataFusionError::ArrowError(Box::new(source), None))
 }
 
 #[cfg(test)]

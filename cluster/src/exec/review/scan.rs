@@ -1,13 +1,12 @@
 //! How one task reads its byte ranges of a review file: ubm's `FileSource`, whose opener reads
 //! one range with a single GET (checked against the version the planner saw) and turns it into
-//! a boundaries row or [`REVIEW_RECORDS`] rows (see [`crate::review_source`] for the two passes).
+//! a boundaries row or [`REVIEW_RECORDS`] rows (see the [`super`] module for the two passes).
 
 use std::fmt;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion::arrow::array::{ArrayRef, BinaryBuilder, StringBuilder, UInt8Array, UInt64Array, UInt64Builder};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result};
@@ -22,23 +21,9 @@ use ubm_jobs::csv::{FieldText, RecordSpan, ReviewHeader, record_fields, records_
 use ubm_jobs::schema::REVIEW_RECORDS;
 use ubm_jobs::splits::{ChunkSummary, ScanState, Split, summarize};
 
-use crate::review_source::{ReviewFile, ReviewPass};
-
-/// The boundaries pass's rows: one per chunk, its [`ChunkSummary`]. For each entry state `i`
-/// (in [`ScanState::ALL`]'s order): `exit_i`, `first_end_i`, `breaks_i`.
-pub static BOUNDARIES: LazyLock<SchemaRef> = LazyLock::new(|| {
-    let mut fields = vec![
-        Field::new("start", DataType::UInt64, false),
-        Field::new("end", DataType::UInt64, false),
-        Field::new("line_breaks", DataType::UInt64, false),
-    ];
-    for i in 0..ScanState::ALL.len() {
-        fields.push(Field::new(format!("exit_{i}"), DataType::UInt8, false));
-        fields.push(Field::new(format!("first_end_{i}"), DataType::UInt64, true));
-        fields.push(Field::new(format!("breaks_{i}"), DataType::UInt64, false));
-    }
-    Arc::new(Schema::new(fields))
-});
+use super::file::ReviewFile;
+use super::{BOUNDARIES, ReviewPass};
+use crate::{ClusterError, TaskFailure};
 
 /// One task's reader of review-file ranges, for either pass.
 #[derive(Clone)]
@@ -121,20 +106,22 @@ impl FileOpener for RangeOpener {
             return Err(DataFusionError::Internal(format!("a negative review range {}..{}", range.start, range.end)));
         };
         let (store, file, pass, batch_size) = (self.store.clone(), self.file.clone(), self.pass.clone(), self.batch_size);
+        // Every error of this range, raised here, carries its retry decision to the driver.
         Ok(Box::pin(async move {
-            let bytes = read_range(store.as_ref(), &file, start, end).await?;
+            let bytes = read_range(store.as_ref(), &file, start, end).await.map_err(TaskFailure::raise)?;
             match pass {
                 ReviewPass::Boundaries => {
                     let summary = summarize(&bytes, start, file.eol);
-                    Ok(stream::once(async move { summary_batch(&summary) }).boxed())
+                    Ok(stream::once(async move { summary_batch(&summary).map_err(TaskFailure::wrap) }).boxed())
                 }
                 ReviewPass::Records(splits) => {
-                    let line = splits.binary_search_by_key(&start, |s| s.start).map(|i| splits[i].line).or_else(|_| {
-                        if start == end { Ok(file.first_line) } else { Err(unknown_split(&file, start)) }
-                    })?;
+                    let line = splits
+                        .binary_search_by_key(&start, |s| s.start)
+                        .map(|i| splits[i].line)
+                        .or_else(|_| if start == end { Ok(file.first_line) } else { Err(TaskFailure::wrap(unknown_split(&file, start))) })?;
                     let spans = records_from(&bytes, 0, line, file.eol);
-                    check_ends_at_a_record(&bytes, &spans, &file, start, end)?;
-                    Ok(record_batches(bytes, Arc::new(spans), file, batch_size).boxed())
+                    check_ends_at_a_record(&bytes, &spans, &file, start, end).map_err(TaskFailure::wrap)?;
+                    Ok(record_batches(bytes, Arc::new(spans), file, batch_size).map(|batch| batch.map_err(TaskFailure::wrap)).boxed())
                 }
             }
         }))
@@ -146,7 +133,7 @@ fn unknown_split(file: &ReviewFile, start: u64) -> DataFusionError {
 }
 
 /// Reads `start..end` of the file if it is still the version the planner saw.
-async fn read_range(store: &dyn ObjectStore, file: &ReviewFile, start: u64, end: u64) -> Result<Bytes> {
+async fn read_range(store: &dyn ObjectStore, file: &ReviewFile, start: u64, end: u64) -> Result<Bytes, ClusterError> {
     if start >= end {
         return Ok(Bytes::new());
     }
@@ -158,23 +145,18 @@ async fn read_range(store: &dyn ObjectStore, file: &ReviewFile, start: u64, end:
         ..GetOptions::default()
     };
     let url = file.location.as_str();
-    let read = async {
-        let got = store.get_opts(&file.location.path()?, options).await?;
-        if got.meta.size != version.size {
-            return Err(changed(url, format!("its size is now {} bytes, not {}", got.meta.size, version.size)));
-        }
-        Ok(got.bytes().await?)
+    let path = file.location.path().map_err(ClusterError::engine("naming the review file's object"))?;
+    let changed = |how, source| ClusterError::Changed { url: url.to_string(), how, source };
+    let failed = |source| ClusterError::Store { doing: "reading a range of", url: format!("{url} (bytes {start}..{end})"), source };
+    let got = match store.get_opts(&path, options).await {
+        Ok(got) => got,
+        Err(e @ object_store::Error::Precondition { .. }) => return Err(changed("it is no longer the version the scan was planned on", Some(e))),
+        Err(e) => return Err(failed(e)),
     };
-    read.await.map_err(|e| match e {
-        DataFusionError::ObjectStore(inner) if matches!(*inner, object_store::Error::Precondition { .. }) => {
-            changed(url, "it is no longer the version the scan was planned on".to_string())
-        }
-        other => other.context(format!("reading bytes {start}..{end} of the review file {url}")),
-    })
-}
-
-fn changed(url: &str, how: String) -> DataFusionError {
-    DataFusionError::Execution(format!("the review file {url} changed while it was being read ({how}); rerun the date once the vendor has finished writing it"))
+    if got.meta.size != version.size {
+        return Err(changed("its size is not the one the scan was planned on", None));
+    }
+    got.bytes().await.map_err(failed)
 }
 
 fn summary_batch(summary: &ChunkSummary) -> Result<RecordBatch> {
@@ -208,7 +190,12 @@ fn check_ends_at_a_record(bytes: &[u8], spans: &[RecordSpan], file: &ReviewFile,
 }
 
 /// The range's records, parsed `batch_size` at a time as the stream is polled.
-fn record_batches(bytes: Bytes, spans: Arc<Vec<RecordSpan>>, file: Arc<ReviewFile>, batch_size: usize) -> impl futures::Stream<Item = Result<RecordBatch>> + Send {
+fn record_batches(
+    bytes: Bytes,
+    spans: Arc<Vec<RecordSpan>>,
+    file: Arc<ReviewFile>,
+    batch_size: usize,
+) -> impl futures::Stream<Item = Result<RecordBatch>> + Send {
     let starts: Vec<usize> = (0..spans.len()).step_by(batch_size).collect();
     stream::iter(starts).map(move |from| {
         let to = (from + batch_size).min(spans.len());
@@ -280,13 +267,7 @@ fn records_to_batch(bytes: &[u8], spans: &[RecordSpan], header: &ReviewHeader) -
     }
     Ok(RecordBatch::try_new(
         REVIEW_RECORDS.clone(),
-        vec![
-            Arc::new(line.finish()),
-            Arc::new(cid.finish()),
-            Arc::new(review.finish()),
-            Arc::new(reason.finish()),
-            Arc::new(raw.finish()),
-        ],
+        vec![Arc::new(line.finish()), Arc::new(cid.finish()), Arc::new(review.finish()), Arc::new(reason.finish()), Arc::new(raw.finish())],
     )?)
 }
 
@@ -326,7 +307,8 @@ pub fn summaries_of(batches: &[RecordBatch]) -> Result<Vec<ChunkSummary>> {
             paths.push((u8s(&format!("exit_{i}"))?, u64s(&format!("first_end_{i}"))?, u64s(&format!("breaks_{i}"))?));
         }
         for row in 0..batch.num_rows() {
-            let mut summary_paths = [ubm_jobs::splits::ChunkPath { exit: ScanState::FieldStart, first_record_end: None, line_breaks_to_first_end: 0 }; 4];
+            let mut summary_paths =
+                [ubm_jobs::splits::ChunkPath { exit: ScanState::FieldStart, first_record_end: None, line_breaks_to_first_end: 0 }; 4];
             for (i, (exit, first, to_first)) in paths.iter().enumerate() {
                 let exit = ScanState::from_code(exit.value(row)).ok_or_else(|| bad_row(format!("exit state {}", exit.value(row))))?;
                 let first_record_end = (!datafusion::arrow::array::Array::is_null(first, row)).then(|| first.value(row));
@@ -361,8 +343,8 @@ mod tests {
 
     fn file(size: u64) -> ReviewFile {
         let header = ReviewHeader { field_count: 2, cid: 0, review_str: 1, start: 0 };
-        let location = crate::review_source::ReviewLocation::parse("file:///r.csv").expect("url");
-        let version = crate::review_source::FileVersion { size, last_modified: chrono::Utc::now(), e_tag: None };
+        let location = crate::exec::review::file::ReviewLocation::parse("file:///r.csv").expect("url");
+        let version = crate::exec::review::file::FileVersion { size, last_modified: chrono::Utc::now(), e_tag: None };
         ReviewFile { location, header, eol: b'\n', data_start: 0, first_line: 1, version }
     }
 
@@ -390,7 +372,7 @@ mod tests {
         runtime.block_on(async {
             let url = url::Url::from_file_path(&path).expect("url");
             let env = crate::node::runtime().expect("runtime env");
-            let file = ReviewFile::open(crate::review_source::ReviewLocation::new(url), env.as_ref()).await.expect("opens");
+            let file = ReviewFile::open(crate::exec::review::file::ReviewLocation::new(url), env.as_ref()).await.expect("opens");
             let store: Arc<dyn ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new());
             let read = read_range(store.as_ref(), &file, file.data_start, file.version.size).await.expect("unchanged");
             assert_eq!(&read[..], b"1,good\n2,bad\n");
@@ -398,6 +380,11 @@ mod tests {
             std::fs::write(&path, b"cid,review_str\n1,gold\n2,bad\n").expect("rewrite, same size");
             let err = read_range(store.as_ref(), &file, file.data_start, file.version.size).await.expect_err("changed");
             assert!(err.to_string().contains("changed while it was being read") && err.to_string().contains("movie_review.csv"), "{err}");
+            // Retried by its type, also once it has crossed from an executor as text.
+            assert!(matches!(err, ClusterError::Changed { .. }) && err.is_retryable(), "{err:?}");
+            let sent = format!("Job j failed: {:?}", TaskFailure::raise(err));
+            let crossed = TaskFailure::find_in(&sent).expect("tagged");
+            assert_eq!(crossed.retry(), crate::retry::Retry::Worth);
         });
     }
 

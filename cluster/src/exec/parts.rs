@@ -32,22 +32,12 @@ use object_store::ObjectStore;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use parquet::arrow::AsyncArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
-use ubm_jobs::schema::{CLASSIFIED, col};
+use ubm_jobs::schema::{CLASSIFIED, col, parquet_properties};
 use url::Url;
 
-/// Rows per Parquet row group of every file ubm writes: the writer holds one encoded row group
-/// in memory, so with Parquet's default of 1 Mi rows a staged purchases file alone held ~100 MB
-/// at SF 16. 122,880 is DuckDB's size.
-pub const ROW_GROUP_ROWS: usize = 122_880;
-
-/// The settings of every Parquet file ubm writes: snappy, row groups of [`ROW_GROUP_ROWS`].
-pub fn parquet_properties() -> WriterProperties {
-    WriterProperties::builder().set_compression(Compression::SNAPPY).set_max_row_group_row_count(Some(ROW_GROUP_ROWS)).build()
-}
+use crate::{ClusterError, TaskFailure};
 
 /// What the tasks write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Serialize, Deserialize)]
@@ -147,9 +137,11 @@ impl PartReport {
         let mut reports = Vec::new();
         for batch in batches {
             let text = |name| -> Result<StringArray> { Ok(column(batch, name)?.as_string_opt::<i32>().ok_or_else(|| not_of_type(name))?.clone()) };
-            let numbers = |name| -> Result<UInt64Array> { Ok(column(batch, name)?.as_primitive_opt::<UInt64Type>().ok_or_else(|| not_of_type(name))?.clone()) };
+            let numbers =
+                |name| -> Result<UInt64Array> { Ok(column(batch, name)?.as_primitive_opt::<UInt64Type>().ok_or_else(|| not_of_type(name))?.clone()) };
             let (file, rejects_file) = (text(FILE)?, text(REJECTS_FILE)?);
-            let (rows, rejected, read, nulls, positive) = (numbers(ROWS)?, numbers(REJECTED)?, numbers(READ)?, numbers(NULL_REVIEWS)?, numbers(POSITIVE)?);
+            let (rows, rejected, read, nulls, positive) =
+                (numbers(ROWS)?, numbers(REJECTED)?, numbers(READ)?, numbers(NULL_REVIEWS)?, numbers(POSITIVE)?);
             let (first, last) = (numbers(FIRST_LINE)?, numbers(LAST_LINE)?);
             let name = |names: &StringArray, i: usize| names.is_valid(i).then(|| names.value(i).to_string());
             for i in 0..batch.num_rows() {
@@ -371,32 +363,44 @@ struct PartWriter {
 
 impl PartWriter {
     async fn write(self, kind: PartsKind, mut input: SendableRecordBatchStream) -> Result<PartReport> {
-        let mut report = PartReport::default();
-        let mut parquet: Option<(AsyncArrowWriter<BufWriter>, String)> = None;
-        let mut rejects: Option<(BufWriter, String)> = None;
+        let mut files = OpenFiles::default();
+        // The input's own errors pass as they are: Ballista reads a shuffle input's fetch
+        // failure from its type to rerun a lost executor's stage. This writer's are wrapped.
         while let Some(batch) = input.try_next().await? {
-            report.read += batch.num_rows() as u64;
-            let rows = match kind {
-                PartsKind::Rows => batch,
-                PartsKind::Reviews => {
-                    let (classified, bad) = self.split_reviews(&batch, &mut report)?;
-                    if let Some(bad) = bad {
-                        let (file, name) = rejects.get_or_insert_with(|| self.open_rejects());
-                        file.write_all(&rejects_json(&bad)?).await.map_err(|e| self.io_error("writing", name, e))?;
-                    }
-                    classified
-                }
-            };
-            if rows.num_rows() == 0 {
-                continue;
-            }
-            let (writer, _) = match parquet.as_mut() {
-                Some(open) => open,
-                None => parquet.insert(self.open_parquet(rows.schema())?),
-            };
-            report.rows += rows.num_rows() as u64;
-            writer.write(&rows).await?;
+            self.take(kind, batch, &mut files).await.map_err(TaskFailure::wrap)?;
         }
+        self.close(files).await.map_err(TaskFailure::wrap)
+    }
+
+    /// Counts `batch` and writes its rows (and its rejected records) into the task's files.
+    async fn take(&self, kind: PartsKind, batch: RecordBatch, files: &mut OpenFiles) -> Result<()> {
+        files.report.read += batch.num_rows() as u64;
+        let rows = match kind {
+            PartsKind::Rows => batch,
+            PartsKind::Reviews => {
+                let (classified, bad) = self.split_reviews(&batch, &mut files.report)?;
+                if let Some(bad) = bad {
+                    let (file, name) = files.rejects.get_or_insert_with(|| self.open_rejects());
+                    file.write_all(&rejects_json(&bad)?).await.map_err(|e| self.io_error("writing", name, e))?;
+                }
+                classified
+            }
+        };
+        if rows.num_rows() == 0 {
+            return Ok(());
+        }
+        let (writer, _) = match files.parquet.as_mut() {
+            Some(open) => open,
+            None => files.parquet.insert(self.open_parquet(rows.schema())?),
+        };
+        files.report.rows += rows.num_rows() as u64;
+        writer.write(&rows).await?;
+        Ok(())
+    }
+
+    /// Finishes the task's files; the report names them.
+    async fn close(&self, files: OpenFiles) -> Result<PartReport> {
+        let OpenFiles { mut report, parquet, rejects } = files;
         if let Some((writer, name)) = parquet {
             writer.close().await?;
             report.file = Some(name);
@@ -445,9 +449,19 @@ impl PartWriter {
         Ok((classified, Some(bad)))
     }
 
-    fn io_error(&self, doing: &str, name: &str, e: std::io::Error) -> DataFusionError {
-        DataFusionError::Execution(format!("{doing} {}{name}: {e}", self.dir_url))
+    fn io_error(&self, doing: &'static str, name: &str, source: std::io::Error) -> DataFusionError {
+        DataFusionError::External(Box::new(ClusterError::Write { doing, url: format!("{}{name}", self.dir_url), source }))
     }
+}
+
+/// A task's files while it writes them, and what it counted.
+#[derive(Default)]
+struct OpenFiles {
+    report: PartReport,
+    /// The Parquet writer and its file's name, from the first row on.
+    parquet: Option<(AsyncArrowWriter<BufWriter>, String)>,
+    /// The rejects file and its name, from the first rejected record on.
+    rejects: Option<(BufWriter, String)>,
 }
 
 fn true_count(batch: &RecordBatch, name: &str) -> Result<u64> {

@@ -3,6 +3,8 @@
 //! One function builds the store for a URL so that the engine (reading inputs inside plans)
 //! and the lake writer (writing outputs) always agree on credentials, endpoints and retries.
 
+pub mod registry;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,11 +42,9 @@ pub fn retry_config() -> Result<RetryConfig, ClusterError> {
 /// The environment variable `name` parsed by `parse`, or `default` when it is not set.
 fn setting<T>(name: &'static str, default: T, parse: impl Fn(&str) -> Option<T>) -> Result<T, ClusterError> {
     match std::env::var(name) {
-        Ok(value) => parse(value.trim()).ok_or_else(|| ClusterError::BadSetting {
-            name,
-            value,
-            reason: "expected a number of at least 0".to_string(),
-        }),
+        Ok(value) => {
+            parse(value.trim()).ok_or_else(|| ClusterError::BadSetting { name, value, reason: "expected a number of at least 0".to_string() })
+        }
         Err(_) => Ok(default),
     }
 }

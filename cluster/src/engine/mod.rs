@@ -1,4 +1,14 @@
 //! The one place that decides where a plan runs.
+//!
+//! # Layout
+//! - this file: [`Engine`] and [`EngineKind`], the session every plan runs in.
+//! - [`address`]: a scheduler's address, parsed once.
+//! - [`follow`]: following a Ballista job (its id, progress, end, cancellation).
+//! - [`scheduler_api`]: the scheduler's REST API (jobs, progress, cancel).
+
+pub mod address;
+pub mod follow;
+pub mod scheduler_api;
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,15 +28,17 @@ use futures::TryStreamExt;
 use ubm_jobs::splits::{ChunkSummary, compose};
 use url::Url;
 
+use crate::engine::follow::{JobObserver, JobTracker};
+use crate::engine::scheduler_api::SchedulerApi;
+use crate::exec::codec::{UbmLogicalCodec, UbmPhysicalCodec};
+use crate::exec::copy::{CopyTable, FileCopy};
+use crate::exec::parts::{PartReport, PartsSpec, WriteParts};
+use crate::exec::postgres::{PgExtract, PgSliceTable};
+use crate::exec::review::ReviewPass;
+use crate::exec::review::file::{ReviewFile, ReviewLocation};
+use crate::exec::review::scan::summaries_of;
+use crate::exec::review::table::ReviewCsvTable;
 use crate::{ClusterError, SchedulerAddress};
-use crate::codec::{UbmLogicalCodec, UbmPhysicalCodec};
-use crate::jobs::{JobObserver, JobTracker};
-use crate::copy::{CopyTable, FileCopy};
-use crate::parts::{PartReport, PartsSpec, WriteParts};
-use crate::pg_slices::{PgExtract, PgSliceTable};
-use crate::review_scan::summaries_of;
-use crate::review_source::{ReviewCsvTable, ReviewFile, ReviewLocation, ReviewPass};
-use crate::scheduler_api::SchedulerApi;
 
 /// Where plans run.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -48,9 +60,7 @@ impl FromStr for EngineKind {
             "local" => Ok(EngineKind::Local),
             "standalone" => Ok(EngineKind::Standalone),
             url if url.starts_with("df://") => url.parse().map(EngineKind::Remote).map_err(|e: ClusterError| e.to_string()),
-            other => Err(format!(
-                "unknown engine `{other}`: use `local`, `standalone` or a scheduler's df://host:port"
-            )),
+            other => Err(format!("unknown engine `{other}`: use `local`, `standalone` or a scheduler's df://host:port")),
         }
     }
 }
@@ -67,7 +77,7 @@ impl fmt::Display for EngineKind {
 
 /// A session ready to run ubm's plans: ubm's functions registered, ubm's codecs set (so a
 /// Ballista cluster can ship its plan nodes) and object stores built for any location on first
-/// use ([`crate::registry::UbmObjectStoreRegistry`]).
+/// use ([`crate::store::registry::UbmObjectStoreRegistry`]).
 #[derive(Clone)]
 pub struct Engine {
     kind: EngineKind,
@@ -104,15 +114,14 @@ impl Engine {
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
-            .with_query_planner(Arc::new(crate::parts::UbmQueryPlanner))
+            .with_query_planner(Arc::new(crate::exec::parts::UbmQueryPlanner))
             .build();
         ubm_jobs::udf::register_all(&mut state).map_err(ClusterError::engine("registering functions"))?;
         let (ctx, jobs) = match &kind {
             EngineKind::Local => (SessionContext::new_with_state(state), None),
             EngineKind::Standalone => {
-                let ctx = SessionContext::standalone_with_state(state)
-                    .await
-                    .map_err(ClusterError::engine("starting the in-process Ballista cluster"))?;
+                let ctx =
+                    SessionContext::standalone_with_state(state).await.map_err(ClusterError::engine("starting the in-process Ballista cluster"))?;
                 (ctx, Some(JobTracker::new(None)))
             }
             EngineKind::Remote(address) => {
@@ -163,7 +172,7 @@ impl Engine {
 
     /// A scan of the review file at `url`, split into ranges that start at records; fails early
     /// on a missing file or a bad header. Finding the splits is a job of its own (the boundaries
-    /// pass, see [`crate::review_source`]): it runs where this engine runs plans and returns one
+    /// pass, see [`crate::exec::review`]): it runs where this engine runs plans and returns one
     /// small row per chunk of the file, never the file's bytes. On Ballista that job is named
     /// `{job_name}: record boundaries`.
     pub async fn review_records(&self, url: &Url, job_name: &str) -> Result<LogicalPlan, ClusterError> {
@@ -199,7 +208,7 @@ impl Engine {
     }
 
     /// A scan of the OLTP table's as-of snapshot in slices of one exported Postgres snapshot
-    /// (see [`crate::pg_slices`]); more slices on a cluster for a large table.
+    /// (see [`crate::exec::postgres`]); more slices on a cluster for a large table.
     pub fn postgres_slices(&self, extract: PgExtract) -> Result<LogicalPlan, ClusterError> {
         let table = PgSliceTable::new(extract, self.kind != EngineKind::Local);
         LogicalPlanBuilder::scan("user_purchase", provider_as_source(Arc::new(table)), None)
@@ -218,7 +227,10 @@ impl Engine {
         let batches = self.collect(plan, job_name, format!("copying {from} to {to}")).await?;
         let mut bytes = 0;
         for batch in &batches {
-            let copied = batch.column(0).as_primitive_opt::<UInt64Type>().ok_or_else(|| ClusterError::engine("reading the copy's row")(DataFusionError::Internal("not UInt64".into())))?;
+            let copied = batch
+                .column(0)
+                .as_primitive_opt::<UInt64Type>()
+                .ok_or_else(|| ClusterError::engine("reading the copy's row")(DataFusionError::Internal("not UInt64".into())))?;
             bytes += copied.values().iter().sum::<u64>();
         }
         Ok(bytes)
@@ -237,7 +249,7 @@ impl Engine {
     }
 
     /// Runs `plan` with every task writing its own rows as [`PartsSpec`] says (see
-    /// [`crate::parts`]): what comes back is one small report a task, never the rows.
+    /// [`crate::exec::parts`]): what comes back is one small report a task, never the rows.
     pub async fn write_parts(&self, plan: LogicalPlan, spec: PartsSpec, job_name: &str) -> Result<Vec<PartReport>, ClusterError> {
         let doing = format!("writing the part files of {job_name} into {}", spec.dir);
         let plan = WriteParts::plan(plan, spec).map_err(ClusterError::engine("planning the part writers"))?;
@@ -263,17 +275,10 @@ impl Engine {
         // Pull mode: Ballista's client knows the job id as soon as the scheduler accepts the job.
         // In push mode it learns it only with the first change of state, which never comes
         // while the job waits for a free executor, and a waiting job could not be cancelled.
-        let config = state
-            .config()
-            .clone()
-            .with_ballista_job_name(job_name)
-            .set_str(ballista_core::config::BALLISTA_CLIENT_PULL, "true");
+        let config = state.config().clone().with_ballista_job_name(job_name).set_str(ballista_core::config::BALLISTA_CLIENT_PULL, "true");
         let state = SessionStateBuilder::new_from_existing(state).with_config(config).build();
         let task_context = Arc::new(TaskContext::from(&state));
-        let physical = DataFrame::new(state, plan)
-            .create_physical_plan()
-            .await
-            .map_err(ClusterError::engine("planning"))?;
+        let physical = DataFrame::new(state, plan).create_physical_plan().await.map_err(ClusterError::engine("planning"))?;
         let stream = execute_stream(physical.clone(), task_context).map_err(ClusterError::engine("starting execution"))?;
         Ok(jobs.follow(physical, job_name, stream))
     }

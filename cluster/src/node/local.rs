@@ -41,7 +41,8 @@ impl LocalCluster {
             node_flags.push("--pull".to_string());
         }
         let with_node_flags = |args: &[&str]| args.iter().map(|a| a.to_string()).chain(node_flags.iter().cloned()).collect::<Vec<String>>();
-        let mut children = vec![child(exe, &with_node_flags(&["cluster", "scheduler", "--bind", &scheduler])).map_err(failed("the scheduler".into()))?];
+        let mut children =
+            vec![child(exe, &with_node_flags(&["cluster", "scheduler", "--bind", &scheduler])).map_err(failed("the scheduler".into()))?];
         wait_for_port(&scheduler).await.map_err(bad)?;
         for (i, p) in ports[1..].iter().step_by(2).enumerate() {
             let bind = format!("127.0.0.1:{p}");

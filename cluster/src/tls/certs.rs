@@ -13,9 +13,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use time::{Duration, OffsetDateTime};
 
 use crate::ClusterError;
@@ -144,14 +142,21 @@ fn new_ca(request: &CertsRequest) -> Result<(String, Issuer<'static, KeyPair>), 
 }
 
 fn load_ca(dir: &Path) -> Result<(String, Issuer<'static, KeyPair>), String> {
-    let read = |name: &str| fs::read_to_string(dir.join(name)).map_err(|e| format!("{}: {e} (--ca names the `ca` folder of an earlier run)", dir.join(name).display()));
+    let read = |name: &str| {
+        fs::read_to_string(dir.join(name)).map_err(|e| format!("{}: {e} (--ca names the `ca` folder of an earlier run)", dir.join(name).display()))
+    };
     let (cert, key) = (read(CERT_FILE)?, read(KEY_FILE)?);
     let key = KeyPair::from_pem(&key).map_err(|e| format!("{}: not a usable key ({e})", dir.join(KEY_FILE).display()))?;
     let issuer = Issuer::from_ca_cert_pem(&cert, key).map_err(|e| format!("{}: not a usable CA certificate ({e})", dir.join(CERT_FILE).display()))?;
     Ok((cert, issuer))
 }
 
-fn leaf(request: &CertsRequest, hosts: Vec<String>, common_name: &str, usages: &[ExtendedKeyUsagePurpose]) -> Result<(CertificateParams, KeyPair), String> {
+fn leaf(
+    request: &CertsRequest,
+    hosts: Vec<String>,
+    common_name: &str,
+    usages: &[ExtendedKeyUsagePurpose],
+) -> Result<(CertificateParams, KeyPair), String> {
     let key = KeyPair::generate().map_err(|e| format!("making a key: {e}"))?;
     let mut params = CertificateParams::new(hosts).map_err(|e| format!("a host name cannot go into a certificate: {e}"))?;
     params.distinguished_name = name(common_name);

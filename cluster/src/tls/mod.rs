@@ -8,6 +8,8 @@
 //! [`ClusterTls::endpoint_override`] (Ballista's gRPC and Flight clients) and
 //! [`ClusterTls::http_client`] (the scheduler's REST API).
 
+pub mod certs;
+
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
@@ -155,9 +157,8 @@ impl ClusterTls {
     /// presents this machine's certificate and checks the server's against the cluster's CA
     /// and the host name.
     pub fn endpoint_override(&self) -> EndpointOverrideFn {
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca_pem))
-            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem));
+        let tls =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem)).identity(Identity::from_pem(&self.cert_pem, &self.key_pem));
         Arc::new(move |endpoint: Endpoint| -> Result<Endpoint, Box<dyn std::error::Error + Send + Sync>> {
             // Ballista builds some endpoints with its `use_tls` setting (https, and its window
             // sizes kept) and some with `http://` fixed in its code; those are made again.
@@ -189,21 +190,24 @@ impl ClusterTls {
         let tls_error = causes(error).find_map(tls_error_in)?;
         let (ca, cert) = (self.file(CA_FILE), self.file(CERT_FILE));
         Some(match tls_error {
-            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => format!(
-                "{server} presented a certificate that the CA in {ca} did not sign: is {} the material of this cluster?",
-                self.dir.display()
-            ),
-            rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }) => format!(
-                "{server}'s certificate does not name the host used to reach it; make node material whose --hosts include it"
-            ),
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
+                format!("{server} presented a certificate that the CA in {ca} did not sign: is {} the material of this cluster?", self.dir.display())
+            }
+            rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }) => {
+                format!("{server}'s certificate does not name the host used to reach it; make node material whose --hosts include it")
+            }
             rustls::Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
                 format!("{server}'s certificate has expired; give the cluster new node material (`ubm cluster certs --ca CA_DIR`)")
             }
             rustls::Error::AlertReceived(AlertDescription::UnknownCA | AlertDescription::BadCertificate | AlertDescription::DecryptError) => {
-                format!("{server} refused this machine's certificate {cert}: the cluster's CA did not sign it; pass --tls with this cluster's client material")
+                format!(
+                    "{server} refused this machine's certificate {cert}: the cluster's CA did not sign it; pass --tls with this cluster's client material"
+                )
             }
             rustls::Error::AlertReceived(AlertDescription::CertificateExpired) => {
-                format!("{server} refused this machine's certificate {cert}: it has expired; make new client material with `ubm cluster certs --ca CA_DIR`")
+                format!(
+                    "{server} refused this machine's certificate {cert}: it has expired; make new client material with `ubm cluster certs --ca CA_DIR`"
+                )
             }
             rustls::Error::AlertReceived(AlertDescription::CertificateRequired) => {
                 format!("{server} requires a client certificate; pass --tls with this cluster's client material")

@@ -1,9 +1,10 @@
 //! How ubm's own plan nodes travel to a Ballista scheduler and its executors.
 //!
 //! Ballista serializes logical plans (client → scheduler) and physical plans (scheduler →
-//! executors) with extension codecs. These wrap Ballista's own codecs: ubm's review source is
-//! encoded here as a small JSON document behind a magic prefix, and everything else is handed
-//! to Ballista unchanged. The same codecs are set on every session (see [`crate::Engine`]), so
+//! executors) with extension codecs. These wrap Ballista's own codecs: each of ubm's four nodes
+//! is encoded here as a small JSON document behind a magic prefix of its own (the review scan
+//! `UBM1:`, the part writer `UBM1-PARTS:`, the Postgres slices `UBM1-PG:`, the file copy
+//! `UBM1-COPY:`), and everything else is handed to Ballista unchanged. The same codecs are set on every session (see [`crate::Engine`]), so
 //! every node decodes what every other node encodes.
 
 use std::sync::Arc;
@@ -27,11 +28,13 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig};
 use datafusion::datasource::source::DataSourceExec;
 use ubm_jobs::splits::Split;
 
-use crate::copy::{CopyExec, CopyTable, FileCopy};
-use crate::parts::{PartsSpec, WriteParts, WritePartsExec};
-use crate::pg_slices::{PgExtract, PgSliceSource, PgSliceTable, Slice, pg_scan_exec, slices_of};
-use crate::review_scan::{ReviewScanSource, splits_in};
-use crate::review_source::{FileVersion, ReviewCsvTable, ReviewFile, ReviewLocation, ReviewPass, part_file, scan_exec};
+use crate::exec::copy::{CopyExec, CopyTable, FileCopy};
+use crate::exec::parts::{PartsSpec, WriteParts, WritePartsExec};
+use crate::exec::postgres::{PgExtract, PgSliceSource, PgSliceTable, Slice, pg_scan_exec, slices_of};
+use crate::exec::review::ReviewPass;
+use crate::exec::review::file::{FileVersion, ReviewFile, ReviewLocation};
+use crate::exec::review::scan::{ReviewScanSource, splits_in};
+use crate::exec::review::table::{ReviewCsvTable, part_file, scan_exec};
 
 /// Prefix that marks a payload as ubm's; Ballista's payloads are protobuf and never start so.
 const MAGIC: &[u8] = b"UBM1:";
@@ -166,7 +169,12 @@ fn pass_from(splits: Option<Vec<[u64; 3]>>, file: &ReviewFile) -> Result<ReviewP
         if split.start < previous_end || split.end <= split.start || split.end > file.version.size || split.line < file.first_line {
             return Err(codec_error(format!(
                 "the split {}..{} (line {}) does not fit the review file {} ({} bytes, records from byte {})",
-                split.start, split.end, split.line, file.location.as_str(), file.version.size, file.data_start
+                split.start,
+                split.end,
+                split.line,
+                file.location.as_str(),
+                file.version.size,
+                file.data_start
             )));
         }
         previous_end = split.end;
@@ -327,12 +335,7 @@ impl LogicalExtensionCodec for UbmLogicalCodec {
         }
     }
 
-    fn try_encode_table_provider(
-        &self,
-        table_ref: &TableReference,
-        node: Arc<dyn TableProvider>,
-        buf: &mut Vec<u8>,
-    ) -> Result<()> {
+    fn try_encode_table_provider(&self, table_ref: &TableReference, node: Arc<dyn TableProvider>, buf: &mut Vec<u8>) -> Result<()> {
         if let Some(table) = node.downcast_ref::<PgSliceTable>() {
             return encode_as(PG_MAGIC, &PgTablePayload { extract: table.extract().clone(), on_cluster: table.on_cluster() }, buf);
         }
@@ -398,12 +401,7 @@ impl PhysicalExtensionCodec for UbmPhysicalCodec {
         }
     }
 
-    fn try_encode(
-        &self,
-        node: Arc<dyn ExecutionPlan>,
-        buf: &mut Vec<u8>,
-        proto_converter: &dyn PhysicalProtoConverterExtension,
-    ) -> Result<()> {
+    fn try_encode(&self, node: Arc<dyn ExecutionPlan>, buf: &mut Vec<u8>, proto_converter: &dyn PhysicalProtoConverterExtension) -> Result<()> {
         if let Some(parts) = (node.as_ref() as &dyn std::any::Any).downcast_ref::<WritePartsExec>() {
             return encode_as(PARTS_MAGIC, parts.spec(), buf);
         }

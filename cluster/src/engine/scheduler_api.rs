@@ -16,6 +16,36 @@ use url::Url;
 
 use crate::{ClusterError, SchedulerAddress};
 
+/// An executor as the scheduler's `/api/executors` lists it (the fields ubm shows; Ballista's
+/// metrics and OS details are left out).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExecutorInfo {
+    pub id: String,
+    /// The host and Flight port the executor advertised: where clients fetch its results.
+    pub host: String,
+    pub port: u16,
+    /// Milliseconds since its last heartbeat.
+    pub last_seen: Option<u64>,
+    pub specification: ExecutorSlots,
+}
+
+/// What an executor offers: its task slots (Ballista calls them vcores).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExecutorSlots {
+    pub vcores: u32,
+}
+
+/// Executors as a table, one line each.
+pub fn executors_table(executors: &[ExecutorInfo]) -> String {
+    let mut table = format!("{:<38} {:<28} {:>5} {:>10}\n", "EXECUTOR", "FLIGHT ADDRESS", "SLOTS", "LAST SEEN");
+    for executor in executors {
+        let seen = executor.last_seen.map_or_else(|| "-".to_string(), |ms| format!("{:.1} s ago", ms as f64 / 1000.0));
+        let address = format!("{}:{}", executor.host, executor.port);
+        table.push_str(&format!("{:<38} {:<28} {:>5} {:>10}\n", executor.id, address, executor.specification.vcores, seen));
+    }
+    table
+}
+
 /// A scheduler's REST API at the `df://HOST:PORT` users give.
 #[derive(Debug, Clone)]
 pub struct SchedulerApi {
@@ -109,8 +139,7 @@ impl SchedulerApi {
     pub async fn check(&self) -> Result<(), ClusterError> {
         match self.jobs().await {
             Err(ClusterError::SchedulerUnreachable { scheduler, source }) if source.is_connect() || source.is_timeout() => {
-                let innermost = std::iter::successors(Some(&source as &dyn std::error::Error), |e| e.source()).last().map(|e| e.to_string());
-                Err(ClusterError::NoScheduler { scheduler, reason: innermost.unwrap_or_else(|| source.to_string()) })
+                Err(ClusterError::NoScheduler { scheduler, source })
             }
             other => other.map(|_| ()),
         }
@@ -124,6 +153,12 @@ impl SchedulerApi {
     /// Every job the scheduler still remembers (it forgets finished jobs after a while).
     pub async fn jobs(&self) -> Result<Vec<JobResponse>, ClusterError> {
         self.get("api/jobs").await?.ok_or_else(|| self.error(Some(404), "has no job list (is this a Ballista 55 scheduler?)".to_string()))
+    }
+
+    /// The executors registered with the scheduler now (an executor that stopped heartbeating
+    /// is dropped after the scheduler's `--executor-timeout-seconds`).
+    pub async fn executors(&self) -> Result<Vec<ExecutorInfo>, ClusterError> {
+        self.get("api/executors").await?.ok_or_else(|| self.error(Some(404), "has no executor list (is this a Ballista 55 scheduler?)".to_string()))
     }
 
     /// A job's progress, or `None` when the scheduler does not know the job.
@@ -157,7 +192,9 @@ impl SchedulerApi {
                     .unwrap_or_else(|| "the job has already ended".to_string());
                 Ok(CancelOutcome::AlreadyEnded(reason))
             }
-            _ => Err(self.error(Some(status.as_u16()), format!("cancelling job {job_id} answered HTTP {status}: {}", String::from_utf8_lossy(&body)))),
+            _ => {
+                Err(self.error(Some(status.as_u16()), format!("cancelling job {job_id} answered HTTP {status}: {}", String::from_utf8_lossy(&body))))
+            }
         }
     }
 

@@ -24,8 +24,8 @@ use futures::{Stream, StreamExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::ClusterError;
-use crate::scheduler_api::{CancelOutcome, JobProgress, SchedulerApi};
+use crate::engine::scheduler_api::{CancelOutcome, JobProgress, SchedulerApi};
+use crate::{ClusterError, TaskFailure};
 
 /// How often a running job's progress is read from the scheduler.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
@@ -208,12 +208,21 @@ impl FollowedStream {
     }
 
     /// Names the failures a user must tell apart from a failing plan. Ballista reports them as
-    /// text only: a cancelled job fails with the reason `Cancelled` (not a failure to retry); a
-    /// scheduler or an executor that went away shows as a gRPC transport error naming its
-    /// address, which tells the two apart.
+    /// text only: a task of ubm's that failed carries its cause's retry decision in a tag
+    /// ([`TaskFailure`]); a cancelled job fails with the reason `Cancelled` (not a failure to
+    /// retry); a scheduler or an executor that went away shows as a gRPC transport error naming
+    /// its address, which tells the two apart.
     fn explain(&self, error: DataFusionError) -> DataFusionError {
         let message = error.to_string();
-        if let Some(job_id) = self.job.job_id()
+        let job_id = self.job.job_id();
+        if let Some(failure) = TaskFailure::find_in(&message) {
+            let failure = match job_id {
+                Some(job_id) => failure.in_job(job_id),
+                None => failure,
+            };
+            return DataFusionError::External(Box::new(failure));
+        }
+        if let Some(job_id) = job_id
             && message.trim_end().ends_with("failed: Cancelled")
         {
             return DataFusionError::External(Box::new(ClusterError::Cancelled { job_id }));

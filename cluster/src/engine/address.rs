@@ -34,9 +34,7 @@ impl SchedulerAddress {
             return Err(bad("a scheduler address is only df://HOST:PORT".to_string()));
         }
         let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("the host is missing".to_string()))?;
-        let port = url
-            .port()
-            .ok_or_else(|| bad("the port is missing: a scheduler address looks like df://HOST:50050".to_string()))?;
+        let port = url.port().ok_or_else(|| bad("the port is missing: a scheduler address looks like df://HOST:50050".to_string()))?;
         Ok(Self { host: host.to_string(), port, rest_base: url.clone(), tls: None })
     }
 

@@ -2,6 +2,8 @@
 //! codecs that ship its review scan, and object stores for `s3://` as well as local files.
 //! `ubm cluster scheduler` and `ubm cluster executor` run these.
 
+pub mod local;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -24,10 +26,10 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::SessionConfig;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 
-use crate::{ClusterError, SchedulerAddress};
-use crate::codec::{UbmLogicalCodec, UbmPhysicalCodec};
-use crate::registry::UbmObjectStoreRegistry;
+use crate::exec::codec::{UbmLogicalCodec, UbmPhysicalCodec};
+use crate::store::registry::UbmObjectStoreRegistry;
 use crate::tls::{ClusterTls, TlsListener};
+use crate::{ClusterError, SchedulerAddress};
 
 /// A runtime whose object stores resolve `s3://` on first use.
 pub fn runtime() -> datafusion::common::Result<Arc<RuntimeEnv>> {
@@ -54,12 +56,12 @@ pub fn for_ballista(mut config: SessionConfig) -> SessionConfig {
 }
 
 /// Ballista's default session for `config`, plus ubm's functions, object stores and planner
-/// ([`crate::parts::UbmQueryPlanner`]).
+/// ([`crate::exec::parts::UbmQueryPlanner`]).
 pub fn session_state(config: SessionConfig) -> datafusion::common::Result<SessionState> {
     let base = ballista_core::utils::default_session_builder(for_ballista(config))?;
     let mut state = datafusion::execution::SessionStateBuilder::new_from_existing(base)
         .with_runtime_env(runtime()?)
-        .with_query_planner(Arc::new(crate::parts::UbmQueryPlanner))
+        .with_query_planner(Arc::new(crate::exec::parts::UbmQueryPlanner))
         .build();
     ubm_jobs::udf::register_all(&mut state)?;
     Ok(state)
