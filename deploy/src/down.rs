@@ -23,7 +23,7 @@ pub async fn down(state: DeployState, state_file: &Path, emr: &Emr, purge: bool)
     emr.terminate(&state.cluster_id).await?;
     let mut deleted = None;
     if purge {
-        let bad = |source| DeployError::Cluster { doing: format!("opening the bucket {}", state.bucket), source };
+        let bad = |source| DeployError::Cluster { doing: format!("opening the bucket {}", state.bucket), source: Box::new(source) };
         let url = ubm_cluster::store::location_url(&format!("s3://{}", state.bucket)).map_err(bad)?;
         let store = ubm_cluster::store::object_store_for(&url).map_err(bad)?;
         let count = ArtifactStore::new(store, &state.bucket, &state.version).delete_all().await?;

@@ -40,7 +40,7 @@ pub enum DeployError {
     /// A bucket, a store or the cluster's TLS material could not be set up; the source is
     /// ubm's own error, with its cause.
     #[error("{doing}")]
-    Cluster { doing: String, source: ubm_cluster::ClusterError },
+    Cluster { doing: String, source: Box<ubm_cluster::ClusterError> },
     /// What ubm writes as JSON (the steps of a DAG) could not be encoded: a bug.
     #[error("encoding {what}")]
     Encoding { what: &'static str, source: serde_json::Error },

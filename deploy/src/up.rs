@@ -98,7 +98,7 @@ pub async fn up(deployment: Deployment, emr: &Emr, region: String, mut on_event:
         )));
     }
     // Everything up puts in the bucket (the binary, the secrets, the node keys) is encrypted at rest.
-    let bad_bucket = |source| DeployError::Cluster { doing: format!("--bucket {}", deployment.bucket), source };
+    let bad_bucket = |source| DeployError::Cluster { doing: format!("--bucket {}", deployment.bucket), source: Box::new(source) };
     let bucket_url = ubm_cluster::store::location_url(&format!("s3://{}", deployment.bucket)).map_err(bad_bucket)?;
     let bucket_store = ubm_cluster::store::encrypted_object_store_for(&bucket_url).map_err(bad_bucket)?;
     make_cluster_tls(&deployment.tls_dir, &region).await?;
@@ -177,7 +177,9 @@ async fn make_cluster_tls(dir: &Path, region: &str) -> Result<()> {
         })?;
     }
     let hosts = vec!["*.ec2.internal".to_string(), format!("*.{region}.compute.internal")];
-    ubm_cluster::tls::certs::make(&ubm_cluster::tls::certs::CertsRequest::new(dir.to_path_buf(), hosts))
-        .map_err(|source| DeployError::Cluster { doing: format!("making the cluster's TLS material in {}", dir.display()), source })?;
+    ubm_cluster::tls::certs::make(&ubm_cluster::tls::certs::CertsRequest::new(dir.to_path_buf(), hosts)).map_err(|source| DeployError::Cluster {
+        doing: format!("making the cluster's TLS material in {}", dir.display()),
+        source: Box::new(source),
+    })?;
     Ok(())
 }

@@ -36,7 +36,7 @@ impl FromStr for RunDate {
         }
         let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| invalid())?;
         // Same shape, so comparing the text compares the dates.
-        if text < FIRST_DATE || text > LAST_DATE {
+        if !(FIRST_DATE..=LAST_DATE).contains(&text) {
             return Err(InvalidRunDate { text: text.to_string(), reason: "ubm runs dates from 1900-01-01 to 9999-12-30 (YYYY-MM-DD)" });
         }
         Ok(RunDate(date))

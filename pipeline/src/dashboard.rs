@@ -112,7 +112,7 @@ pub async fn collect(lake: &Lake) -> Result<Vec<DayData>> {
 
 /// The page for `days` (in date order), made at `now`.
 pub fn page(lake: &Lake, days: &[DayData], now: chrono::DateTime<chrono::Utc>) -> String {
-    render::page(&lake.root().to_string(), days, now)
+    render::page(lake.root().as_ref(), days, now)
 }
 
 /// Makes the page and writes it to `out` (a path or URL) or `<lake>/_report/index.html`;
@@ -274,7 +274,7 @@ pub fn grouped(n: u128) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -65,10 +65,10 @@ pub fn redact(text: &str) -> String {
     let mut out = text.to_string();
     if let Some(scheme_end) = out.find("://") {
         let start = scheme_end + 3;
-        if let Some(at) = out[start..].rfind('@') {
-            if let Some(colon) = out[start..start + at].find(':') {
-                out.replace_range(start + colon + 1..start + at, "***");
-            }
+        if let Some(at) = out[start..].rfind('@')
+            && let Some(colon) = out[start..start + at].find(':')
+        {
+            out.replace_range(start + colon + 1..start + at, "***");
         }
     }
     redact_password_values(&out)

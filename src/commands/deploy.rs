@@ -20,7 +20,8 @@ use crate::args::{AttemptsArg, DateArgs, PollArgs};
 pub enum DeployCommand {
     /// Upload ubm and its bootstrap script to the bucket, create the EMR cluster (scheduler on
     /// the master node, an executor on each core node) and wait until it is ready.
-    Up(UpArgs),
+    // Boxed: its flags are most of the enum's size (clippy's large_enum_variant).
+    Up(Box<UpArgs>),
     /// Print the EMR step definitions of the daily run as JSON, in the API's shape (what boto3's
     /// add_job_flow_steps and Airflow's EmrAddStepsOperator take, as the original
     /// clean_movie_review.json).
@@ -154,7 +155,7 @@ pub struct DagArgs {
 
 pub async fn dispatch(command: DeployCommand) -> Result<ExitCode> {
     match command {
-        DeployCommand::Up(args) => up(args).await,
+        DeployCommand::Up(args) => up(*args).await,
         DeployCommand::Steps(args) => steps(args).await,
         DeployCommand::Run(args) => run(args).await,
         DeployCommand::Status(args) => status(args).await,

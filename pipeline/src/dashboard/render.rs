@@ -416,12 +416,9 @@ fn lines(series: &[Series], dates: &[&str], states: &[DayState]) -> String {
         let shade = shades[k % shades.len()];
         let mut path = String::new();
         for (i, value) in s.values.iter().enumerate() {
-            match value {
-                Some(v) => {
-                    let command = if path.is_empty() || s.values[i - 1].is_none() { 'M' } else { 'L' };
-                    let _ = write!(path, "{command}{:.1},{:.1} ", x_of(i), 10.0 + plot_h * (1.0 - v / max));
-                }
-                None => {}
+            if let Some(v) = value {
+                let command = if path.is_empty() || s.values[i - 1].is_none() { 'M' } else { 'L' };
+                let _ = write!(path, "{command}{:.1},{:.1} ", x_of(i), 10.0 + plot_h * (1.0 - v / max));
             }
         }
         let _ = write!(svg, "<path class=\"line\" style=\"stroke:{shade}\" d=\"{path}\"/>");

@@ -22,7 +22,7 @@ pub(super) fn remove_local_dir(dir: &FsPath) -> Result<usize> {
 
 /// The last segment of a staging directory's path (the run id).
 pub(super) fn run_id_dir_name(path: &Path) -> String {
-    path.parts().last().map(|p| p.as_ref().to_string()).unwrap_or_default()
+    path.filename().map(str::to_string).unwrap_or_default()
 }
 
 /// Removes every directory in `dir` but `keep` (a missing `dir` has nothing to remove).
