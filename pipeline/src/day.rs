@@ -117,9 +117,9 @@ pub async fn day_status(lake: &Lake, date: RunDate) -> Result<DayStatus> {
             read_bytes(lake, &relative).await?.map(|bytes| serde_json::from_slice::<SuccessMarker>(&bytes).map(|m| m.run_id).unwrap_or_default());
         partitions.push(PartitionState { table: table.0, run_id });
     }
-    let live = current(lake, date).await?.filter(|(_, record)| record.is_live(Utc::now(), &Host::current()));
-    let holder = live.as_ref().map(|(_, record)| record.describe());
-    let (state, note) = judge(report.as_ref(), &partitions, live.as_ref().map(|(_, r)| r.run_id.as_str()));
+    let live = current(lake, date).await?.filter(|state| state.is_live(Utc::now(), &Host::current()));
+    let holder = live.as_ref().map(|state| state.record.describe());
+    let (state, note) = judge(report.as_ref(), &partitions, live.as_ref().map(|s| s.record.run_id.as_str()));
     Ok(DayStatus { date: date.to_string(), state, report, partitions, holder, note })
 }
 

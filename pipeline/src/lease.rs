@@ -1,19 +1,36 @@
 //! One run per date at a time, on any lake: a run holds its date's lease before it changes
 //! anything, renews it while it lives, and checks it before every commit.
 //!
-//! A lease is an object `<lake>/_leases/D/lease-GENERATION.json` holding the run id, host, pid
-//! and expiry. It is taken by creating the next generation only if it does not exist
-//! (`PutMode::Create`: `If-None-Match: *` on S3, a hard link on a local disk), so of two runs
-//! that try at once exactly one gets it. The holder rewrites its own generation with a later
-//! expiry every third of the lease's life. A run that finds a live lease waits
-//! (`--wait-for-lease`) or fails naming the holder. A lease whose expiry has passed, or whose
-//! holder is a process of this same host that no longer exists, is taken over by creating the
-//! next generation. Fencing: before each commit the holder checks that no newer generation
-//! exists and that its last renewal is still good, so a run that lost its lease (paused past its
-//! expiry, say) never commits over the run that took the date.
+//! # The protocol
+//! A date's lease is a chain of immutable objects `<lake>/_leases/D/lease-GENERATION.json`; the
+//! newest one says who holds the date (its run id, host, pid, expiry), or that it was released.
+//! Every change of the lease creates the next generation only if it does not exist yet
+//! (`PutMode::Create`: `If-None-Match: *` on S3, a hard link on a local disk), so of two writers
+//! exactly one gets each generation, and no object is ever overwritten:
+//! - **take**: a run that finds the newest record released, expired or held by a process of
+//!   this host that no longer exists creates the next generation with its own run id (a live
+//!   holder makes it wait, `--wait-for-lease`, or fail naming the holder);
+//! - **renew**: every third of the lease's life the holder reads the newest record and, if it is
+//!   still its own, creates the next generation with a later expiry;
+//! - **release**: the holder creates the next generation marked released;
+//! - **check** (before every commit and the run report): the newest record must be the run's
+//!   own, unreleased, and its last renewal must have at least a sixth of the lease's life left
+//!   on this host's clock.
+//!
+//! Fencing rests on the run id, never on a generation number: a run holds the date only while
+//! the newest record carries its id. A run paused past its expiry (a sleeping laptop, a frozen
+//! VM) finds, when it resumes, another run's record or a release on top of its own and stops,
+//! committing nothing more; it never re-creates or overwrites a record. Lease objects deleted by
+//! hand do not help a stale run either: the next record is then another run's, or there is none,
+//! and both fail the check. A record's expiry is believed only up to the lease's life after the
+//! store wrote it (the object's `last_modified`), so a holder whose clock runs ahead cannot block
+//! its date for longer. What remains: a run paused between its last check and the end of its
+//! partition swap (a local rename; a few requests on S3) could publish after a successor took
+//! over; the sixth of the lease's life that the check demands is the bound on that window, and
+//! `docs/lake.md` says so.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -26,15 +43,30 @@ use ubm_jobs::RunDate;
 use crate::error::{PipelineError, Result};
 use crate::lake::{CommitFence, Lake};
 
-/// How long a lease lasts without renewal. A run that dies on another host blocks its date
-/// this long at most; on the same host a dead holder frees it at once.
-pub const LEASE_TTL: Duration = Duration::from_secs(60);
+/// How long a lease lasts without renewal: `UBM_LEASE_TTL_SECONDS` (1 to 3600), 60 by default.
+/// A run that dies on another host blocks its date this long at most; on the same host a dead
+/// holder frees it at once. Every process that runs a date on one lake must use the same value.
+pub fn lease_ttl() -> Duration {
+    static TTL: OnceLock<Duration> = OnceLock::new();
+    *TTL.get_or_init(|| match std::env::var("UBM_LEASE_TTL_SECONDS") {
+        Err(_) => Duration::from_secs(60),
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(seconds @ 1..=3600) => Duration::from_secs(seconds),
+            _ => {
+                tracing::warn!("UBM_LEASE_TTL_SECONDS={text} is not a number of seconds from 1 to 3600; using 60");
+                Duration::from_secs(60)
+            }
+        },
+    })
+}
+
 /// How often a waiting run looks again.
 const WAIT_POLL: Duration = Duration::from_millis(500);
 
 /// What a lease object holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRecord {
+    /// The run holding (or releasing) the date: the fencing token.
     pub run_id: String,
     pub host: String,
     pub pid: u32,
@@ -43,21 +75,38 @@ pub struct LeaseRecord {
     pub pid_start: Option<u64>,
     pub acquired_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The run gave the date up: the next run takes it at once.
+    #[serde(default)]
+    pub released: bool,
 }
 
-impl LeaseRecord {
-    /// Whether the run holding it may still be running: not expired, and, on this host, its
-    /// process still exists.
+/// The newest record of a date's lease, as read from the lake.
+#[derive(Debug, Clone)]
+pub struct LeaseState {
+    pub generation: u64,
+    pub record: LeaseRecord,
+    /// When the store wrote the record (its clock, not the writer's).
+    pub written_at: DateTime<Utc>,
+}
+
+impl LeaseState {
+    /// Whether the run holding it may still be running: not released, not expired (an expiry
+    /// is believed up to the lease's life after the store wrote the record), and, on this host,
+    /// its process still exists.
     pub fn is_live(&self, now: DateTime<Utc>, here: &Host) -> bool {
-        if now >= self.expires_at {
+        let record = &self.record;
+        let believed = record.expires_at.min(self.written_at + lease_ttl());
+        if record.released || now >= believed {
             return false;
         }
-        if self.host == here.name {
-            return process_start(self.pid).is_some_and(|start| self.pid_start.is_none_or(|s| s == start));
+        if record.host == here.name {
+            return process_start(record.pid).is_some_and(|start| record.pid_start.is_none_or(|s| s == start));
         }
         true
     }
+}
 
+impl LeaseRecord {
     /// The holder, in words.
     pub fn describe(&self) -> String {
         format!(
@@ -107,27 +156,62 @@ fn generation_of(path: &Path) -> Option<u64> {
     path.filename()?.strip_prefix("lease-")?.strip_suffix(".json")?.parse().ok()
 }
 
-/// The newest lease of `date`, if any: its generation and what it holds.
-pub async fn current(lake: &Lake, date: RunDate) -> Result<Option<(u64, LeaseRecord)>> {
+/// The newest record of `date`'s lease, if any.
+pub async fn current(lake: &Lake, date: RunDate) -> Result<Option<LeaseState>> {
     let Some(generation) = newest_generation(lake, date).await? else { return Ok(None) };
     let path = lake.object_path(&format!("{}{}", lease_dir(date), lease_name(generation)))?;
-    let bytes = match lake.store().get(&path).await {
-        Ok(got) => got.bytes().await.map_err(lake.store_error("reading", &path))?,
-        // Released (deleted) between the listing and the read: no lease.
+    let got = match lake.store().get(&path).await {
+        Ok(got) => got,
+        // Removed (by hand, or as an older generation) between the listing and the read.
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(lake.store_error("reading", &path)(e)),
     };
+    let written_at = got.meta.last_modified;
+    let bytes = got.bytes().await.map_err(lake.store_error("reading", &path))?;
     let record = serde_json::from_slice(&bytes).map_err(|e| PipelineError::BadInput {
         what: format!("the lease {path}"),
-        reason: format!("not a ubm lease ({e}); if no run of the date is active, delete it"),
+        reason: format!("not a ubm lease ({e}); if no run of the date is active, delete the directory _leases/{date}/"),
     })?;
-    Ok(Some((generation, record)))
+    Ok(Some(LeaseState { generation, record, written_at }))
 }
 
 async fn newest_generation(lake: &Lake, date: RunDate) -> Result<Option<u64>> {
     let dir = lake.object_path(&lease_dir(date))?;
     let listed: Vec<Path> = lake.store().list(Some(&dir)).map_ok(|m| m.location).try_collect().await.map_err(lake.store_error("listing", &dir))?;
     Ok(listed.iter().filter_map(generation_of).max())
+}
+
+/// The generation after `state`'s (1 when there is none), or an error when the name space is
+/// used up (a lease named by hand with the largest number).
+fn next_generation(lake: &Lake, date: RunDate, state: Option<&LeaseState>) -> Result<u64> {
+    match state {
+        None => Ok(1),
+        Some(state) => state.generation.checked_add(1).filter(|g| *g < 10_000_000_000).ok_or_else(|| PipelineError::BadInput {
+            what: format!("the lease of {date} in {}", lake.root()),
+            reason: format!(
+                "its newest generation is {}, the largest a lease can have; once no run of the date is active, delete the directory _leases/{date}/",
+                state.generation
+            ),
+        }),
+    }
+}
+
+/// The outcome of creating a lease generation.
+enum Created {
+    Yes,
+    /// Another writer created that generation first.
+    Taken,
+}
+
+/// Creates `generation` of `date`'s lease holding `record`, only if it does not exist yet.
+async fn create(lake: &Lake, date: RunDate, generation: u64, record: &LeaseRecord) -> Result<Created> {
+    let path = lake.object_path(&format!("{}{}", lease_dir(date), lease_name(generation)))?;
+    let create = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
+    match lake.store().put_opts(&path, encode(record)?, create).await {
+        Ok(_) => Ok(Created::Yes),
+        Err(object_store::Error::AlreadyExists { .. }) => Ok(Created::Taken),
+        Err(e) => Err(lake.store_error("writing the lease", &path)(e)),
+    }
 }
 
 /// The lease a run holds on its date; renewed in the background until released or dropped.
@@ -140,10 +224,19 @@ pub struct Lease {
 struct Shared {
     lake: Lake,
     date: RunDate,
-    generation: u64,
-    record: Mutex<LeaseRecord>,
-    /// Set when a newer generation exists: the date was taken over.
+    /// The run's newest record and when this host last renewed it.
+    held: Mutex<Held>,
+    /// Set once the newest record is not this run's: the date was taken over, released or
+    /// removed. Never cleared.
     lost: AtomicBool,
+}
+
+#[derive(Clone)]
+struct Held {
+    record: LeaseRecord,
+    /// When this host's last renewal was created, on its monotonic clock (a paused process's
+    /// pause counts): the lease is good until `renewed + ttl` here, whatever the wall clocks say.
+    renewed: Instant,
 }
 
 impl Drop for Lease {
@@ -159,17 +252,21 @@ impl Lease {
         let deadline = Instant::now() + wait;
         loop {
             let current = current(lake, date).await?;
-            if let Some((_, holder)) = &current
-                && holder.is_live(Utc::now(), &here)
-            {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(PipelineError::DateBusy { date: date.to_string(), holder: holder.describe() });
+            if let Some(state) = &current {
+                // A retried take whose first attempt was created, but whose answer was lost.
+                if state.record.run_id == run_id && !state.record.released {
+                    return Ok(Lease::held(lake, date, state.record.clone()));
                 }
-                tokio::time::sleep(WAIT_POLL.min(left)).await;
-                continue;
+                if state.is_live(Utc::now(), &here) {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(PipelineError::DateBusy { date: date.to_string(), holder: state.record.describe() });
+                    }
+                    tokio::time::sleep(WAIT_POLL.min(left)).await;
+                    continue;
+                }
             }
-            let generation = current.as_ref().map_or(1, |(g, _)| g + 1);
+            let generation = next_generation(lake, date, current.as_ref())?;
             let now = Utc::now();
             let record = LeaseRecord {
                 run_id: run_id.to_string(),
@@ -177,87 +274,128 @@ impl Lease {
                 pid: here.pid,
                 pid_start: here.pid_start,
                 acquired_at: now,
-                expires_at: now + LEASE_TTL,
+                expires_at: now + lease_ttl(),
+                released: false,
             };
-            let path = lake.object_path(&format!("{}{}", lease_dir(date), lease_name(generation)))?;
-            let create = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
-            match lake.store().put_opts(&path, encode(&record)?, create).await {
-                Ok(_) => {
-                    if let Some((_, taken_from)) = &current {
-                        tracing::warn!("took over the lease of {date} from {}, which stopped", taken_from.describe());
+            let started = Instant::now();
+            match create(lake, date, generation, &record).await? {
+                Created::Yes => {
+                    if let Some(state) = current.as_ref().filter(|s| !s.record.released) {
+                        tracing::warn!("took over the lease of {date} from {}, which stopped", state.record.describe());
                     }
-                    remove_older_generations(lake, date, generation).await;
-                    let shared = Arc::new(Shared { lake: lake.clone(), date, generation, record: Mutex::new(record), lost: AtomicBool::new(false) });
-                    let renewer = tokio::spawn(renew(Arc::clone(&shared)));
-                    return Ok(Lease { shared, renewer });
+                    remove_generations_before(lake, date, generation).await;
+                    let lease = Lease::held(lake, date, record);
+                    lock(&lease.shared.held).renewed = started;
+                    return Ok(lease);
                 }
                 // Another run took this generation first: look again.
-                Err(object_store::Error::AlreadyExists { .. }) => continue,
-                Err(e) => return Err(lake.store_error("taking the lease", &path)(e)),
+                Created::Taken => continue,
             }
         }
     }
 
-    /// Fails unless this run still holds its date: no newer generation exists and its last
-    /// renewal has not run out. Called before every commit.
+    fn held(lake: &Lake, date: RunDate, record: LeaseRecord) -> Lease {
+        let held = Held { record, renewed: Instant::now() };
+        let shared = Arc::new(Shared { lake: lake.clone(), date, held: Mutex::new(held), lost: AtomicBool::new(false) });
+        let renewer = tokio::spawn(renew(Arc::clone(&shared)));
+        Lease { shared, renewer }
+    }
+
+    /// Fails unless this run still holds its date: the newest record is its own and unreleased,
+    /// and its last renewal has at least a sixth of the lease's life left on this host's
+    /// monotonic clock. Called before every commit and before the run report is written.
     pub async fn check(&self) -> Result<()> {
         let shared = &self.shared;
         let lost = |why: String| PipelineError::LeaseLost { date: shared.date.to_string(), why };
         if shared.lost.load(Ordering::SeqCst) {
-            return Err(lost("another run took the date over".to_string()));
+            return Err(lost("another run took the date over, or its lease was removed".to_string()));
         }
-        let expires_at = lock(&shared.record).expires_at;
-        // A margin for clock differences between this host and the next run's.
-        if Utc::now() + LEASE_TTL / 6 >= expires_at {
-            return Err(lost(format!("its lease could not be renewed before {expires_at}")));
+        let renewed = lock(&shared.held).renewed;
+        if renewed.elapsed() + lease_ttl() / 6 >= lease_ttl() {
+            shared.lost.store(true, Ordering::SeqCst);
+            return Err(lost(format!("its lease was last renewed {:.0?} ago, too long to be sure no other run took the date", renewed.elapsed())));
         }
-        match newest_generation(&shared.lake, shared.date).await? {
-            Some(newest) if newest > shared.generation => {
-                shared.lost.store(true, Ordering::SeqCst);
-                Err(lost("another run took the date over".to_string()))
-            }
-            _ => Ok(()),
-        }
+        shared.confirm().await?.map(|_| ()).map_err(lost)
     }
 
     /// Gives the date up: the next run takes it at once.
     pub async fn release(self) {
         self.renewer.abort();
         let shared = &self.shared;
-        let name = format!("{}{}", lease_dir(shared.date), lease_name(shared.generation));
-        if let Ok(path) = shared.lake.object_path(&name)
-            && let Err(e) = shared.lake.store().delete(&path).await
-        {
-            tracing::warn!("could not release the lease {path} (it expires by itself): {e}");
+        let Ok(Ok(newest)) = shared.confirm().await else {
+            return; // not ours any more (or unreadable): it expires by itself
+        };
+        let (lake, date) = (&shared.lake, shared.date);
+        let record = LeaseRecord { released: true, ..newest.record.clone() };
+        let released = match next_generation(lake, date, Some(&newest)) {
+            Ok(next) => create(lake, date, next, &record).await.map(|created| matches!(created, Created::Yes).then_some(next)),
+            Err(e) => Err(e),
+        };
+        match released {
+            Ok(Some(next)) => remove_generations_before(lake, date, next).await,
+            Ok(None) => tracing::warn!("could not release the lease of {date}: another run wrote it first"),
+            Err(e) => tracing::warn!("could not release the lease of {date} (it expires by itself): {}", e.describe()),
         }
     }
 }
 
-/// Rewrites the lease with a later expiry every third of its life, until aborted; marks it
-/// lost when a newer generation appears.
+impl Shared {
+    /// `Ok(Ok(newest))` while the newest record of the date is this run's own and unreleased;
+    /// `Ok(Err(why))`, marking the lease lost, when it is not. An error of the store (the lease
+    /// could not be read) is neither: it is returned as it is, and may pass.
+    async fn confirm(&self) -> Result<std::result::Result<LeaseState, String>> {
+        let run_id = lock(&self.held).record.run_id.clone();
+        let why = match current(&self.lake, self.date).await? {
+            Some(state) if state.record.run_id == run_id && !state.record.released => return Ok(Ok(state)),
+            Some(state) if state.record.run_id == run_id => "it was released".to_string(),
+            Some(state) => format!("another run took the date over: {}", state.record.describe()),
+            None => "its lease was removed from the lake".to_string(),
+        };
+        self.lost.store(true, Ordering::SeqCst);
+        Ok(Err(why))
+    }
+}
+
+/// Renews the lease every third of its life, until aborted: while the newest record is still
+/// this run's, creates the next generation with a later expiry. Stops, marking the lease lost,
+/// as soon as the newest record is not its own.
 async fn renew(shared: Arc<Shared>) {
-    let Ok(path) = shared.lake.object_path(&format!("{}{}", lease_dir(shared.date), lease_name(shared.generation))) else { return };
     loop {
-        tokio::time::sleep(LEASE_TTL / 3).await;
-        if let Ok(Some(newest)) = newest_generation(&shared.lake, shared.date).await
-            && newest > shared.generation
-        {
-            shared.lost.store(true, Ordering::SeqCst);
-            return;
-        }
-        let mut record = lock(&shared.record).clone();
-        record.expires_at = Utc::now() + LEASE_TTL;
-        let Ok(payload) = encode(&record) else { return };
-        match shared.lake.store().put(&path, payload).await {
-            Ok(_) => *lock(&shared.record) = record,
-            Err(e) => tracing::warn!("renewing the lease of {} failed (trying again): {e}", shared.date),
+        tokio::time::sleep(lease_ttl() / 3).await;
+        let newest = match shared.confirm().await {
+            Ok(Ok(newest)) => newest,
+            Ok(Err(why)) => {
+                tracing::warn!("the lease of {} is lost: {why}", shared.date);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("renewing the lease of {} failed (trying again): {}", shared.date, e.describe());
+                continue;
+            }
+        };
+        // The newest generation, not the one last renewed: a renewal whose answer was lost may
+        // have been written all the same.
+        let record = LeaseRecord { expires_at: Utc::now() + lease_ttl(), ..newest.record.clone() };
+        let Ok(next) = next_generation(&shared.lake, shared.date, Some(&newest)) else { return };
+        let started = Instant::now();
+        match create(&shared.lake, shared.date, next, &record).await {
+            Ok(Created::Yes) => {
+                *lock(&shared.held) = Held { record, renewed: started };
+                remove_generations_before(&shared.lake, shared.date, next).await;
+            }
+            Ok(Created::Taken) => {
+                shared.lost.store(true, Ordering::SeqCst);
+                tracing::warn!("the lease of {} is lost: another run wrote generation {next} first", shared.date);
+                return;
+            }
+            Err(e) => tracing::warn!("renewing the lease of {} failed (trying again): {}", shared.date, e.describe()),
         }
     }
 }
 
-/// Deletes the generations before `generation`, whose holders are gone (best effort: a left
-/// one is only clutter).
-async fn remove_older_generations(lake: &Lake, date: RunDate, generation: u64) {
+/// Deletes the generations before `generation` (best effort: a left one is only clutter; the
+/// newest is never deleted, so generations keep counting up).
+async fn remove_generations_before(lake: &Lake, date: RunDate, generation: u64) {
     let Ok(dir) = lake.object_path(&lease_dir(date)) else { return };
     let Ok(listed) = lake.store().list(Some(&dir)).map_ok(|m| m.location).try_collect::<Vec<Path>>().await else { return };
     for old in listed.iter().filter(|p| generation_of(p).is_some_and(|g| g < generation)) {
@@ -308,7 +446,7 @@ mod tests {
         first.check().await.expect("still held");
         first.release().await;
         let second = Lease::acquire(&lake, date(), "run-2", Duration::ZERO).await.expect("released");
-        assert_eq!(current(&lake, date()).await.expect("read").expect("held").1.run_id, "run-2");
+        assert_eq!(current(&lake, date()).await.expect("read").expect("held").record.run_id, "run-2");
         second.release().await;
     }
 
@@ -317,13 +455,13 @@ mod tests {
         let lake = lake();
         let old = Lease::acquire(&lake, date(), "run-1", Duration::ZERO).await.expect("free date");
         // The holder "dies": its lease names a process of this host that does not exist.
-        let mut record = current(&lake, date()).await.expect("read").expect("held").1;
+        let mut record = current(&lake, date()).await.expect("read").expect("held").record;
         record.pid = u32::MAX;
         let path = lake.object_path(&format!("{}{}", lease_dir(date()), lease_name(1))).expect("path");
         lake.store().put(&path, encode(&record).expect("json")).await.expect("put");
         let new = Lease::acquire(&lake, date(), "run-2", Duration::ZERO).await.expect("taken over");
         let fenced = old.check().await.expect_err("the old run may not commit");
-        assert!(fenced.to_string().contains("took the date over"), "{fenced}");
+        assert!(fenced.describe().contains("took the date over"), "{}", fenced.describe());
         new.check().await.expect("the new run may");
         assert_eq!(newest_generation(&lake, date()).await.expect("list"), Some(2));
     }
@@ -339,5 +477,86 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         first.release().await;
         waiting.await.expect("join").expect("the waiting run gets the date");
+    }
+
+    /// Marks the newest record of `date` expired, as a holder paused past its lease would leave it.
+    async fn expire_newest(lake: &Lake) {
+        let state = current(lake, date()).await.expect("read").expect("held");
+        let record = LeaseRecord { expires_at: Utc::now() - chrono::Duration::seconds(1), ..state.record };
+        let path = lake.object_path(&format!("{}{}", lease_dir(date()), lease_name(state.generation))).expect("path");
+        lake.store().put(&path, encode(&record).expect("json")).await.expect("put");
+    }
+
+    #[tokio::test]
+    async fn a_paused_holder_never_commits_after_another_run_took_the_date_and_released_it() {
+        let lake = lake();
+        let paused = Lease::acquire(&lake, date(), "run-a", Duration::ZERO).await.expect("free date");
+        expire_newest(&lake).await;
+        let other = Lease::acquire(&lake, date(), "run-b", Duration::ZERO).await.expect("the expired lease is taken over");
+        other.check().await.expect("the new holder may commit");
+        other.release().await;
+        // Every generation before the release is gone: the paused run's own among them.
+        assert_eq!(newest_generation(&lake, date()).await.expect("list"), Some(3));
+        let fenced = paused.check().await.expect_err("the resumed run may not commit");
+        assert!(matches!(fenced, PipelineError::LeaseLost { .. }), "{}", fenced.describe());
+        assert!(fenced.describe().contains("released") || fenced.describe().contains("took the date over"), "{}", fenced.describe());
+        assert!(paused.check().await.is_err(), "lost for good");
+        paused.release().await;
+        assert_eq!(newest_generation(&lake, date()).await.expect("list"), Some(3), "a run that lost the date writes no lease");
+    }
+
+    #[tokio::test]
+    async fn a_holder_whose_lease_was_removed_never_commits_even_when_the_next_run_restarts_the_count() {
+        let lake = lake();
+        let first = Lease::acquire(&lake, date(), "run-a", Duration::ZERO).await.expect("free date");
+        let dir = lake.object_path(&lease_dir(date())).expect("dir");
+        let listed: Vec<Path> = lake.store().list(Some(&dir)).map_ok(|m| m.location).try_collect().await.expect("list");
+        for path in &listed {
+            lake.store().delete(path).await.expect("delete");
+        }
+        let removed = first.check().await.expect_err("no lease, no commit");
+        assert!(removed.describe().contains("removed"), "{}", removed.describe());
+        let second = Lease::acquire(&lake, date(), "run-b", Duration::ZERO).await.expect("the date looks free");
+        assert_eq!(current(&lake, date()).await.expect("read").expect("held").generation, 1, "the count restarted");
+        assert!(first.check().await.is_err(), "the same generation number is another run's");
+        second.check().await.expect("the new run holds the date");
+    }
+
+    #[test]
+    fn an_expiry_beyond_the_lease_life_is_not_believed() {
+        let here = Host::current();
+        let now = Utc::now();
+        let record = LeaseRecord {
+            run_id: "run-a".into(),
+            host: "another-host".into(),
+            pid: 1,
+            pid_start: None,
+            acquired_at: now,
+            expires_at: now + chrono::Duration::days(1),
+            released: false,
+        };
+        let fresh = LeaseState { generation: 1, record: record.clone(), written_at: now };
+        assert!(fresh.is_live(now, &here), "written just now: live for the lease's life");
+        let stale = LeaseState { generation: 1, record, written_at: now - chrono::Duration::from_std(lease_ttl()).expect("ttl") };
+        assert!(!stale.is_live(now, &here), "a day-long expiry written a lease's life ago is not believed");
+    }
+
+    #[tokio::test]
+    async fn a_lease_at_the_largest_generation_is_refused_with_what_to_do() {
+        let lake = lake();
+        let path = lake.object_path(&format!("{}{}", lease_dir(date()), lease_name(9_999_999_999))).expect("path");
+        let now = Utc::now();
+        let record = LeaseRecord {
+            run_id: "run-a".into(),
+            host: "another-host".into(),
+            pid: 1,
+            pid_start: None,
+            acquired_at: now,
+            expires_at: now,
+            released: true,
+        };
+        lake.store().put(&path, encode(&record).expect("json")).await.expect("put");
+        let refused = Lease::acquire(&lake, date(), "run-b", Duration::ZERO).await.err().expect("no generation left");
+        assert!(refused.describe().contains("delete the directory _leases/2011-12-31/"), "{}", refused.describe());
     }
 }

@@ -251,3 +251,73 @@ fn kill_9_at_any_moment_then_a_rerun_heals_the_day() {
     }
     assert!(mixed > 0, "no kill landed inside a run");
 }
+
+/// A run paused past its lease (SIGSTOP, as a laptop that sleeps or a frozen VM would pause it)
+/// while another run takes the date over, completes and releases it: resumed, the paused run
+/// fails saying it lost the date and commits nothing more, and the day is the other run's whole.
+/// Paused at three moments of its run (early: ingest and extract; classify; the metric and its
+/// commits), and once more with its lease files deleted while it is paused.
+#[test]
+fn a_paused_run_that_lost_its_lease_never_commits() {
+    // Short leases, so that a pause outlives one within the test.
+    const TTL: &str = "2";
+    let paused_input = Sample::new("1");
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    ubm_ok(&["datagen", "--scale", "0.05", "--seed", "9", "--out", &other_dir.path().display().to_string()]);
+    let other_reviews = other_dir.path().join("movie_review.csv").display().to_string();
+    let reference = paused_input.lake("reference");
+    ubm_ok(&["run", "--date", DATE, "--reviews", &other_reviews, "--oltp", &paused_input.sqlite(), "--lake", &reference, "--no-report"]);
+    let expected = lake_tables(&reference, DATE);
+    let clock = Instant::now();
+    ubm_ok(&[
+        "run",
+        "--date",
+        DATE,
+        "--reviews",
+        &paused_input.reviews(),
+        "--oltp",
+        &paused_input.sqlite(),
+        "--lake",
+        &paused_input.lake("timing"),
+        "--no-report",
+    ]);
+    let duration = clock.elapsed();
+
+    let mut landed = 0;
+    for (moment, fraction, delete_lease) in [("early", 0.15, false), ("classify", 0.45, false), ("metric", 0.8, false), ("lease deleted", 0.45, true)]
+    {
+        let lake = paused_input.lake(&format!("lake-{}", moment.replace(' ', "-")));
+        let mut paused = run_command(&paused_input, &paused_input.reviews(), &lake)
+            .arg("--no-report")
+            .env("UBM_LEASE_TTL_SECONDS", TTL)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the run to pause");
+        std::thread::sleep(duration.mul_f64(fraction));
+        if paused.try_wait().expect("try_wait").is_some() {
+            eprintln!("{moment}: the run ended before it could be paused; moment not judged");
+            continue;
+        }
+        signal(&paused, "STOP");
+        landed += 1;
+        if delete_lease {
+            std::fs::remove_dir_all(Path::new(&lake).join(format!("_leases/{DATE}"))).expect("delete the paused run's lease");
+        }
+        let other = run_command(&paused_input, &other_reviews, &lake)
+            .args(["--wait-for-lease", "60", "--no-report"])
+            .env("UBM_LEASE_TTL_SECONDS", TTL)
+            .output()
+            .expect("the other run");
+        assert!(other.status.success(), "{moment}: the other run takes the date once the lease expires: {}", text(&other.stderr));
+        signal(&paused, "CONT");
+        let resumed = paused.wait_with_output().expect("the paused run ends");
+        let said = text(&resumed.stderr);
+        assert!(!resumed.status.success(), "{moment}: the resumed run must not succeed:\n{said}");
+        assert!(said.contains("lost the lease"), "{moment}: it says it lost the date:\n{said}");
+        let state = day(&lake);
+        assert_eq!(state["state"], "complete", "{moment}: {state}");
+        assert_eq!(lake_tables(&lake, DATE), expected, "{moment}: the day is the other run's whole");
+    }
+    assert!(landed >= 3, "only {landed} pauses landed inside the run");
+}
