@@ -341,6 +341,15 @@ impl TaskFailure {
         None
     }
 
+    /// `text` (a failed job's error as Ballista reports it) for a person: a task failure of
+    /// ubm's as its own message, anything else as it is.
+    pub fn readable(text: &str) -> String {
+        match TaskFailure::find_in(text) {
+            Some(failure) => format!("a task failed on an executor: {}", failure.message),
+            None => text.to_string(),
+        }
+    }
+
     /// Whether another attempt could succeed.
     pub fn retry(&self) -> Retry {
         self.retry

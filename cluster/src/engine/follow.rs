@@ -203,7 +203,7 @@ struct FollowedStream {
 impl FollowedStream {
     fn finish(&mut self, error: Option<&DataFusionError>) {
         if let Some(end) = self.end.take() {
-            let _ = end.send(error.map(|e| e.to_string()));
+            let _ = end.send(error.map(|e| crate::retry::describe(e)));
         }
     }
 
@@ -252,8 +252,9 @@ impl Stream for FollowedStream {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(error))) => {
+                let error = self.explain(error);
                 self.finish(Some(&error));
-                Poll::Ready(Some(Err(self.explain(error))))
+                Poll::Ready(Some(Err(error)))
             }
             other => other,
         }

@@ -297,7 +297,7 @@ fn progress_of(job: JobResponse, stages: Option<&QueryStagesResponse>) -> JobPro
         state: JobState::parse(&job.status),
         job_id: job.job_id,
         job_name: job.job_name,
-        detail: job.job_status,
+        detail: crate::TaskFailure::readable(&job.job_status),
         stages_done: job.completed_stages,
         stages: job.num_stages,
         tasks_done: done,
