@@ -20,7 +20,7 @@ def commands_of(ubm, words):
     if len(section) < 2:
         return []
     names = []
-    for line in section[1].splitlines():
+    for line in section[1].splitlines()[1:]:  # the rest of the "Commands:" line is empty
         if not line.strip():
             break
         match = re.match(r"^  (\S+)", line)
