@@ -249,19 +249,26 @@ fn arrow_retry(error: &ArrowError) -> Option<Retry> {
 }
 
 /// Postgres by SQLSTATE class: connection trouble (08), a transaction rolled back by the server
-/// (40: serialization failure, deadlock), insufficient resources (53), an operator intervention
-/// such as a shutdown (57) and system errors (58) may pass; anything else (authentication,
+/// (40: serialization failure, deadlock), insufficient resources (53: out of memory, too many
+/// connections), an operator intervention such as a shutdown (57) and system errors (58) may
+/// pass, except a full disk (53100) and a missing file (58P01); anything else (authentication,
 /// a missing table or privilege, bad data) will not. A closed connection is worth another
-/// attempt; an error without a SQLSTATE otherwise is decided by its source.
+/// attempt, and an I/O error decides by its kind; any other error without a SQLSTATE (a value
+/// that cannot be decoded into its column's type, say) fails the same way again.
 fn postgres_retry(error: &tokio_postgres::Error) -> Option<Retry> {
     if let Some(db) = error.as_db_error() {
-        let class = db.code().code().get(..2).unwrap_or_default();
-        return Some(if matches!(class, "08" | "40" | "53" | "57" | "58") { Retry::Worth } else { Retry::Futile });
+        let code = db.code().code();
+        let class = code.get(..2).unwrap_or_default();
+        let passing = matches!(class, "08" | "40" | "53" | "57" | "58") && !matches!(code, "53100" | "58P01");
+        return Some(if passing { Retry::Worth } else { Retry::Futile });
     }
     if error.is_closed() {
         return Some(Retry::Worth);
     }
-    None
+    match error.source() {
+        Some(source) if source.downcast_ref::<std::io::Error>().is_some() => None,
+        _ => Some(Retry::Futile),
+    }
 }
 
 fn reqwest_retry(error: &reqwest::Error) -> Option<Retry> {

@@ -158,13 +158,20 @@ fn generation_of(path: &Path) -> Option<u64> {
 
 /// The newest record of `date`'s lease, if any.
 pub async fn current(lake: &Lake, date: RunDate) -> Result<Option<LeaseState>> {
-    let Some(generation) = newest_generation(lake, date).await? else { return Ok(None) };
-    let path = lake.object_path(&format!("{}{}", lease_dir(date), lease_name(generation)))?;
-    let got = match lake.store().get(&path).await {
-        Ok(got) => got,
-        // Removed (by hand, or as an older generation) between the listing and the read.
-        Err(object_store::Error::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(lake.store_error("reading", &path)(e)),
+    // A generation listed may be removed before it is read, when a renewal or a take wrote a
+    // newer one meanwhile: then the listing is read again (a few times; a lease changes only
+    // every third of its life).
+    let mut attempts = 0;
+    let (generation, path, got) = loop {
+        let Some(generation) = newest_generation(lake, date).await? else { return Ok(None) };
+        let path = lake.object_path(&format!("{}{}", lease_dir(date), lease_name(generation)))?;
+        match lake.store().get(&path).await {
+            Ok(got) => break (generation, path, got),
+            Err(object_store::Error::NotFound { .. }) if attempts < 5 => attempts += 1,
+            // Removed by hand while being read, again and again: no lease to speak of.
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(lake.store_error("reading", &path)(e)),
+        }
     };
     let written_at = got.meta.last_modified;
     let bytes = got.bytes().await.map_err(lake.store_error("reading", &path))?;
@@ -253,9 +260,13 @@ impl Lease {
         loop {
             let current = current(lake, date).await?;
             if let Some(state) = &current {
-                // A retried take whose first attempt was created, but whose answer was lost.
-                if state.record.run_id == run_id && !state.record.released {
-                    return Ok(Lease::held(lake, date, state.record.clone()));
+                // A retried take whose first attempt was created, but whose answer was lost: ours
+                // while it is still live, renewed when the store wrote it.
+                if state.record.run_id == run_id && state.is_live(Utc::now(), &here) {
+                    let lease = Lease::held(lake, date, state.record.clone());
+                    let age = (Utc::now() - state.written_at).to_std().unwrap_or_default();
+                    lock(&lease.shared.held).renewed = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+                    return Ok(lease);
                 }
                 if state.is_live(Utc::now(), &here) {
                     let left = deadline.saturating_duration_since(Instant::now());
@@ -319,23 +330,30 @@ impl Lease {
     }
 
     /// Gives the date up: the next run takes it at once.
-    pub async fn release(self) {
+    pub async fn release(mut self) {
         self.renewer.abort();
+        // Its last renewal may still be on its way (a local disk's link runs on a blocking
+        // thread): the release goes after it.
+        let _ = (&mut self.renewer).await;
         let shared = &self.shared;
-        let Ok(Ok(newest)) = shared.confirm().await else {
-            return; // not ours any more (or unreadable): it expires by itself
-        };
         let (lake, date) = (&shared.lake, shared.date);
-        let record = LeaseRecord { released: true, ..newest.record.clone() };
-        let released = match next_generation(lake, date, Some(&newest)) {
-            Ok(next) => create(lake, date, next, &record).await.map(|created| matches!(created, Created::Yes).then_some(next)),
-            Err(e) => Err(e),
-        };
-        match released {
-            Ok(Some(next)) => remove_generations_before(lake, date, next).await,
-            Ok(None) => tracing::warn!("could not release the lease of {date}: another run wrote it first"),
-            Err(e) => tracing::warn!("could not release the lease of {date} (it expires by itself): {}", e.describe()),
+        for _ in 0..3 {
+            let Ok(Ok(newest)) = shared.confirm().await else {
+                return; // not ours any more (or unreadable): it expires by itself
+            };
+            let record = LeaseRecord { released: true, ..newest.record.clone() };
+            let created = match next_generation(lake, date, Some(&newest)) {
+                Ok(next) => create(lake, date, next, &record).await.map(|created| (created, next)),
+                Err(e) => Err(e),
+            };
+            match created {
+                Ok((Created::Yes, next)) => return remove_generations_before(lake, date, next).await,
+                // A renewal of ours landed first: release on top of it.
+                Ok((Created::Taken, _)) => continue,
+                Err(e) => return tracing::warn!("could not release the lease of {date} (it expires by itself): {}", e.describe()),
+            }
         }
+        tracing::warn!("could not release the lease of {date} (it expires by itself): it kept changing");
     }
 }
 
@@ -376,7 +394,14 @@ async fn renew(shared: Arc<Shared>) {
         // The newest generation, not the one last renewed: a renewal whose answer was lost may
         // have been written all the same.
         let record = LeaseRecord { expires_at: Utc::now() + lease_ttl(), ..newest.record.clone() };
-        let Ok(next) = next_generation(&shared.lake, shared.date, Some(&newest)) else { return };
+        let next = match next_generation(&shared.lake, shared.date, Some(&newest)) {
+            Ok(next) => next,
+            Err(e) => {
+                shared.lost.store(true, Ordering::SeqCst);
+                tracing::warn!("the lease of {} cannot be renewed: {}", shared.date, e.describe());
+                return;
+            }
+        };
         let started = Instant::now();
         match create(&shared.lake, shared.date, next, &record).await {
             Ok(Created::Yes) => {
