@@ -263,10 +263,8 @@ impl Lease {
                 // A retried take whose first attempt was created, but whose answer was lost: ours
                 // while it is still live, renewed when the store wrote it.
                 if state.record.run_id == run_id && state.is_live(Utc::now(), &here) {
-                    let lease = Lease::held(lake, date, state.record.clone());
                     let age = (Utc::now() - state.written_at).to_std().unwrap_or_default();
-                    lock(&lease.shared.held).renewed = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-                    return Ok(lease);
+                    return Ok(Lease::held(lake, date, state.record.clone(), Instant::now().checked_sub(age).unwrap_or_else(Instant::now)));
                 }
                 if state.is_live(Utc::now(), &here) {
                     let left = deadline.saturating_duration_since(Instant::now());
@@ -295,9 +293,7 @@ impl Lease {
                         tracing::warn!("took over the lease of {date} from {}, which stopped", state.record.describe());
                     }
                     remove_generations_before(lake, date, generation).await;
-                    let lease = Lease::held(lake, date, record);
-                    lock(&lease.shared.held).renewed = started;
-                    return Ok(lease);
+                    return Ok(Lease::held(lake, date, record, started));
                 }
                 // Another run took this generation first: look again.
                 Created::Taken => continue,
@@ -305,8 +301,9 @@ impl Lease {
         }
     }
 
-    fn held(lake: &Lake, date: RunDate, record: LeaseRecord) -> Lease {
-        let held = Held { record, renewed: Instant::now() };
+    /// The lease of `date` held with `record`, last renewed at `renewed`; its renewer starts.
+    fn held(lake: &Lake, date: RunDate, record: LeaseRecord, renewed: Instant) -> Lease {
+        let held = Held { record, renewed };
         let shared = Arc::new(Shared { lake: lake.clone(), date, held: Mutex::new(held), lost: AtomicBool::new(false) });
         let renewer = tokio::spawn(renew(Arc::clone(&shared)));
         Lease { shared, renewer }

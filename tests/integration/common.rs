@@ -419,7 +419,8 @@ impl ClusterBuilder {
     /// Starts the scheduler, then the executors; returns once every executor has registered
     /// with the scheduler (asked of it with `ubm status --executors`).
     pub fn start(self) -> Cluster {
-        let scheduler = format!("127.0.0.1:{}", self.scheduler_port.unwrap_or_else(free_port));
+        let scheduler_port = self.scheduler_port.unwrap_or_else(free_port);
+        let scheduler = format!("127.0.0.1:{scheduler_port}");
         let tls: Vec<String> = self.tls.iter().flat_map(|dir| ["--tls".to_string(), dir.clone()]).collect();
         let spawn = |args: Vec<String>| {
             ubm()
@@ -433,7 +434,7 @@ impl ClusterBuilder {
         let words = |list: &[&str]| list.iter().map(|w| w.to_string()).collect::<Vec<_>>();
         let scheduler_command = [words(&["cluster", "scheduler", "--bind", &scheduler]), tls.clone(), self.scheduler_args.clone()].concat();
         let mut cluster = Cluster { children: vec![spawn(scheduler_command)], engine: format!("df://{scheduler}") };
-        wait_for_port(scheduler.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).expect("port"));
+        wait_for_port(scheduler_port);
         for _ in 0..self.executors {
             // The executor's gRPC service takes the port after its Flight port.
             let port = loop {

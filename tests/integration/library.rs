@@ -164,7 +164,7 @@ async fn postgres_slice_errors_are_final_or_retried_alike_in_process_and_on_a_cl
     let generated = tokio::task::spawn_blocking(move || generate(&config)).await.expect("join").expect("datagen");
     let loaded_url = ubm_pipeline::secret::SecretUrl::new(loaded.url());
     Oltp::Postgres(loaded_url).load_csv(&generated.purchases_csv).await.expect("load Postgres");
-    let proxy = CuttingProxy::start(256 * 1024);
+    let proxy = CuttingProxy::start(&loaded, 256 * 1024);
 
     let cases: Vec<(&str, String, String, bool)> = vec![
         ("a price wider than numeric(8,3)", wide.url(), wide.url(), false),
@@ -249,9 +249,12 @@ impl NoSelectRole {
         NoSelectRole { name, admin: db.url() }
     }
 
-    /// `db`'s URL, logging in as this role (the local Postgres trusts local connections).
+    /// `db`'s URL, logging in as this role (the test Postgres trusts its connections).
     fn url(&self, db: &crate::common::TestDb) -> String {
-        db.url().replacen("://postgres@", &format!("://{}@", self.name), 1)
+        let mut url = url::Url::parse(&db.url()).expect("the test database's URL");
+        url.set_username(&self.name).expect("a URL with a host takes a user name");
+        url.set_password(None).expect("and drops a password");
+        url.to_string()
     }
 }
 
@@ -262,28 +265,31 @@ impl Drop for NoSelectRole {
     }
 }
 
-/// A TCP proxy in front of the local Postgres that cuts every connection once `cut_after`
-/// bytes came from the server: a slice's connection dies mid-stream, as a network reset would
-/// end it. Its threads end with the test process.
+/// A TCP proxy in front of the test database's Postgres that cuts every connection once
+/// `cut_after` bytes came from the server: a slice's connection dies mid-stream, as a network
+/// reset would end it. Its threads end with the test process.
 struct CuttingProxy {
     port: u16,
 }
 
 impl CuttingProxy {
-    fn start(cut_after: usize) -> CuttingProxy {
+    fn start(db: &crate::common::TestDb, cut_after: usize) -> CuttingProxy {
+        let url = url::Url::parse(&db.url()).expect("the test database's URL");
+        let server = format!("{}:{}", url.host_str().expect("a host"), url.port().unwrap_or(5432));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                std::thread::spawn(move || Self::forward(client, cut_after));
+                let server = server.clone();
+                std::thread::spawn(move || Self::forward(client, &server, cut_after));
             }
         });
         CuttingProxy { port }
     }
 
-    fn forward(client: std::net::TcpStream, cut_after: usize) {
+    fn forward(client: std::net::TcpStream, server: &str, cut_after: usize) {
         use std::io::{Read, Write};
-        let Ok(server) = std::net::TcpStream::connect("127.0.0.1:5432") else { return };
+        let Ok(server) = std::net::TcpStream::connect(server) else { return };
         let (Ok(mut client_in), Ok(mut server_out)) = (client.try_clone(), server.try_clone()) else { return };
         std::thread::spawn(move || {
             let _ = std::io::copy(&mut client_in, &mut server_out);
@@ -304,6 +310,9 @@ impl CuttingProxy {
 
     /// `db`'s URL through the proxy.
     fn url(&self, db: &crate::common::TestDb) -> String {
-        db.url().replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", self.port), 1)
+        let mut url = url::Url::parse(&db.url()).expect("the test database's URL");
+        url.set_host(Some("127.0.0.1")).expect("a host");
+        url.set_port(Some(self.port)).expect("a port");
+        url.to_string()
     }
 }
