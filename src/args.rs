@@ -192,6 +192,11 @@ pub struct RunData {
     /// to finish instead of failing at once.
     #[arg(long, default_value_t = 0, value_name = "SECONDS")]
     pub wait_for_lease: u64,
+    /// On a cluster: how long a job waits for an executor when the scheduler has none (all
+    /// stopped, or none started yet) before the run fails and frees the date. No effect
+    /// in-process.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub executor_wait: u64,
     /// Folder for the embedded defaults (sample data, SQLite database, lake).
     #[arg(long, default_value = "ubm-data", value_name = "DIR")]
     pub data_dir: PathBuf,
@@ -214,6 +219,11 @@ impl RunData {
         // Checked before anything else happens; their errors never show a password.
         let oltp = self.oltp.map(|url| Oltp::from_url("--oltp", url)).transpose()?;
         let warehouse = self.warehouse.map(|url| url.into_postgres("--warehouse")).transpose()?;
+        for (flag, location) in [("--reviews", &self.reviews), ("--lake", &self.lake)] {
+            if let Some(location) = location {
+                ubm_cluster::store::check_location(flag, location)?;
+            }
+        }
         let (reviews, oltp) = match (self.reviews, oltp) {
             (Some(reviews), Some(oltp)) => (reviews, oltp),
             (reviews, oltp) => {

@@ -46,7 +46,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::dispatch(args.command)) {
+    let outcome = runtime.block_on(commands::dispatch(args.command));
+    // Every task and blocking thread stops first (a file write under way finishes), then what
+    // a stopped run left in its staging is removed for good.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+    let swept = ubm_pipeline::lake::sweep_run_staging();
+    if swept > 0 {
+        tracing::info!("removed {swept} file(s) a stopped run's tasks wrote into its staging after it stopped");
+    }
+    match outcome {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {}", ubm_cluster::retry::describe(err.as_ref()));

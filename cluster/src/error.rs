@@ -47,6 +47,14 @@ pub enum ClusterError {
          nothing of the task was committed and the job is run again"
     )]
     ExecutorLost { reason: String },
+    /// This machine cannot reach the address the scheduler gave for a job's results (an
+    /// executor's Flight port, from outside the cluster's network).
+    #[error(
+        "this machine cannot reach {address}, where the scheduler said the job's results are ({reason}); the executor \
+         may be running, only unreachable from here: a scheduler of ubm serves results through its own port, so check \
+         that the scheduler is `ubm cluster scheduler` of this version, or open the executors' Flight ports to this machine"
+    )]
+    Unreachable { address: String, reason: String },
     /// No Ballista scheduler answers at the address (checked before any work starts); the
     /// source is the refused or timed-out connection.
     #[error(
@@ -54,6 +62,13 @@ pub enum ClusterError {
         reason = innermost(.source)
     )]
     NoScheduler { scheduler: String, source: reqwest::Error },
+    /// The scheduler has no executor, and none registered within the wait the run was given.
+    #[error(
+        "no executor is registered with the scheduler at {scheduler} (waited {waited_seconds} s, the bound --executor-wait sets): \
+         start one with `ubm cluster executor --scheduler {host_port}`, or check that the executors reach the scheduler; \
+         nothing of the task was committed"
+    )]
+    NoExecutors { scheduler: String, host_port: String, waited_seconds: u64 },
     /// The scheduler's REST API could not be reached.
     #[error(
         "the scheduler does not answer at {scheduler}; is `ubm cluster scheduler` running there, and \

@@ -126,7 +126,11 @@ fn cluster_retry(error: &ClusterError) -> Option<Retry> {
         | ClusterError::Tls { .. }
         | ClusterError::TlsRequired { .. }
         | ClusterError::TlsRefused { .. }
-        | ClusterError::BadValue { .. } => Some(Retry::Futile),
+        | ClusterError::BadValue { .. }
+        // Waiting again would double the bound the user chose.
+        | ClusterError::NoExecutors { .. }
+        // The network between here and the cluster will not change by itself.
+        | ClusterError::Unreachable { .. } => Some(Retry::Futile),
         // Decided before its source, a store's `Precondition`, which alone would be final.
         ClusterError::Changed { .. } => Some(Retry::Worth),
         ClusterError::SchedulerLost { .. }

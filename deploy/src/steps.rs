@@ -47,6 +47,7 @@ impl StepPlan {
 
 /// Every EMR node must reach `location`, so it must be on S3.
 pub fn require_s3(flag: &str, location: &str) -> crate::Result<()> {
+    ubm_cluster::store::check_location(flag, location).map_err(|e| DeployError::Usage(e.to_string()))?;
     if !location.starts_with("s3://") {
         return Err(DeployError::Usage(format!("{flag} `{location}`: every EMR node must reach it, so use an s3:// location")));
     }

@@ -1,7 +1,7 @@
 //! `ubm report`: one self-contained HTML page about a lake, for the people who use the table.
 //!
-//! It reads only what the lake holds: the committed metric partitions (a partition without
-//! `_SUCCESS` is never read), the run reports under `_runs/`, and the committed rejects. The page
+//! It reads only what the lake holds: the files that commits of metric partitions listed in
+//! their `_SUCCESS` (a partition without one, or whose files differ from it, is never read), the run reports under `_runs/`, and the committed rejects. The page
 //! is one file: charts are inline SVG drawn here, styles are inline, nothing is fetched (a
 //! Content-Security-Policy forbids it), so it opens from `file://`, S3 static hosting or an email
 //! attachment. Every chart's numbers are also in a table, with exact values in `data-*`
@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Decimal128Type, Int32Type};
-use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -20,7 +19,8 @@ use ubm_jobs::schema::{AMOUNT_SPENT, col};
 
 use crate::day::{DayState, DayStatus, dates, day_status};
 use crate::error::{PipelineError, Result};
-use crate::lake::{Lake, SUCCESS, Table};
+use crate::lake::{Lake, Table};
+use crate::run_report::RunReport;
 use crate::task::TaskStatus;
 
 mod render;
@@ -29,8 +29,9 @@ mod render;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomerRow {
     pub customer_id: i32,
-    /// `amount_spent` in units of 10^-5 (DECIMAL(18,5)), exact.
-    pub amount: i128,
+    /// `amount_spent` in units of 10^-5 (DECIMAL(18,5)), exact; `None` where the table holds
+    /// NULL (every purchase of the customer had no price or quantity).
+    pub amount: Option<i128>,
     pub review_score: i32,
     pub review_count: i32,
 }
@@ -65,18 +66,31 @@ impl DayData {
 
     /// The sum of `amount_spent`, exact (units of 10^-5).
     pub fn total_spent(&self) -> Option<i128> {
-        self.metric.as_ref().map(|rows| rows.iter().map(|r| r.amount).sum())
+        self.metric.as_ref().map(|rows| rows.iter().filter_map(|r| r.amount).sum())
+    }
+
+    /// The report whose counts go with the metric shown: the last run's when it wrote the
+    /// committed metric (or when there is none), the published run's when a later run failed
+    /// before replacing it; `None` when the metric is of neither (a mixed day).
+    pub fn metric_report(&self) -> Option<&RunReport> {
+        let report = self.status.report.as_ref()?;
+        let metric = self.status.partitions.iter().find(|p| p.table == Table::METRIC.0);
+        match metric.and_then(|p| p.run_id.as_deref()) {
+            None => Some(report),
+            Some(run) if run == report.run_id => Some(report),
+            Some(run) => report.published.as_deref().filter(|published| published.run_id == run),
+        }
     }
 
     /// Positive reviews over classified reviews, from the run report.
     pub fn positive_share(&self) -> Option<f64> {
-        let counts = &self.status.report.as_ref()?.counts;
+        let counts = &self.metric_report()?.counts;
         (counts.reviews_classified > 0).then(|| counts.positive_reviews as f64 / counts.reviews_classified as f64)
     }
 
     /// Rejected records, when the run's classify succeeded (otherwise nothing was counted).
     pub fn rejected(&self) -> Option<u64> {
-        let report = self.status.report.as_ref()?;
+        let report = self.metric_report()?;
         let classified = report.tasks.iter().any(|t| t.name == "classify" && t.status == TaskStatus::Succeeded);
         classified.then_some(report.counts.reviews_rejected)
     }
@@ -141,16 +155,15 @@ pub async fn write(lake: &Lake, out: Option<&str>) -> Result<String> {
     }
 }
 
-/// The objects of a committed partition (`None` when it has no `_SUCCESS`: never read).
+/// The files of a committed partition that its commit listed (`None` when it has no
+/// `_SUCCESS`, or when its files differ from the commit: the day is then marked damaged and
+/// none of its numbers are shown).
 async fn committed_files(lake: &Lake, table: Table, date: RunDate) -> Result<Option<Vec<object_store::ObjectMeta>>> {
-    let url = lake.partition_url(table, date)?;
-    let relative = url.as_str().strip_prefix(lake.root().as_str()).unwrap_or(url.as_str()).to_string();
-    let dir = lake.object_path(&relative)?;
-    let listed: Vec<_> = lake.store().list(Some(&dir)).try_collect().await.map_err(lake.store_error("listing", &dir))?;
-    if !listed.iter().any(|m| m.location.filename() == Some(SUCCESS)) {
-        return Ok(None);
+    match lake.committed(table, date).await {
+        Ok(Some(committed)) if committed.problems.is_empty() => Ok(Some(committed.readable()?)),
+        Ok(_) | Err(PipelineError::Damaged { .. }) => Ok(None),
+        Err(e) => Err(e),
     }
-    Ok(Some(listed))
 }
 
 async fn read_metric(lake: &Lake, date: RunDate) -> Result<Option<Vec<CustomerRow>>> {
@@ -215,15 +228,16 @@ pub fn customer_rows(batch: &datafusion::arrow::record_batch::RecordBatch, sourc
         .filter(|i| ids.is_valid(*i))
         .map(|i| CustomerRow {
             customer_id: ids.value(i),
-            amount: if amounts.is_valid(i) { amounts.value(i) } else { 0 },
+            amount: amounts.is_valid(i).then(|| amounts.value(i)),
             review_score: scores.value(i),
             review_count: counts.value(i),
         })
         .collect())
 }
 
-/// `rows` by amount spent, largest first (ties by customer id).
+/// `rows` by amount spent, largest first, NULL last (ties by customer id).
 pub fn by_amount(rows: &mut [CustomerRow]) {
+    // `None` orders below every `Some`: descending puts it last.
     rows.sort_by(|a, b| b.amount.cmp(&a.amount).then(a.customer_id.cmp(&b.customer_id)));
 }
 
@@ -249,6 +263,10 @@ fn reason_kind(reason: &str) -> String {
 
 /// The failed tasks' errors of a day, for the run history.
 pub fn day_error(day: &DayData) -> Option<String> {
+    // What is wrong with the lake comes before what went wrong in the run.
+    if day.status.state == DayState::Damaged {
+        return Some(day.status.note.clone());
+    }
     let report = day.status.report.as_ref()?;
     let errors: Vec<String> =
         report.tasks.iter().filter(|t| t.status == TaskStatus::Failed).filter_map(|t| t.error.as_ref().map(|e| format!("{}: {e}", t.name))).collect();
@@ -310,6 +328,50 @@ mod tests {
         assert_eq!(exact(-5), "-0.00005");
         assert_eq!(grouped(4372), "4,372");
         assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+    }
+
+    #[test]
+    fn names_and_errors_from_a_run_report_reach_the_page_escaped() {
+        let hostile = "<img src=x onerror=alert(1)>";
+        let report: RunReport = serde_json::from_value(serde_json::json!({
+            "run_date": "2011-12-31", "run_id": hostile, "status": "failed", "started_at": "2026-01-01T00:00:00Z",
+            "duration_ms": 5, "engine": "local", "semantics": "correct", "reviews": hostile, "oltp": "o", "lake": "l",
+            "warehouse": null, "counts": crate::Counts::default(), "counts_reconcile": true, "metric_partition": null,
+            "tasks": [{"name": hostile, "status": "failed", "started_at": null, "duration_ms": 50, "attempts": 1, "error": hostile}],
+        }))
+        .expect("report");
+        let status = DayStatus {
+            date: "2011-12-31".into(),
+            state: DayState::Failed,
+            report: Some(report),
+            partitions: Vec::new(),
+            holder: None,
+            note: hostile.into(),
+        };
+        let html = render::page(hostile, &[DayData { status, metric: None, rejects: Vec::new() }], chrono::Utc::now());
+        assert!(!html.contains("<img"), "every value from a report is escaped");
+        assert!(html.contains("&lt;img src=x onerror=alert(1)&gt; 0.05"), "the task's name is shown, escaped");
+    }
+
+    #[test]
+    fn a_null_amount_is_listed_last_and_never_as_zero() {
+        use datafusion::arrow::array::{Decimal128Array, Int32Array};
+        let schema = crate::metric::file_schema().expect("schema");
+        let amounts = Decimal128Array::from(vec![None, Some(500_000), Some(0)]).with_precision_and_scale(18, 5).expect("decimal");
+        let batch = datafusion::arrow::record_batch::RecordBatch::try_new(
+            schema,
+            vec![
+                std::sync::Arc::new(Int32Array::from(vec![1, 2, 3])),
+                std::sync::Arc::new(amounts),
+                std::sync::Arc::new(Int32Array::from(vec![1, 1, 0])),
+                std::sync::Arc::new(Int32Array::from(vec![1, 1, 1])),
+            ],
+        )
+        .expect("batch");
+        let mut rows = customer_rows(&batch, "test").expect("rows");
+        by_amount(&mut rows);
+        let order: Vec<(i32, Option<i128>)> = rows.iter().map(|r| (r.customer_id, r.amount)).collect();
+        assert_eq!(order, [(2, Some(500_000)), (3, Some(0)), (1, None)]);
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! What a date of the lake is: complete, running, failed, or mixed (partitions of different
-//! runs), read from the run report, each partition's `_SUCCESS` and the date's lease.
+//! What a date of the lake is: complete, running, failed, mixed (partitions of different runs)
+//! or damaged (files that differ from their commit, a record that cannot be read), read from
+//! the run report, each partition's `_SUCCESS` and files, and the date's lease. A date that
+//! cannot be read is shown as damaged with the reason; it never hides the other dates.
 
 use std::collections::BTreeSet;
 
@@ -10,7 +12,7 @@ use serde::Serialize;
 use ubm_jobs::RunDate;
 
 use crate::error::{PipelineError, Result};
-use crate::lake::{Lake, SUCCESS, SuccessMarker, Table};
+use crate::lake::{Lake, Table};
 use crate::lease::{Host, current};
 use crate::run_report::{RunReport, RunStatus};
 
@@ -30,6 +32,10 @@ pub enum DayState {
     /// The partitions come from different runs, or do not match the report (a run stopped
     /// midway): rerun the date to heal it.
     Mixed,
+    /// A committed partition's files differ from what its commit listed (a stray, missing or
+    /// truncated file), or a record of the date (run report, `_SUCCESS`, lease) cannot be read:
+    /// its numbers are not to be trusted until the date is run again.
+    Damaged,
 }
 
 impl std::fmt::Display for DayState {
@@ -39,6 +45,7 @@ impl std::fmt::Display for DayState {
             DayState::Running => "running",
             DayState::Failed => "failed",
             DayState::Mixed => "mixed",
+            DayState::Damaged => "damaged",
         })
     }
 }
@@ -49,6 +56,9 @@ pub struct PartitionState {
     pub table: &'static str,
     /// `None`: no committed partition. `Some("")`: committed before partitions named their run.
     pub run_id: Option<String>,
+    /// How its files differ from what its commit listed, one line each (the file named).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 /// What `ubm status --lake` shows for a date.
@@ -92,6 +102,9 @@ impl std::fmt::Display for DayStatus {
                 Some(run) => format!("run {run}"),
             };
             writeln!(f, "  {:<32} {by}", partition.table)?;
+            for problem in &partition.problems {
+                writeln!(f, "  {:<32}   damaged: {problem}", "")?;
+            }
         }
         Ok(())
     }
@@ -106,26 +119,55 @@ pub async fn dates(lake: &Lake) -> Result<Vec<RunDate>> {
     Ok(dates)
 }
 
-/// The state of `date` in `lake`.
+/// The state of `date` in `lake`. A record that cannot be read (a run report, a `_SUCCESS`, a
+/// lease that is not ubm's) makes the date damaged, with the reason; only a failing store is an
+/// error.
 pub async fn day_status(lake: &Lake, date: RunDate) -> Result<DayStatus> {
-    let report = read_json::<RunReport>(lake, &format!("_runs/{date}.json")).await?;
+    let mut unreadable = Vec::new();
+    let report = readable(read_json::<RunReport>(lake, &format!("_runs/{date}.json")).await, &mut unreadable)?.flatten();
     let mut partitions = Vec::with_capacity(TABLES.len());
     for table in TABLES {
-        let marker = lake.partition_url(table, date)?.join(SUCCESS).map_err(|e| PipelineError::Internal { what: e.to_string() })?;
-        let relative = marker.as_str().strip_prefix(lake.root().as_str()).unwrap_or(marker.as_str()).to_string();
-        let run_id =
-            read_bytes(lake, &relative).await?.map(|bytes| serde_json::from_slice::<SuccessMarker>(&bytes).map(|m| m.run_id).unwrap_or_default());
-        partitions.push(PartitionState { table: table.0, run_id });
+        let partition = match lake.committed(table, date).await {
+            Ok(None) => PartitionState { table: table.0, run_id: None, problems: Vec::new() },
+            Ok(Some(c)) => {
+                PartitionState { table: table.0, run_id: Some(c.marker.run_id), problems: c.problems.iter().map(ToString::to_string).collect() }
+            }
+            Err(PipelineError::Damaged { problem, .. }) => PartitionState { table: table.0, run_id: Some(String::new()), problems: vec![problem] },
+            Err(e) => return Err(e),
+        };
+        partitions.push(partition);
     }
-    let live = current(lake, date).await?.filter(|state| state.is_live(Utc::now(), &Host::current()));
+    let lease = readable(current(lake, date).await, &mut unreadable)?.flatten();
+    let live = lease.filter(|state| state.is_live(Utc::now(), &Host::current()));
     let holder = live.as_ref().map(|state| state.record.describe());
-    let (state, note) = judge(report.as_ref(), &partitions, live.as_ref().map(|s| s.record.run_id.as_str()));
+    let (state, note) = match unreadable.is_empty() {
+        true => judge(report.as_ref(), &partitions, live.as_ref().map(|s| s.record.run_id.as_str())),
+        false => (DayState::Damaged, unreadable.join("; ")),
+    };
     Ok(DayStatus { date: date.to_string(), state, report, partitions, holder, note })
+}
+
+/// `Ok(Some(value))`, or `Ok(None)` with the reason kept in `unreadable` when a record could not
+/// be read as ubm's; a store's failure stays an error.
+fn readable<T>(read: Result<T>, unreadable: &mut Vec<String>) -> Result<Option<T>> {
+    match read {
+        Ok(value) => Ok(Some(value)),
+        Err(e @ (PipelineError::BadInput { .. } | PipelineError::Damaged { .. })) => {
+            unreadable.push(e.to_string());
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The rules of [`DayState`].
 fn judge(report: Option<&RunReport>, partitions: &[PartitionState], live_run: Option<&str>) -> (DayState, String) {
     let writers: BTreeSet<&str> = partitions.iter().filter_map(|p| p.run_id.as_deref()).collect();
+    if let Some(damaged) = partitions.iter().find(|p| !p.problems.is_empty()) {
+        let more = partitions.iter().map(|p| p.problems.len()).sum::<usize>() - 1;
+        let more = if more > 0 { format!(" (and {more} more)") } else { String::new() };
+        return (DayState::Damaged, format!("{}: {}{more}; rerun the date to rewrite it", damaged.table, damaged.problems[0]));
+    }
     let Some(report) = report else {
         return (DayState::Mixed, "no run report: the partitions were not written by a finished run".to_string());
     };
@@ -154,7 +196,7 @@ async fn read_bytes(lake: &Lake, relative: &str) -> Result<Option<bytes::Bytes>>
     }
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(lake: &Lake, relative: &str) -> Result<Option<T>> {
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(lake: &Lake, relative: &str) -> Result<Option<T>> {
     let Some(bytes) = read_bytes(lake, relative).await? else { return Ok(None) };
     serde_json::from_slice(&bytes)
         .map(Some)
@@ -175,7 +217,7 @@ mod tests {
     }
 
     fn written_by(runs: [&str; 5]) -> Vec<PartitionState> {
-        TABLES.iter().zip(runs).map(|(t, r)| PartitionState { table: t.0, run_id: Some(r.to_string()) }).collect()
+        TABLES.iter().zip(runs).map(|(t, r)| PartitionState { table: t.0, run_id: Some(r.to_string()), problems: Vec::new() }).collect()
     }
 
     #[test]
@@ -190,5 +232,10 @@ mod tests {
         assert_eq!(judge(Some(&report("b", RunStatus::Failed)), &written_by(["a"; 5]), None).0, DayState::Failed);
         assert_eq!(judge(Some(&report("b", RunStatus::Failed)), &mix, None).0, DayState::Mixed);
         assert_eq!(judge(None, &all_b, None).0, DayState::Mixed);
+        let mut damaged = all_b.clone();
+        damaged[4].problems.push("copy.parquet is a stray file (9 bytes) that no commit wrote".to_string());
+        let (state, note) = judge(Some(&report("b", RunStatus::Succeeded)), &damaged, None);
+        assert_eq!(state, DayState::Damaged);
+        assert!(note.starts_with("warehouse/user_behavior_metric: copy.parquet is a stray file"), "{note}");
     }
 }

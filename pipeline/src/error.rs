@@ -53,6 +53,9 @@ pub enum PipelineError {
     /// This run no longer holds its date: it must not commit anything more.
     #[error("this run lost the lease of {date} ({why}); nothing more of it was committed: run the date again once the other run has finished")]
     LeaseLost { date: String, why: String },
+    /// A committed partition's files differ from what its commit listed: nothing reads it.
+    #[error("the committed partition {partition} is damaged: {problem}; run the date again to rewrite it")]
+    Damaged { partition: String, problem: String },
     /// ubm's own plans and writers disagree: a bug, never retried.
     #[error("internal error: {what}")]
     Internal { what: String },
@@ -108,7 +111,8 @@ fn own_retry(error: &(dyn std::error::Error + 'static)) -> Option<Retry> {
         | PipelineError::Internal { .. }
         | PipelineError::Encoding { .. }
         | PipelineError::DateBusy { .. }
-        | PipelineError::LeaseLost { .. } => Some(Retry::Futile),
+        | PipelineError::LeaseLost { .. }
+        | PipelineError::Damaged { .. } => Some(Retry::Futile),
         PipelineError::Changed { .. } | PipelineError::Duplicate { .. } | PipelineError::Stopped { .. } => Some(Retry::Worth),
         _ => None,
     }

@@ -45,8 +45,11 @@ async fn collect(engine: &Engine, plan: LogicalPlan, job: String) -> Result<Vec<
 /// tasks that compute the table write it ([`ubm_cluster::exec::parts`]); the staged files are then
 /// read back to check one row per customer before they are committed.
 pub(crate) async fn metric(engine: &Engine, lake: &Lake, date: RunDate, semantics: Semantics, stamp: &RunStamp) -> Result<MetricOutput> {
-    let purchases = engine.parquet(&lake.partition_url(Table::STAGE_PURCHASES, date)?, &USER_PURCHASE).await?;
-    let classified = engine.parquet(&lake.partition_url(Table::STAGE_REVIEWS, date)?, &CLASSIFIED).await?;
+    // Only the files the commits listed: a stray copy in a partition is never read.
+    let purchase_files = lake.readable_files(Table::STAGE_PURCHASES, date).await?;
+    let purchases = engine.parquet_files(&purchase_files, &USER_PURCHASE, "the staged purchases").await?;
+    let review_files = lake.readable_files(Table::STAGE_REVIEWS, date).await?;
+    let classified = engine.parquet_files(&review_files, &CLASSIFIED, "the staged reviews").await?;
     let plan = user_behavior_metric(purchases.clone(), classified.clone(), date, semantics)
         .and_then(without_partition_column)
         .map_err(PipelineError::query("planning the metric"))?;
@@ -113,7 +116,8 @@ pub(crate) fn file_schema() -> Result<Arc<Schema>> {
 /// with the date.
 fn top_customers(metric: LogicalPlan, date: RunDate) -> Result<LogicalPlan> {
     let top = LogicalPlanBuilder::from(metric)
-        .sort(vec![col(col::AMOUNT_SPENT).sort(false, true), col(col::CUSTOMERID).sort(true, true)])
+        // Largest first and NULL last, as the summary and the page list them.
+        .sort(vec![col(col::AMOUNT_SPENT).sort(false, false), col(col::CUSTOMERID).sort(true, true)])
         .and_then(|b| b.limit(0, Some(TOP_CUSTOMERS)))
         .and_then(|b| b.build())
         .map_err(PipelineError::query("planning the top customers"))?;

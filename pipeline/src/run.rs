@@ -89,6 +89,7 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
     let clock = Instant::now();
     let lake = &config.lake;
     let policy = config.retry;
+    lake.remember_run_staging(date, &stamp.run_id)?;
     match lake.remove_dead_staging(date, &stamp.run_id).await {
         Ok(0) => {}
         Ok(removed) => tracing::info!("removed the staging of {removed} stopped run(s) of {date}"),
@@ -110,6 +111,7 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
         counts: Counts::default(),
         counts_reconcile: true,
         metric_partition: None,
+        published: published_before(lake, date).await,
         top_customers: Vec::new(),
     };
     retrying("writing the run report", policy, || write_report(lake, lease, &report)).await.0?;
@@ -168,6 +170,9 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
     report.counts = counts;
     report.metric_partition = metric_partition;
     report.top_customers = top_customers;
+    if report.succeeded() {
+        report.published = None;
+    }
     retrying("writing the run report", policy, || write_report(lake, lease, &report)).await.0?;
     Ok(report)
 }
@@ -178,6 +183,18 @@ async fn write_report(lake: &Lake, lease: &Lease, report: &RunReport) -> Result<
     let json = serde_json::to_vec_pretty(report).map_err(|source| PipelineError::Encoding { what: "the run report", source })?;
     lake.put(&format!("_runs/{}.json", report.run_date), json).await?;
     Ok(())
+}
+
+/// The report of the day published before this run (see [`RunReport::published`]); `None`
+/// when there is none or the last report cannot be read (said in the log).
+async fn published_before(lake: &Lake, date: RunDate) -> Option<Box<RunReport>> {
+    match crate::day::read_json::<RunReport>(lake, &format!("_runs/{date}.json")).await {
+        Ok(last) => last?.into_published(),
+        Err(e) => {
+            tracing::warn!("the last run report of {date} cannot be read; this run's report replaces it: {}", e.describe());
+            None
+        }
+    }
 }
 
 /// The review counts of a classify that succeeded; zero when it did not.

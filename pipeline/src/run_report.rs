@@ -74,6 +74,11 @@ pub struct RunReport {
     pub counts_reconcile: bool,
     /// Where the day's table is in the lake.
     pub metric_partition: Option<String>,
+    /// The report of the run whose day was published when this run started, kept while this
+    /// run has not succeeded: a rerun that fails leaves the published table in place, and its
+    /// numbers stay beside it (the report page shows them, not the failed run's zeros).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<Box<RunReport>>,
     /// The day's customers who spent most (a few rows, for the summary; not serialized: the
     /// lake holds the table).
     #[serde(skip)]
@@ -83,5 +88,14 @@ pub struct RunReport {
 impl RunReport {
     pub fn succeeded(&self) -> bool {
         self.status == RunStatus::Succeeded
+    }
+
+    /// The report of the published day that a run starting after this one keeps: this one if
+    /// it succeeded, else the one it kept.
+    pub fn into_published(self) -> Option<Box<RunReport>> {
+        match self.status {
+            RunStatus::Succeeded => Some(Box::new(RunReport { published: None, ..self })),
+            _ => self.published,
+        }
     }
 }

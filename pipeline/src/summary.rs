@@ -65,7 +65,14 @@ fn top_customers(report: &RunReport, out: &mut String) -> Result<()> {
     let _ = writeln!(out, "  top customers by amount spent:");
     let _ = writeln!(out, "    {:>10} {:>16} {:>12} {:>12}", "customerid", "amount_spent", "review_score", "review_count");
     for r in rows.iter().take(5) {
-        let _ = writeln!(out, "    {:>10} {:>16} {:>12} {:>12}", r.customer_id, exact(r.amount), r.review_score, r.review_count);
+        let _ = writeln!(
+            out,
+            "    {:>10} {:>16} {:>12} {:>12}",
+            r.customer_id,
+            r.amount.map_or_else(|| "NULL".to_string(), exact),
+            r.review_score,
+            r.review_count
+        );
     }
     Ok(())
 }

@@ -22,7 +22,9 @@ pub const METRIC_DDL: &str = "CREATE TABLE IF NOT EXISTS public.user_behavior_me
 /// partition of `date`, streamed from its files; readers see the old day or the new day whole.
 pub async fn load_metric(url: &SecretUrl, date: ubm_jobs::RunDate, engine: &Engine, lake: &Lake) -> Result<u64> {
     let partition = lake.partition_url(Table::METRIC, date)?;
-    let with_date = crate::metric::with_partition_column(engine.parquet(&partition, &*crate::metric::file_schema()?).await?, date)?;
+    let files = lake.readable_files(Table::METRIC, date).await?;
+    let metric = engine.parquet_files(&files, &*crate::metric::file_schema()?, "the metric partition").await?;
+    let with_date = crate::metric::with_partition_column(metric, date)?;
     // Connect first: an unreachable warehouse fails before any job starts.
     let mut client = connect_postgres(url).await?;
     let reading = format!("reading {partition}");

@@ -71,6 +71,12 @@ pub struct SchedulerArgs {
     /// How often to look for executors past that timeout; keep it below the timeout.
     #[arg(long, default_value_t = 15, value_name = "SECONDS")]
     pub expire_dead_executor_interval_seconds: u64,
+    /// Clients fetch jobs' results straight from the executors' Flight ports, which they must
+    /// then reach. By default results pass through this scheduler's port (Ballista's embedded
+    /// Flight proxy), so that a client that reaches only the scheduler (an SSH tunnel, a laptop
+    /// outside the cluster's network) gets them; ubm's results are small reports, not rows.
+    #[arg(long)]
+    pub no_flight_proxy: bool,
     #[command(flatten)]
     pub exposure: Exposure,
 }
@@ -142,17 +148,27 @@ pub async fn dispatch(command: ClusterCommand) -> Result<ExitCode> {
     match command {
         ClusterCommand::Scheduler(args) => {
             let tls = args.exposure.check(args.bind, &format!("the scheduler's port {} (gRPC and REST)", args.bind.port()))?;
+            ubm_cluster::node::check_port_free(args.bind, "the scheduler's port")?;
             let (bind, how) = (args.bind, if tls.is_some() { "mutual TLS" } else { "plaintext" });
-            eprintln!("ubm scheduler listening on {bind} (df://{}:{}, {how})", args.external_host, bind.port());
-            run_scheduler(SchedulerOptions {
+            let announce = format!("ubm scheduler listening on {bind} (df://{}:{}, {how})", args.external_host, bind.port());
+            let mut scheduler = tokio::spawn(run_scheduler(SchedulerOptions {
                 tls,
                 pull: args.exposure.pull,
                 bind: args.bind,
                 external_host: args.external_host,
                 executor_timeout_seconds: args.executor_timeout_seconds,
                 expire_dead_executor_interval_seconds: args.expire_dead_executor_interval_seconds,
-            })
-            .await?;
+                flight_proxy: !args.no_flight_proxy,
+            }));
+            // "listening" is said once the port accepts connections, never before.
+            tokio::select! {
+                ended = &mut scheduler => {
+                    ended.context("the scheduler stopped unexpectedly")??;
+                    bail!("the scheduler stopped before it listened on {bind}");
+                }
+                () = accepting(bind) => eprintln!("{announce}"),
+            }
+            scheduler.await.context("the scheduler stopped unexpectedly")??;
         }
         ClusterCommand::Executor(args) => {
             let ports = format!("the executor's ports {} (Flight) and {} (tasks)", args.bind.port(), args.bind.port().saturating_add(1));
@@ -173,6 +189,17 @@ pub async fn dispatch(command: ClusterCommand) -> Result<ExitCode> {
         ClusterCommand::Certs(args) => certs(args)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Returns once `bind` accepts TCP connections (on loopback when it is a wildcard address).
+async fn accepting(bind: SocketAddr) {
+    let mut address = bind;
+    if address.ip().is_unspecified() {
+        address.set_ip(if bind.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    while tokio::net::TcpStream::connect(address).await.is_err() {
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
 }
 
 fn parse_host_port(text: &str) -> Result<SchedulerAddress, String> {

@@ -38,7 +38,8 @@ pub enum Command {
     /// Show each date of a lake (--lake), or the jobs a scheduler knows, one job's stages and tasks,
     /// or the executors registered with it (--executors).
     Status(status::StatusArgs),
-    /// Cancel a job on a scheduler; a run waiting for it fails and commits nothing.
+    /// Cancel a job on a scheduler; the run waiting for it fails without committing that job's
+    /// work (partitions its earlier tasks committed stay until the date is rerun).
     Cancel(cancel::CancelArgs),
     /// Run ubm on AWS EMR: `up` (cluster), `run` (daily steps), `status`, `down`, `steps`,
     /// `airflow-dag`.

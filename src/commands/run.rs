@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
@@ -21,7 +22,8 @@ pub struct RunArgs {
 
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let (json, refresh_report) = (args.data.json, !args.data.no_report);
+    let executor_wait = Duration::from_secs(args.data.executor_wait);
     let (dates, config) = args.data.into_config().await?;
-    let engine = Engine::start(args.engine.kind()?).await?.with_job_observer(Arc::new(LogJobs));
+    let engine = Engine::start(args.engine.kind()?).await?.with_job_observer(Arc::new(LogJobs)).with_executor_wait(executor_wait);
     run_and_print(&engine, &config, &dates, json, refresh_report).await
 }

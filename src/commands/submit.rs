@@ -44,6 +44,7 @@ pub async fn submit(args: SubmitArgs) -> Result<ExitCode> {
     }
     // The scheduler first: a wrong address fails before any sample data is made.
     let engine = Engine::start(EngineKind::Remote(args.scheduler.address()?)).await?;
+    let engine = engine.with_executor_wait(Duration::from_secs(args.data.executor_wait));
     let (json, refresh_report) = (args.data.json, !args.data.no_report);
     let (dates, config) = args.data.into_config().await?;
     let engine = engine.with_job_observer(Arc::new(ProgressPrinter::new(std::env::var_os(DETACHED).is_none())));

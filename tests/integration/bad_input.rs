@@ -105,3 +105,56 @@ fn a_missing_review_file_fails_the_run_without_retrying() {
     let _ = ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &lake]);
     assert_eq!(crate::common::report(&lake, DATE)["status"], "succeeded", "the rerun with the right file succeeds");
 }
+
+/// What a run left of `date` in `lake` that a reader could see or a later run would find:
+/// committed partitions of the purchases, and anything under `_staging/`.
+fn staged_purchases(lake: &str) -> Vec<String> {
+    let mut left = crate::common::files_under(&partition(lake, "stage/user_purchase", DATE));
+    left.extend(crate::common::files_under(&std::path::Path::new(lake).join("_staging")));
+    left
+}
+
+/// Prices wider than the contract's `numeric(8,3)` (too many digits before the point, or a
+/// value past what the thousandths of an `i32` hold) from a Postgres column declared wider and
+/// from SQLite's text: the run fails naming the row and the column, and nothing is staged.
+#[test]
+fn prices_wider_than_the_contract_are_refused_from_postgres_and_sqlite() {
+    let sample = crate::common::Sample::new("0.001");
+    let db = crate::common::TestDb::create();
+    if db.is_some() {
+        let url = db.as_ref().map(crate::common::TestDb::url).unwrap_or_default();
+        ubm_ok(&["datagen", "--scale", "0.001", "--seed", "7", "--out", &sample.lake("pg-data"), "--oltp", &url]);
+    }
+    for price in ["3000000.000", "123456.789"] {
+        let sqlite = sample.dir.path().join(format!("wide-{price}.sqlite"));
+        std::fs::copy(sample.dir.path().join("oltp.sqlite"), &sqlite).expect("copy the database");
+        let connection = rusqlite::Connection::open(&sqlite).expect("open");
+        let invoice: String = connection.query_row("SELECT invoice_number FROM user_purchase LIMIT 1", [], |r| r.get(0)).expect("a row");
+        connection.execute("UPDATE user_purchase SET unit_price = ?1 WHERE invoice_number = ?2", [price, invoice.as_str()]).expect("update");
+        drop(connection);
+        let mut sources = vec![format!("sqlite://{}", sqlite.display())];
+        if let Some(db) = &db {
+            db.query(&format!(
+                "ALTER TABLE retail.user_purchase ALTER COLUMN unit_price TYPE numeric(12,3); \
+                 UPDATE retail.user_purchase SET unit_price = 1 WHERE unit_price >= 100000; \
+                 UPDATE retail.user_purchase SET unit_price = {price} WHERE ctid = (SELECT min(ctid) FROM retail.user_purchase)"
+            ));
+            sources.push(db.url());
+        }
+        for oltp in sources {
+            let lake = sample.lake(&format!("lake-{price}-{}", oltp.split(':').next().unwrap_or("x")));
+            let output =
+                ubm().args(["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &oltp, "--lake", &lake]).output().expect("runs");
+            let said = format!("{}{}", text(&output.stdout), text(&output.stderr));
+            assert!(!output.status.success(), "{oltp} with unit_price {price}: the run must fail\n{said}");
+            assert!(
+                said.contains("unit_price") && said.contains("invoice_number") && said.contains("numeric(8,3)") && said.contains(price),
+                "{oltp}, {price}:\n{said}"
+            );
+            assert!(staged_purchases(&lake).is_empty(), "{oltp}, {price}: nothing of the purchases is staged: {:?}", staged_purchases(&lake));
+            let report = crate::common::report(&lake, DATE);
+            let extract = report["tasks"].as_array().and_then(|tasks| tasks.iter().find(|t| t["name"] == "extract")).cloned().unwrap_or_default();
+            assert_eq!((extract["status"].as_str(), extract["attempts"].as_u64()), (Some("failed"), Some(1)), "{oltp}, {price}: not retried");
+        }
+    }
+}

@@ -158,19 +158,62 @@ fn no_password_shape_reaches_output_or_report() {
     }
 }
 
-/// SIGTERM mid-run: a message, a non-zero exit, and no staging left.
+/// SIGTERM mid-run, at several moments: a message, a non-zero exit, and no staging left, not
+/// even a part file a task was writing when the signal came.
 #[test]
 fn sigterm_mid_run_leaves_no_staging() {
     let sample = Sample::new("2");
-    let lake = sample.lake("lake");
-    let run = run_command(&sample, &sample.reviews(), &lake).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("run");
-    let staging = Path::new(&lake).join("_staging");
-    wait_until("the run stages something", Duration::from_secs(60), || !files_under(&staging).is_empty());
-    signal(&run, "TERM");
-    let out = run.wait_with_output().expect("run ends");
-    assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("interrupted by SIGTERM"), "{}", text(&out.stderr));
-    assert_eq!(files_under(&staging), Vec::<String>::new(), "staging left behind");
+    for delay_ms in [0, 150, 400, 900] {
+        let lake = sample.lake(&format!("lake-{delay_ms}"));
+        let run = run_command(&sample, &sample.reviews(), &lake).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("run");
+        let staging = Path::new(&lake).join("_staging");
+        wait_until("the run stages something", Duration::from_secs(60), || !files_under(&staging).is_empty());
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        signal(&run, "TERM");
+        let out = run.wait_with_output().expect("run ends");
+        assert!(!out.status.success(), "{delay_ms} ms");
+        assert!(text(&out.stderr).contains("interrupted by SIGTERM"), "{delay_ms} ms: {}", text(&out.stderr));
+        assert_eq!(files_under(&staging), Vec::<String>::new(), "staging left behind ({delay_ms} ms after the first staged file)");
+    }
+}
+
+/// A key in a `--lake` or `--reviews` URL, in four shapes (s3, file, an upper-case scheme, a
+/// secret with `/` and `+`): refused before anything is written, named by its flag, and shown
+/// nowhere: not in the output, nor in any file of the lake.
+#[test]
+fn a_key_in_a_lake_or_review_url_is_refused_and_shown_nowhere() {
+    let sample = Sample::new("0.001");
+    let (key, secret) = ("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMIK7MDENG");
+    let target = sample.lake("target");
+    let shapes = [
+        format!("s3://{key}:{secret}@bucket/ubm"),
+        format!("file://{key}:{secret}@localhost{target}"),
+        format!("S3://{key}:{secret}@bucket/ubm"),
+        format!("s3://{key}:{secret}/a+b@bucket/ubm"),
+    ];
+    for (i, shape) in shapes.iter().enumerate() {
+        for flag in ["--lake", "--reviews"] {
+            let lake = sample.lake(&format!("lake-{i}{flag}"));
+            let (reviews, lake_arg) = if flag == "--lake" { (sample.reviews(), shape.clone()) } else { (shape.clone(), lake.clone()) };
+            let out =
+                ubm().args(["run", "--date", DATE, "--reviews", &reviews, "--oltp", &sample.sqlite(), "--lake", &lake_arg]).output().expect("runs");
+            let mut everything = format!("{}{}", text(&out.stdout), text(&out.stderr));
+            for dir in [&lake, &target] {
+                for file in files_under(Path::new(dir)) {
+                    everything += &std::fs::read_to_string(Path::new(dir).join(&file)).unwrap_or_default();
+                }
+            }
+            assert!(!out.status.success(), "{flag} {shape}: refused");
+            assert!(!everything.contains(secret) && !everything.contains(key), "{flag} shape {i} leaked: {everything}");
+            assert!(everything.contains(flag) && everything.contains("must not carry a user name"), "{flag} shape {i}: {everything}");
+            assert!(!Path::new(&lake).join("_runs").exists(), "{flag} shape {i}: nothing was written");
+        }
+        for command in [vec!["status", "--lake", shape.as_str()], vec!["report", "--lake", shape.as_str()]] {
+            let out = ubm().args(&command).output().expect("runs");
+            let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+            assert!(!out.status.success() && !said.contains(secret) && !said.contains(key), "{command:?}: {said}");
+        }
+    }
 }
 
 /// `cluster local` takes its scheduler and executors down with it, on SIGTERM and on kill -9.

@@ -150,6 +150,7 @@ fn a_detached_run_is_cancelled_from_another_process_and_commits_nothing() {
     assert!(status.contains(": queued") || status.contains(": running"), "{status}");
     let cancelled = text(&ubm_ok(&["cancel", &job, "--scheduler", &cluster.engine]).stdout);
     assert!(cancelled.contains(&format!("cancelled job {job}")), "{cancelled}");
+    assert!(cancelled.contains("commits nothing of that job") && cancelled.contains("earlier tasks committed stay"), "{cancelled}");
 
     wait_gone(pid, Duration::from_secs(60));
     let written = std::fs::read_to_string(&log).expect("log");
@@ -255,4 +256,32 @@ fn a_wrong_scheduler_address_is_a_clear_error() {
         assert!(!out.status.success());
         assert!(text(&out.stderr).contains("the scheduler does not answer"), "{command:?}: {}", text(&out.stderr));
     }
+}
+
+/// A scheduler with no executor: the run says its job waits, gives up after the bound it was
+/// given (naming it), exits non-zero and frees the date, so the next run of it starts at once.
+#[test]
+fn a_submit_to_a_cluster_without_executors_gives_up_after_its_bound_and_frees_the_date() {
+    let sample = Sample::new("0.01");
+    let cluster = Cluster::start(0);
+    let lake = sample.lake("lake");
+    let help = text(&ubm_ok(&["submit", "--help"]).stdout);
+    assert!(help.contains("--executor-wait") && help.contains("[default: 60]"), "{help}");
+    let clock = Instant::now();
+    let out = ubm()
+        .args(["submit", "--scheduler", &cluster.engine, "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite()])
+        .args(["--lake", &lake, "--executor-wait", "3"])
+        .output()
+        .expect("ubm submit");
+    let took = clock.elapsed();
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{said}");
+    assert!(took < Duration::from_secs(30), "the bound holds: {took:?}\n{said}");
+    assert!(said.contains("waits for one, up to 3 s"), "the wait is said while it lasts:\n{said}");
+    assert!(said.contains("no executor is registered with the scheduler") && said.contains("waited 3 s"), "{said}");
+    assert_eq!(report(&lake, DATE)["status"], "failed");
+    let status = text(&ubm().args(["status", "--lake", &lake, "--date", DATE]).output().expect("ubm status").stdout);
+    assert!(status.contains("failed") && !status.contains("held by"), "the date is free:\n{status}");
+    ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &lake]);
+    assert_eq!(report(&lake, DATE)["status"], "succeeded");
 }

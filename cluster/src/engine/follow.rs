@@ -33,6 +33,11 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
 const SUBMISSION_POLL: Duration = Duration::from_millis(20);
 /// How long [`JobTracker::settle`] waits for one job's last report.
 const SETTLE_LIMIT: Duration = Duration::from_secs(5);
+/// How long a job waits while the scheduler has no executor, unless told otherwise
+/// ([`JobTracker::with_executor_wait`]).
+pub const DEFAULT_EXECUTOR_WAIT: Duration = Duration::from_secs(60);
+/// How often a waiting job asks the scheduler whether it has an executor.
+const EXECUTOR_POLL: Duration = Duration::from_secs(1);
 
 /// Hears about the jobs an engine submits. Called from the engine's tasks: keep it quick.
 pub trait JobObserver: Send + Sync {
@@ -51,13 +56,26 @@ pub struct JobTracker {
     observer: Option<Arc<dyn JobObserver>>,
     running: Arc<Mutex<BTreeSet<String>>>,
     watchers: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    executor_wait: Duration,
 }
 
 impl JobTracker {
     /// A tracker for jobs on the scheduler behind `api` (`None`: an in-process Ballista,
     /// which has no REST API; ids are still reported, progress is not).
     pub fn new(api: Option<SchedulerApi>) -> Self {
-        Self { api, observer: None, running: Arc::default(), watchers: Arc::default() }
+        Self { api, observer: None, running: Arc::default(), watchers: Arc::default(), executor_wait: DEFAULT_EXECUTOR_WAIT }
+    }
+
+    /// How long a job waits while the scheduler has no executor before it is cancelled and
+    /// fails saying so.
+    pub fn with_executor_wait(mut self, wait: Duration) -> Self {
+        self.executor_wait = wait;
+        self
+    }
+
+    /// The scheduler's REST API (`None` in-process).
+    pub fn api(&self) -> Option<&SchedulerApi> {
+        self.api.as_ref()
     }
 
     pub fn with_observer(mut self, observer: Arc<dyn JobObserver>) -> Self {
@@ -93,7 +111,8 @@ impl JobTracker {
     /// Wraps the result stream of `plan` (already executing) so that its job is followed
     /// until the stream ends, and cancelled if the stream is dropped before that.
     pub fn follow(&self, plan: Arc<dyn ExecutionPlan>, job_name: &str, stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
-        let job = Arc::new(FollowedJob { plan, name: job_name.to_string(), tracker: self.clone(), announced: OnceLock::new() });
+        let job =
+            Arc::new(FollowedJob { plan, name: job_name.to_string(), tracker: self.clone(), announced: OnceLock::new(), starved: OnceLock::new() });
         let (end, ended) = oneshot::channel();
         lock(&self.watchers).push(tokio::spawn(watch(Arc::clone(&job), ended)));
         Box::pin(FollowedStream { inner: stream, job, end: Some(end) })
@@ -113,6 +132,32 @@ struct FollowedJob {
     tracker: JobTracker,
     /// The job id, set by whoever first tells the observer about the job.
     announced: OnceLock<String>,
+    /// Set when the job was cancelled because no executor registered within the wait.
+    starved: OnceLock<Starved>,
+}
+
+/// A job cancelled because its scheduler had no executor for the whole wait.
+#[derive(Debug, Clone)]
+struct Starved {
+    scheduler: String,
+    host_port: String,
+    waited_seconds: u64,
+}
+
+impl Starved {
+    fn error(&self) -> ClusterError {
+        let Starved { scheduler, host_port, waited_seconds } = self.clone();
+        ClusterError::NoExecutors { scheduler, host_port, waited_seconds }
+    }
+}
+
+/// What a job's watcher knows about the scheduler's executors.
+#[derive(Default)]
+struct ExecutorSightings {
+    /// Since when the scheduler has had no executor (`None`: it had one when last asked).
+    none_since: Option<std::time::Instant>,
+    /// When the scheduler was last asked.
+    asked: Option<std::time::Instant>,
 }
 
 impl FollowedJob {
@@ -157,6 +202,55 @@ impl FollowedJob {
         }
     }
 
+    /// Whether the job has waited longer than the executor wait on a scheduler with no
+    /// executor (asked at most once a second; the wait is said once, when it starts).
+    async fn starved(&self, job_id: &str, sightings: &mut ExecutorSightings) -> bool {
+        let Some(api) = &self.tracker.api else { return false };
+        if self.starved.get().is_some() || sightings.asked.is_some_and(|at| at.elapsed() < EXECUTOR_POLL) {
+            return false;
+        }
+        sightings.asked = Some(std::time::Instant::now());
+        let wait = self.tracker.executor_wait;
+        match api.executors().await {
+            Ok(executors) if executors.is_empty() => {
+                let since = *sightings.none_since.get_or_insert_with(|| {
+                    let scheduler = api.scheduler();
+                    tracing::warn!(
+                        "no executor is registered with {scheduler}: job {job_id} ({}) waits for one, up to {} s (--executor-wait)",
+                        self.name,
+                        wait.as_secs()
+                    );
+                    std::time::Instant::now()
+                });
+                since.elapsed() >= wait
+            }
+            Ok(_) => {
+                if sightings.none_since.take().is_some() {
+                    tracing::info!("an executor registered; job {job_id} ({}) goes on", self.name);
+                }
+                false
+            }
+            // The result stream notices a dead scheduler, and fails the job there.
+            Err(e) => {
+                tracing::debug!("asking for the executors of job {job_id}: {e}");
+                false
+            }
+        }
+    }
+
+    /// Cancels a job that waited too long for an executor; its stream then fails saying why.
+    async fn give_up(&self, job_id: &str) {
+        let Some(api) = &self.tracker.api else { return };
+        let scheduler = api.scheduler();
+        let reason =
+            Starved { scheduler: scheduler.to_string(), host_port: scheduler.host_port(), waited_seconds: self.tracker.executor_wait.as_secs() };
+        if self.starved.set(reason).is_ok()
+            && let Err(e) = api.cancel(job_id).await
+        {
+            tracing::warn!("could not cancel job {job_id}, which has no executor to run on: {e}");
+        }
+    }
+
     fn finish(&self, job_id: &str, error: Option<&str>) {
         lock(&self.tracker.running).remove(job_id);
         if let Some(observer) = &self.tracker.observer {
@@ -180,8 +274,12 @@ async fn watch(job: Arc<FollowedJob>, mut ended: oneshot::Receiver<Option<String
     let Some(job_id) = job.job_id() else { return };
     job.announce(&job_id);
     let mut last = None;
+    let mut sightings = ExecutorSightings::default();
     while outcome.is_none() {
         job.report_progress(&job_id, &mut last).await;
+        if job.starved(&job_id, &mut sightings).await {
+            job.give_up(&job_id).await;
+        }
         tokio::select! {
             result = &mut ended => outcome = Some(result),
             _ = tokio::time::sleep(PROGRESS_INTERVAL) => {}
@@ -213,6 +311,9 @@ impl FollowedStream {
     /// retry); a scheduler or an executor that went away shows as a gRPC transport error naming
     /// its address, which tells the two apart.
     fn explain(&self, error: DataFusionError) -> DataFusionError {
+        if let Some(starved) = self.job.starved.get() {
+            return DataFusionError::External(Box::new(starved.error()));
+        }
         let message = error.to_string();
         let job_id = self.job.job_id();
         if let Some(failure) = TaskFailure::find_in(&message) {
@@ -230,16 +331,24 @@ impl FollowedStream {
         let lost = ["code: Unavailable", "transport error", "ConnectError", "Connection refused"];
         match &self.job.tracker.api {
             Some(api) if lost.iter().any(|sign| message.contains(sign)) => {
-                let lost = if names_another_address(&message, &api.scheduler().host_port()) {
-                    ClusterError::ExecutorLost { reason: message }
-                } else {
-                    ClusterError::SchedulerLost { scheduler: api.scheduler().to_string(), reason: message }
+                let lost = match other_address(&message, &api.scheduler().host_port()) {
+                    Some(address) if !reachable(&address) => ClusterError::Unreachable { address, reason: message },
+                    Some(_) => ClusterError::ExecutorLost { reason: message },
+                    None => ClusterError::SchedulerLost { scheduler: api.scheduler().to_string(), reason: message },
                 };
                 DataFusionError::External(Box::new(lost))
             }
             _ => error,
         }
     }
+}
+
+/// Whether this machine can open a TCP connection to `address` now (a second at most: this is
+/// the error path of a job that already failed).
+fn reachable(address: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let Ok(addresses) = address.to_socket_addrs() else { return false };
+    addresses.into_iter().any(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
 }
 
 impl Stream for FollowedStream {
@@ -286,26 +395,28 @@ impl Drop for FollowedStream {
     }
 }
 
-/// Whether a transport error's message names an `http://host:port` other than `scheduler`'s
-/// (then an executor, whose results were being fetched, is the one that went away).
-fn names_another_address(message: &str, scheduler: &str) -> bool {
-    message.split("http://").skip(1).any(|rest| {
+/// The first `http(s)://host:port` a transport error's message names other than `scheduler`'s
+/// (then an executor, whose results were being fetched, is the one that could not be reached).
+fn other_address(message: &str, scheduler: &str) -> Option<String> {
+    message.split("://").skip(1).find_map(|rest| {
         let address: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '[' | ']')).collect();
         let address = address.trim_end_matches(':'); // "…at http://h:p: reason"
-        !address.is_empty() && address != scheduler
+        (!address.is_empty() && address != scheduler).then(|| address.to_string())
     })
 }
 
 #[cfg(test)]
 mod address_tests {
-    use super::names_another_address;
+    use super::other_address;
 
     #[test]
     fn a_lost_executor_is_told_from_a_lost_scheduler() {
         let executor = r#"GrpcConnectionError("Error connecting to Ballista scheduler or executor at http://127.0.0.1:40097: tonic")"#;
-        assert!(names_another_address(executor, "127.0.0.1:40743"));
+        assert_eq!(other_address(executor, "127.0.0.1:40743").as_deref(), Some("127.0.0.1:40097"));
+        let tls = "Error connecting to Ballista scheduler or executor at https://10.0.0.7:50051: tonic";
+        assert_eq!(other_address(tls, "127.0.0.1:40743").as_deref(), Some("10.0.0.7:50051"));
         let scheduler = "Error connecting to Ballista scheduler or executor at http://127.0.0.1:40743: refused";
-        assert!(!names_another_address(scheduler, "127.0.0.1:40743"));
-        assert!(!names_another_address("transport error", "127.0.0.1:40743"), "no address: the scheduler");
+        assert_eq!(other_address(scheduler, "127.0.0.1:40743"), None);
+        assert_eq!(other_address("transport error", "127.0.0.1:40743"), None, "no address: the scheduler");
     }
 }

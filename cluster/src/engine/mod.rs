@@ -138,6 +138,14 @@ impl Engine {
         Ok(Self { kind, ctx, jobs })
     }
 
+    /// How long a job on a cluster waits while the scheduler has no executor (none started
+    /// yet, or all stopped) before it is cancelled and fails saying so, instead of waiting in
+    /// the scheduler's queue for ever (default [`follow::DEFAULT_EXECUTOR_WAIT`]).
+    pub fn with_executor_wait(mut self, wait: std::time::Duration) -> Self {
+        self.jobs = self.jobs.map(|jobs| jobs.with_executor_wait(wait));
+        self
+    }
+
     /// Reports every Ballista job this engine submits to `observer`: its id once the
     /// scheduler accepts it, its progress (on a cluster) and its end. No effect in-process.
     pub fn with_job_observer(mut self, observer: Arc<dyn JobObserver>) -> Self {
@@ -245,6 +253,23 @@ impl Engine {
             .read_parquet(url.as_str(), ParquetReadOptions::default().file_extension(".parquet").schema(schema))
             .await
             .map_err(ClusterError::engine(format!("opening the Parquet files under {url}")))?;
+        Ok(df.into_unoptimized_plan())
+    }
+
+    /// A scan of exactly the Parquet files `files` (those a commit listed), with `schema`; no
+    /// file at all is an empty table. `what` names them in an error.
+    pub async fn parquet_files(&self, files: &[Url], schema: &datafusion::arrow::datatypes::Schema, what: &str) -> Result<LogicalPlan, ClusterError> {
+        if files.is_empty() {
+            let schema =
+                datafusion::common::DFSchema::try_from(schema.clone()).map_err(ClusterError::engine(format!("planning the empty {what}")))?;
+            return Ok(LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation { produce_one_row: false, schema: Arc::new(schema) }));
+        }
+        let paths: Vec<String> = files.iter().map(Url::to_string).collect();
+        let df = self
+            .ctx
+            .read_parquet(paths, ParquetReadOptions::default().file_extension(".parquet").schema(schema))
+            .await
+            .map_err(ClusterError::engine(format!("opening the {} Parquet files of {what}", files.len())))?;
         Ok(df.into_unoptimized_plan())
     }
 

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use ballista_core::config::TaskSchedulingPolicy;
 use ballista_core::error::BallistaError;
-use ballista_core::extension::SessionConfigExt;
+use ballista_core::extension::{BallistaConfigGrpcEndpoint, SessionConfigExt};
+use ballista_core::flight_proxy_service::BallistaFlightProxyService;
 use ballista_core::registry::BallistaFunctionRegistry;
 use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
 use ballista_core::utils::{GrpcServerConfig, create_grpc_server, default_config_producer};
@@ -85,6 +86,9 @@ pub struct SchedulerOptions {
     pub tls: Option<Arc<ClusterTls>>,
     /// Executors poll for their tasks instead of being sent them (always so with TLS).
     pub pull: bool,
+    /// Serve jobs' results through the scheduler's port (Ballista's embedded Flight proxy);
+    /// without it clients fetch them from the executors' Flight ports, which they must reach.
+    pub flight_proxy: bool,
 }
 
 /// Runs a scheduler until the process is stopped.
@@ -98,6 +102,10 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<(), ClusterError
         override_session_builder: Some(Arc::new(session_state)),
         override_logical_codec: Some(Arc::new(UbmLogicalCodec::default())),
         override_physical_codec: Some(Arc::new(UbmPhysicalCodec::default())),
+        // Clients fetch every job's results through the scheduler's own port (Ballista's
+        // embedded Flight proxy), never from the executors' ports: a laptop that reaches only
+        // the scheduler (an SSH tunnel, a cluster in a private network) gets its results.
+        enable_embedded_flight_proxy: options.flight_proxy,
         ..SchedulerConfig::default()
     };
     if let Some(tls) = &options.tls {
@@ -131,8 +139,18 @@ async fn serve_scheduler_over_tls(
     let grpc = SchedulerGrpcServer::new(scheduler.clone())
         .max_encoding_message_size(config.grpc_server_max_encoding_message_size as usize)
         .max_decoding_message_size(config.grpc_server_max_decoding_message_size as usize);
+    // Ballista's own server adds the Flight proxy beside the scheduler's service; this one
+    // does the same, reaching the executors over the cluster's TLS.
+    let endpoint = config.override_create_grpc_client_endpoint.clone().map(|f| Arc::new(BallistaConfigGrpcEndpoint::new(f)));
+    let (max_decoding, max_encoding) = (config.grpc_server_max_decoding_message_size as usize, config.grpc_server_max_encoding_message_size as usize);
+    let proxy = FlightServiceServer::new(BallistaFlightProxyService::new(max_decoding, max_encoding, config.use_tls, endpoint))
+        .max_decoding_message_size(max_decoding)
+        .max_encoding_message_size(max_encoding);
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(grpc);
+    if config.enable_embedded_flight_proxy {
+        routes.add_service(proxy);
+    }
     let router = get_routes(Arc::new(scheduler)).merge(routes.routes().into_axum_router());
     let listener = TlsListener::bind(bind, tls.server_config()?, "scheduler")
         .await
@@ -168,8 +186,17 @@ pub struct ExecutorOptions {
     pub pull: bool,
 }
 
-/// Runs an executor until the process is stopped.
+/// Runs an executor until the process is stopped. Its work directory and ports are checked
+/// first: an executor that could not write a shuffle file or serve one must not register and
+/// then fail every task it is given.
 pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> {
+    if let Some(dir) = &options.work_dir {
+        check_work_dir(std::path::Path::new(dir))?;
+    }
+    check_port_free(options.bind, "the executor's Flight port")?;
+    if !(options.pull || options.tls.is_some()) {
+        check_port_free(SocketAddr::new(options.bind.ip(), options.bind.port().saturating_add(1)), "the executor's task port")?;
+    }
     let state = session_state(SessionConfig::new()).map_err(ClusterError::engine("building the executor's session"))?;
     let runtime = runtime().map_err(ClusterError::engine("building the executor's runtime"))?;
     let mut config = ExecutorProcessConfig {
@@ -197,6 +224,30 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> 
         with_tls(&mut config, tls)?;
     }
     start_executor_process(Arc::new(config)).await.map_err(ClusterError::node("running the executor"))
+}
+
+/// Refuses a port another process listens on, naming it (Ballista would log the failure and
+/// go on, or exit 0).
+pub fn check_port_free(address: SocketAddr, what: &str) -> Result<(), ClusterError> {
+    std::net::TcpListener::bind(address).map(drop).map_err(|e| ClusterError::BadLocation {
+        location: address.to_string(),
+        reason: format!("{what} cannot be opened ({e}): another process listens there; stop it or pick another port with --bind"),
+    })
+}
+
+/// Creates the work directory and writes a file into it, so that a directory this user cannot
+/// write (or whose parent is a file) fails the start, naming the path.
+fn check_work_dir(dir: &std::path::Path) -> Result<(), ClusterError> {
+    let bad = |doing: &str, e: std::io::Error| ClusterError::BadLocation {
+        location: dir.display().to_string(),
+        reason: format!(
+            "the executor's --work-dir cannot be used: {doing} failed ({e}); shuffle files are written there, so give a directory this user can create and write"
+        ),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| bad("creating it", e))?;
+    let probe = dir.join(format!(".ubm-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"ubm").map_err(|e| bad("writing a file into it", e))?;
+    std::fs::remove_file(&probe).map_err(|e| bad("removing a file from it", e))
 }
 
 /// An executor of a TLS cluster (which pulls its tasks, so it has no task port, see

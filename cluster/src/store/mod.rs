@@ -17,13 +17,53 @@ use crate::ClusterError;
 
 /// Turns what a user typed (`data/x.csv`, `/abs/dir`, `file:///abs`, `s3://b/p`) into a URL.
 /// Relative paths are resolved against the working directory; a directory need not exist yet.
+///
+/// A URL that carries a user name or key (`s3://KEY:SECRET@bucket/…`, any scheme) is refused:
+/// ubm never uses them (S3 credentials come from the environment, a profile or the instance
+/// role), and a location is written into run reports, logs and the report page. The error shows
+/// the location with everything before its last `@` hidden, whatever the URL's shape.
 pub fn location_url(location: &str) -> Result<Url, ClusterError> {
-    let bad = |reason: String| ClusterError::BadLocation { location: location.to_string(), reason };
+    let bad = |reason: String| ClusterError::BadLocation { location: hide_user_info(location), reason };
     if location.contains("://") {
-        return Url::parse(location).map_err(|e| bad(e.to_string()));
+        // An `@` after the scheme in a URL that does not parse is most likely a key holding `/`
+        // or `:`: say what to do about the key, not about the parse.
+        let has_user_info = location.split_once("://").is_some_and(|(_, rest)| rest.contains('@'));
+        let url = Url::parse(location).map_err(|e| match has_user_info {
+            true => bad(format!("{CREDENTIALS_IN_URL} (nor does it parse: {e})")),
+            false => bad(format!("not a URL ({e})")),
+        })?;
+        if !url.username().is_empty() || url.password().is_some() || (matches!(url.scheme(), "s3" | "s3a") && url.port().is_some()) {
+            return Err(bad(CREDENTIALS_IN_URL.to_string()));
+        }
+        return Ok(url);
     }
     let path = std::path::absolute(location).map_err(|e| bad(e.to_string()))?;
     Url::from_file_path(&path).map_err(|()| bad("not an absolute path".to_string()))
+}
+
+/// Why a location with user info is refused, and what to do instead.
+const CREDENTIALS_IN_URL: &str = "a location must not carry a user name, key or port before its bucket or path: ubm would write it into \
+     the run report, the logs and the report page, and never uses it; give S3 credentials through AWS_ACCESS_KEY_ID and \
+     AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the instance role, and an endpoint through AWS_ENDPOINT_URL";
+
+/// Checks a location flag's value (`{date}` in it allowed) before anything is written, so that a
+/// key in it reaches no report: [`location_url`]'s rules, the flag named.
+pub fn check_location(flag: &str, location: &str) -> Result<(), ClusterError> {
+    location_url(location).map(drop).map_err(|e| match e {
+        ClusterError::BadLocation { location, reason } => ClusterError::BadLocation { location: format!("{flag} {location}"), reason },
+        other => other,
+    })
+}
+
+/// `text` with everything between `://` and its last `@` replaced by `***`: a location as it may
+/// be shown in an error even when it does not parse (a key may hold `/`, `@` or `:`).
+pub fn hide_user_info(text: &str) -> String {
+    let Some(scheme_end) = text.find("://") else { return text.to_string() };
+    let start = scheme_end + 3;
+    match text[start..].rfind('@') {
+        Some(at) => format!("{}***{}", &text[..start], &text[start + at..]),
+        None => text.to_string(),
+    }
 }
 
 /// How many times, and for how long, the S3 client retries one request before the error reaches
@@ -125,4 +165,27 @@ pub async fn require_regular_file(url: &Url) -> Result<(), ClusterError> {
         "a device or other special file"
     };
     Err(bad(format!("it is {kind}, not a regular file: pass the file itself")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_location_with_a_key_is_refused_and_never_shown() {
+        for given in [
+            "s3://AKIAEXAMPLE:wJalrXUtnFEMI@bucket/ubm",
+            "S3://AKIAEXAMPLE:wJalrXUtnFEMI@bucket/ubm",
+            "file://AKIAEXAMPLE:wJalrXUtnFEMI@localhost/tmp/lake",
+            "s3://AKIAEXAMPLE:wJal/rX@Ut:nFEMI@bucket/ubm",
+            "s3://AKIAEXAMPLE:1234/wJalrXUtnFEMI@bucket/ubm",
+            "s3://AKIAEXAMPLE@bucket/ubm",
+        ] {
+            let err = check_location("--lake", given).expect_err(given).to_string();
+            assert!(!err.contains("AKIAEXAMPLE") && !err.contains("wJal") && !err.contains("FEMI"), "{given}: {err}");
+            assert!(err.contains("--lake"), "{given}: {err}");
+        }
+        assert!(location_url("s3://bucket/team@x/{date}/movie_review.csv").is_ok(), "an @ in a path is a path");
+        assert_eq!(hide_user_info("/data/lake"), "/data/lake");
+    }
 }

@@ -48,7 +48,7 @@ th, td { border-bottom:1px solid var(--line); padding:3px 10px 3px 0; text-align
 td.n, th.n { text-align:right; }
 details summary { cursor:pointer; color:var(--muted); }
 .badge { display:inline-block; border-radius:10px; padding:1px 9px; font-size:12px; font-weight:600; color:#fff; vertical-align:middle; }
-.complete { background:var(--accent2); } .failed, .mixed { background:var(--bad); } .running { background:var(--warn); }
+.complete { background:var(--accent2); } .failed, .mixed, .damaged { background:var(--bad); } .running { background:var(--warn); }
 .note { color:var(--bad); }
 td.err { max-width:520px; color:var(--bad); word-break:break-word; }
 "#;
@@ -103,8 +103,7 @@ fn latest_day(html: &mut String, day: &DayData) {
     figure(html, "total_spent", "Total spent", &v, &s);
     let (v, s) = day.positive_share().map_or_else(none, |p| (format!("{p:.6}"), format!("{:.1} %", p * 100.0)));
     figure(html, "positive_share", "Positive reviews", &v, &s);
-    if let Some(report) = &day.status.report {
-        let c = &report.counts;
+    if let Some(c) = day.metric_report().map(|r| &r.counts) {
         for (name, label, n) in [
             ("reviews_read", "Reviews read", c.review_records_read),
             ("reviews_classified", "Classified", c.reviews_classified),
@@ -114,6 +113,8 @@ fn latest_day(html: &mut String, day: &DayData) {
         ] {
             figure(html, name, label, &n.to_string(), &grouped(n.into()));
         }
+    }
+    if let Some(report) = &day.status.report {
         figure(html, "run_status", "Run", &report.status.to_string(), &report.status.to_string());
         let seconds = report.duration_ms as f64 / 1000.0;
         figure(html, "duration", "Duration", &format!("{seconds:.3}"), &format!("{seconds:.2} s"));
@@ -125,7 +126,7 @@ fn latest_day(html: &mut String, day: &DayData) {
     };
     html.push_str("<div class=\"grid\">");
     // Top customers.
-    let top: Vec<(String, f64)> = rows.iter().take(TOP).map(|r| (r.customer_id.to_string(), r.amount as f64 / 1e5)).collect();
+    let top: Vec<(String, f64)> = rows.iter().take(TOP).filter_map(|r| Some((r.customer_id.to_string(), r.amount? as f64 / 1e5))).collect();
     let _ = write!(html, "<div><h3>Top {} customers by amount spent</h3>{}", top.len(), bars(&top, "amount spent"));
     html.push_str("<details open><summary>Numbers</summary><table id=\"top-customers\"><tr><th>customerid</th><th class=\"n\">amount_spent</th><th class=\"n\">review_score</th><th class=\"n\">review_count</th></tr>");
     for r in rows.iter().take(TOP) {
@@ -133,20 +134,26 @@ fn latest_day(html: &mut String, day: &DayData) {
             html,
             "<tr data-customer=\"{}\" data-amount=\"{}\"><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             r.customer_id,
-            exact(r.amount),
+            r.amount.map(exact).unwrap_or_default(),
             r.customer_id,
-            money(r.amount),
+            r.amount.map_or_else(|| "NULL".to_string(), money),
             r.review_score,
             r.review_count
         );
     }
     html.push_str("</table></details></div>");
     // Amount against score.
-    let points: Vec<(f64, f64)> = rows.iter().map(|r| (r.amount as f64 / 1e5, f64::from(r.review_score))).collect();
+    let points: Vec<(f64, f64)> = rows.iter().filter_map(|r| Some((r.amount? as f64 / 1e5, f64::from(r.review_score)))).collect();
     let _ = write!(html, "<div><h3>Amount spent against review score</h3>{}", scatter(&points));
     html.push_str("<details><summary>Numbers (every customer)</summary><table><tr><th>customerid</th><th class=\"n\">amount_spent</th><th class=\"n\">review_score</th></tr>");
     for r in rows {
-        let _ = write!(html, "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>", r.customer_id, exact(r.amount), r.review_score);
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            r.customer_id,
+            r.amount.map_or_else(|| "NULL".to_string(), exact),
+            r.review_score
+        );
     }
     html.push_str("</table></details></div>");
     // Distribution of scores.
@@ -275,7 +282,10 @@ fn history(html: &mut String, days: &[DayData]) {
         let tasks: Vec<String> = report
             .tasks
             .iter()
-            .map(|t| if t.attempts == 0 { format!("{} –", t.name) } else { format!("{} {:.2}", t.name, t.duration_ms as f64 / 1000.0) })
+            .map(|t| match t.attempts {
+                0 => format!("{} –", escape(&t.name)),
+                _ => format!("{} {:.2}", escape(&t.name), t.duration_ms as f64 / 1000.0),
+            })
             .collect();
         let _ = write!(
             html,

@@ -1,7 +1,9 @@
 //! The local file system's side of the lake: a partition swapped in with one
 //! `renameat2(RENAME_EXCHANGE)`, and staging removed on a blocking thread.
 
+use std::collections::BTreeSet;
 use std::path::{Path as FsPath, PathBuf};
+use std::sync::Mutex;
 
 use object_store::path::Path;
 
@@ -97,4 +99,23 @@ fn exchange_dirs(a: &FsPath, b: &FsPath) -> Result<()> {
         return Err(PipelineError::io("swapping a staged partition with", b)(std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// The local staging directories of this process's runs (`_staging/D/RUN/`), removed once more
+/// when the process ends (see [`sweep_run_staging`]).
+static RUN_STAGING: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// Notes a run's local staging directory for [`sweep_run_staging`].
+pub(super) fn remember_run_staging(dir: PathBuf) {
+    RUN_STAGING.lock().unwrap_or_else(|p| p.into_inner()).insert(dir);
+}
+
+/// Removes what is left in the staging directories of this process's runs; returns how many
+/// files that was. For the end of the process, once its runtime has stopped: a run stopped by a
+/// signal drops its writes, but a task's file write already under way on a blocking thread may
+/// land after the drop removed the staging; only when every such thread has finished is the
+/// removal final. A run that finished normally left nothing there, so this removes nothing.
+pub fn sweep_run_staging() -> usize {
+    let dirs = std::mem::take(&mut *RUN_STAGING.lock().unwrap_or_else(|p| p.into_inner()));
+    dirs.iter().map(|dir| remove_local_dir(dir).unwrap_or(0)).sum()
 }

@@ -13,11 +13,13 @@
 //! a reader sees the old partition or the new one, never a mix, and a crash leaves the old one
 //! in place. Object stores have no rename: there the new files are copied in under the
 //! partition, then the old files are deleted, then `_SUCCESS` is written; a reader listing
-//! during those few requests can see both sets (see `docs/lake.md`).
+//! during those few requests can see both sets (see `docs/lake.md`). `_SUCCESS` lists the
+//! files the commit made the partition, and ubm's readers read only those.
 //!
 //! # Layout
 //! - this file: [`Lake`] (where it is, paths, the store), its tables, a run's [`RunStamp`].
 //! - `partition`: [`PartitionWrite`], a partition staged, then committed whole.
+//! - `manifest`: what `_SUCCESS` lists ([`SuccessMarker`]), and a partition checked against it.
 //! - `tasks`: [`TaskOutput`], the directory a job's tasks write their part files into.
 //! - `parquet_file`: [`ParquetFile`], a Parquet file written into a partition.
 //! - `local`: the local file system's side of a commit (an atomic directory swap).
@@ -28,7 +30,6 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use serde::{Deserialize, Serialize};
 use ubm_cluster::store::{location_url, object_store_for};
 use ubm_jobs::RunDate;
 use url::Url;
@@ -36,10 +37,13 @@ use url::Url;
 use crate::error::{PipelineError, Result};
 
 mod local;
+mod manifest;
 mod parquet_file;
 mod partition;
 mod tasks;
 
+pub use local::sweep_run_staging;
+pub use manifest::{Committed, CommittedFile, FileProblem, SuccessMarker};
 pub use parquet_file::ParquetFile;
 pub use partition::PartitionWrite;
 pub use tasks::TaskOutput;
@@ -156,6 +160,17 @@ impl Lake {
         Ok(dead.len())
     }
 
+    /// Notes the staging directory of the run `run_id` of `date` (on a local lake), so that
+    /// the process's last step removes what a stopped run's in-flight writes leave there
+    /// ([`sweep_run_staging`]).
+    pub fn remember_run_staging(&self, date: RunDate, run_id: &str) -> Result<()> {
+        let dir = self.object_path(&format!("_staging/{date}/{run_id}/"))?;
+        if let Some(local) = self.local_path(&dir) {
+            local::remember_run_staging(local);
+        }
+        Ok(())
+    }
+
     /// The object-store path of `relative` (a path under the lake's root).
     pub(crate) fn object_path(&self, relative: &str) -> Result<Path> {
         self.path_of(&self.join(relative)?)
@@ -238,12 +253,6 @@ impl std::fmt::Debug for RunStamp {
     }
 }
 
-/// What a partition's `_SUCCESS` holds: the run that wrote it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SuccessMarker {
-    pub run_id: String,
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path as FsPath;
@@ -256,10 +265,22 @@ mod tests {
         "2011-12-31".parse().expect("date")
     }
 
+    /// A one-row Parquet file holding `text`: what a commit accepts as a part file.
+    fn parquet(text: &str) -> Vec<u8> {
+        use datafusion::arrow::array::StringArray;
+        let batch =
+            datafusion::arrow::record_batch::RecordBatch::try_from_iter([("t", Arc::new(StringArray::from(vec![text])) as _)]).expect("batch");
+        let mut bytes = Vec::new();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None).expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+        bytes
+    }
+
     async fn write_partition(lake: &Lake, files: &[(&str, &str)]) -> Url {
         let mut partition = lake.begin(Table::METRIC, date(), &RunStamp::unleased()).expect("begin");
         for (name, text) in files {
-            partition.put(name, text.as_bytes().to_vec()).await.expect("put");
+            partition.put(name, parquet(text)).await.expect("put");
         }
         partition.commit().await.expect("commit")
     }
@@ -279,9 +300,27 @@ mod tests {
         assert_eq!(dir_listing(&partition), ["_SUCCESS", "part-00000.parquet", "part-00001.parquet"]);
         write_partition(&lake, &[("part-00000.parquet", "new")]).await;
         assert_eq!(dir_listing(&partition), ["_SUCCESS", "part-00000.parquet"], "the old second file is gone");
-        assert_eq!(std::fs::read_to_string(partition.join("part-00000.parquet")).expect("read"), "new");
+        assert_eq!(std::fs::read(partition.join("part-00000.parquet")).expect("read"), parquet("new"));
         let staging = dir.path().join("_staging");
         assert!(dir_listing(&staging).is_empty(), "the swapped-out partition was removed");
+    }
+
+    #[tokio::test]
+    async fn readers_read_only_the_files_a_commit_listed_and_refuse_a_changed_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lake = Lake::open(&dir.path().display().to_string()).await.expect("lake");
+        let partition = write_partition(&lake, &[("part-00000.parquet", "a")]).await.to_file_path().expect("local");
+        std::fs::write(partition.join("copy.parquet"), parquet("a")).expect("stray");
+        let files = lake.readable_files(Table::METRIC, date()).await.expect("readable");
+        let names: Vec<&str> = files.iter().filter_map(|u| u.path_segments()?.next_back()).collect();
+        assert_eq!(names, ["part-00000.parquet"], "the stray copy is never read");
+        let committed = lake.committed(Table::METRIC, date()).await.expect("read").expect("committed");
+        assert_eq!(committed.rows(), Some(1), "the commit recorded the rows");
+        assert_eq!(committed.problems.len(), 1, "the stray is named: {:?}", committed.problems);
+        let file = std::fs::OpenOptions::new().write(true).open(partition.join("part-00000.parquet")).expect("open");
+        file.set_len(10).expect("truncate");
+        let err = lake.readable_files(Table::METRIC, date()).await.expect_err("a truncated file is refused");
+        assert!(err.to_string().contains("part-00000.parquet is truncated"), "{err}");
     }
 
     #[tokio::test]
@@ -291,7 +330,7 @@ mod tests {
         let url = write_partition(&lake, &[("part-00000.parquet", "kept")]).await;
         {
             let mut abandoned = lake.begin(Table::METRIC, date(), &RunStamp::unleased()).expect("begin");
-            abandoned.put("part-00000.parquet", b"half".to_vec()).await.expect("put");
+            abandoned.put("part-00000.parquet", parquet("half")).await.expect("put");
         }
         // The removal runs on a blocking thread; give it a moment.
         for _ in 0..100 {
@@ -302,7 +341,7 @@ mod tests {
         }
         assert!(dir_listing(&dir.path().join("_staging")).is_empty());
         let kept = url.to_file_path().expect("local").join("part-00000.parquet");
-        assert_eq!(std::fs::read_to_string(kept).expect("read"), "kept");
+        assert_eq!(std::fs::read(kept).expect("read"), parquet("kept"));
     }
 
     #[tokio::test]
@@ -316,7 +355,7 @@ mod tests {
         let partition = "lake/warehouse/user_behavior_metric/insert_date=2011-12-31";
         assert_eq!(objects, [format!("{partition}/_SUCCESS"), format!("{partition}/part-00000.parquet")], "no staging left, no stale file");
         let got = store.get(&Path::from(format!("{partition}/part-00000.parquet"))).await.expect("get").bytes().await.expect("bytes");
-        assert_eq!(&got[..], b"new");
+        assert_eq!(&got[..], &parquet("new")[..]);
     }
 
     /// A job's tasks wrote three files; two were reported (the third is what a failed or
@@ -327,7 +366,7 @@ mod tests {
         let tasks = lake.task_output(date(), &stamp).expect("task output");
         for name in ["part-a.parquet", "part-b.parquet", "part-zombie.parquet"] {
             let path = lake.path_of(&tasks.file(name).expect("file")).expect("path");
-            lake.store.put(&path, PutPayload::from(name.as_bytes().to_vec())).await.expect("put");
+            lake.store.put(&path, PutPayload::from(parquet(name))).await.expect("put");
         }
         assert!(tasks.file("../x").is_err() && tasks.file("a/b").is_err(), "only plain names are adopted");
         let mut partition = lake.begin(Table::METRIC, date(), &stamp).expect("begin");
@@ -352,7 +391,7 @@ mod tests {
         let objects = only_reported_task_files_are_committed(&local).await;
         let names: Vec<&str> = objects.iter().map(|(p, _)| p.rsplit('/').next().unwrap_or_default()).collect();
         assert_eq!(names, ["_SUCCESS", "part-00000.parquet", "part-00001.parquet"]);
-        assert_eq!(objects[1].1, b"part-b.parquet", "the order given");
+        assert_eq!(objects[1].1, parquet("part-b.parquet"), "the order given");
         assert!(dir_listing(&dir.path().join("_staging")).is_empty(), "no staging left");
 
         let store = Arc::new(InMemory::new());
@@ -408,7 +447,7 @@ mod tests {
         let store = Arc::new(NoCopy(InMemory::new()));
         let lake = Lake::on_store(Url::parse("s3://bucket/lake").expect("url"), store.clone());
         let mut partition = lake.begin(Table::METRIC, date(), &RunStamp::unleased()).expect("begin");
-        partition.put("part-00000.parquet", b"x".to_vec()).await.expect("put");
+        partition.put("part-00000.parquet", parquet("x")).await.expect("put");
         let err = partition.commit().await.expect_err("copy refused");
         assert!(!err.is_retryable(), "permission denied is final: {err}");
         assert!(err.describe().contains("publishing"), "{}", err.describe());

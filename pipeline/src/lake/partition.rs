@@ -129,18 +129,32 @@ impl PartitionWrite {
         Ok(bytes)
     }
 
+    /// The names of the partition's files but `_SUCCESS`, each once, in the order staged.
+    fn file_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::with_capacity(self.files.len());
+        for name in self.files.iter().filter(|n| *n != SUCCESS) {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        names
+    }
+
     /// Makes the staged files the partition, replacing any previous version whole, if this run
     /// still holds its date.
     pub async fn commit(mut self) -> Result<Url> {
+        let staging_path = self.lake.path_of(&self.staging)?;
+        let names = self.file_names();
+        let files = Some(self.lake.manifest(&staging_path, &names).await?);
+        let marker = self.staged(SUCCESS)?;
+        let stamp = serde_json::to_vec(&SuccessMarker { run_id: self.stamp.run_id.clone(), files })
+            .map_err(|source| PipelineError::Encoding { what: "the _SUCCESS marker", source })?;
+        self.lake.store.put(&marker, PutPayload::from(stamp)).await.map_err(self.lake.store_error("writing", &marker))?;
+        // Checked last before the swap, to keep the window between the check and the swap short.
         if let Some(fence) = &self.stamp.fence {
             fence.check().await?;
         }
-        let marker = self.staged(SUCCESS)?;
-        let stamp = serde_json::to_vec(&SuccessMarker { run_id: self.stamp.run_id.clone() })
-            .map_err(|source| PipelineError::Encoding { what: "the _SUCCESS marker", source })?;
-        self.lake.store.put(&marker, PutPayload::from(stamp)).await.map_err(self.lake.store_error("writing", &marker))?;
         let target = self.lake.partition_url(self.table, self.date)?;
-        let staging_path = self.lake.path_of(&self.staging)?;
         let target_path = self.lake.path_of(&target)?;
         match (self.lake.local_path(&staging_path), self.lake.local_path(&target_path)) {
             (Some(staging), Some(target)) => {
@@ -166,7 +180,7 @@ impl PartitionWrite {
             store.delete(&marker).await.map_err(self.lake.store_error("deleting", &marker))?;
         }
         let mut new = Vec::new();
-        for name in self.files.iter().filter(|n| *n != SUCCESS) {
+        for name in self.file_names() {
             let from = self.lake.path_of(&self.staging)?.join(name.as_str());
             let to = target_prefix.clone().join(name.as_str());
             store.copy(&from, &to).await.map_err(self.lake.store_error("publishing", &to))?;

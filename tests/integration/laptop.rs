@@ -1,0 +1,124 @@
+//! A laptop outside the cluster's network: the scheduler and its executors in a network
+//! namespace of their own (`unshare -n`), only the scheduler's port forwarded out (socat over a
+//! Unix socket), Postgres forwarded in the same way, the lake a shared directory. This is the
+//! shape of an EMR cluster reached through `ssh -L 50050:localhost:50050`.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::common::{Sample, TestDb, free_port, lake_tables, missing, text, ubm, ubm_ok, wait_until};
+
+const DATE: &str = "2011-12-09";
+/// The scheduler's port inside the namespace (the namespace's ports are its own).
+const INSIDE_PORT: u16 = 50050;
+
+/// A cluster in a network namespace of its own; `engine` is its scheduler as seen from outside.
+struct IsolatedCluster {
+    namespace: Child,
+    forwarders: Vec<Child>,
+    _sockets: tempfile::TempDir,
+    engine: String,
+}
+
+impl IsolatedCluster {
+    /// `None` (after saying why) when this machine cannot make namespaces or has no socat.
+    fn start(executors: usize, scheduler_flags: &str) -> Option<IsolatedCluster> {
+        for (tool, probe) in [("socat", vec!["-V"]), ("unshare", vec!["-n", "true"])] {
+            if !Command::new(tool).args(&probe).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success()) {
+                missing(&format!("`{tool}` cannot run here (a network namespace needs root and util-linux; socat is Debian's package)"));
+                return None;
+            }
+        }
+        let sockets = tempfile::tempdir().expect("tempdir");
+        let (scheduler_socket, postgres_socket) = (sockets.path().join("scheduler.sock"), sockets.path().join("postgres.sock"));
+        let outside_port = free_port();
+        let socat = |args: &[String]| spawn_group(Command::new("socat").args(args));
+        // Postgres into the namespace, the scheduler's port out of it.
+        let mut forwarders = vec![socat(&[format!("UNIX-LISTEN:{},fork", postgres_socket.display()), "TCP:127.0.0.1:5432".into()])];
+        let ubm_exe = env!("CARGO_BIN_EXE_ubm");
+        let mut script = format!(
+            "set -e; ip link set lo up; \
+             socat TCP-LISTEN:5432,bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:{pg} & \
+             socat UNIX-LISTEN:{sched},fork TCP:127.0.0.1:{INSIDE_PORT} & \
+             {ubm_exe} cluster scheduler --bind 127.0.0.1:{INSIDE_PORT} {scheduler_flags} & \
+             for i in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/{INSIDE_PORT}) 2>/dev/null && break; sleep 0.05; done; ",
+            pg = postgres_socket.display(),
+            sched = scheduler_socket.display(),
+        );
+        for i in 0..executors {
+            let port = 50060 + 10 * i;
+            script += &format!("{ubm_exe} cluster executor --scheduler 127.0.0.1:{INSIDE_PORT} --bind 127.0.0.1:{port} --slots 1 & ");
+        }
+        script += "wait";
+        let namespace = spawn_group(Command::new("unshare").args(["-n", "bash", "-c", &script]));
+        wait_until("the scheduler's socket", Duration::from_secs(30), || scheduler_socket.exists());
+        forwarders.push(socat(&[
+            format!("TCP-LISTEN:{outside_port},bind=127.0.0.1,fork,reuseaddr"),
+            format!("UNIX-CONNECT:{}", scheduler_socket.display()),
+        ]));
+        let cluster = IsolatedCluster { namespace, forwarders, _sockets: sockets, engine: format!("df://127.0.0.1:{outside_port}") };
+        wait_until(&format!("{executors} executors registered through the forwarded port"), Duration::from_secs(60), || {
+            let out = ubm().args(["status", "--scheduler", &cluster.engine, "--executors", "--json"]).output().expect("status");
+            out.status.success() && serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).is_ok_and(|e| e.len() == executors)
+        });
+        Some(cluster)
+    }
+}
+
+/// A child in a process group of its own, so that its whole tree can be stopped at once.
+fn spawn_group(command: &mut Command) -> Child {
+    command.stdout(Stdio::null()).stderr(Stdio::null()).process_group(0).spawn().expect("starts")
+}
+
+impl Drop for IsolatedCluster {
+    fn drop(&mut self) {
+        for child in std::iter::once(&mut self.namespace).chain(self.forwarders.iter_mut()) {
+            // SAFETY: kill(2) with a negative pid signals the child's own process group.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sample data with its purchases in a Postgres database of its own.
+fn sample_in_postgres() -> Option<(Sample, TestDb)> {
+    let db = TestDb::create()?;
+    let sample = Sample::new("0.01");
+    ubm_ok(&["datagen", "--scale", "0.01", "--seed", "7", "--out", &sample.lake("pg-data"), "--oltp", &db.url()]);
+    Some((sample, db))
+}
+
+#[test]
+fn a_laptop_outside_the_clusters_network_submits_through_the_schedulers_one_port() {
+    let Some((sample, db)) = sample_in_postgres() else { return };
+    let Some(cluster) = IsolatedCluster::start(2, "") else { return };
+    assert!(std::net::TcpStream::connect("127.0.0.1:50060").is_err(), "an executor's port is not reachable from outside");
+    let lake = sample.lake("lake");
+    let out = ubm()
+        .args(["submit", "--scheduler", &cluster.engine, "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &db.url(), "--lake", &lake])
+        .output()
+        .expect("submit");
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let local = sample.lake("local");
+    ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &db.url(), "--lake", &local]);
+    assert_eq!(lake_tables(&lake, DATE), lake_tables(&local, DATE), "the cluster's day equals the in-process day");
+}
+
+#[test]
+fn results_the_laptop_cannot_reach_are_named_as_unreachable_not_as_a_dead_executor() {
+    let Some((sample, db)) = sample_in_postgres() else { return };
+    let Some(cluster) = IsolatedCluster::start(1, "--no-flight-proxy") else { return };
+    let lake = sample.lake("lake");
+    let out = ubm()
+        .args(["submit", "--scheduler", &cluster.engine, "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &db.url(), "--lake", &lake])
+        .args(["--attempts", "1"])
+        .output()
+        .expect("submit");
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("this machine cannot reach 127.0.0.1:50060"), "{said}");
+    assert!(!said.contains("stopped answering"), "{said}");
+    assert!(Path::new(&lake).join("_runs").exists(), "the run reported its failure");
+}
