@@ -26,8 +26,9 @@
 //! store wrote it (the object's `last_modified`), so a holder whose clock runs ahead cannot block
 //! its date for longer. What remains: a run paused between its last check and the end of its
 //! partition swap (a local rename; a few requests on S3) could publish after a successor took
-//! over; the sixth of the lease's life that the check demands is the bound on that window, and
-//! `docs/lake.md` says so.
+//! over. On a local lake that window is closed: the check and the swap happen under the date's
+//! commit lock, which a takeover must hold too (`crate::commit_lock`). On an object store the
+//! sixth of the lease's life that the check demands is the bound on it, and `docs/lake.md` says so.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -40,8 +41,14 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use ubm_jobs::RunDate;
 
+use crate::commit_lock::CommitLock;
 use crate::error::{PipelineError, Result};
-use crate::lake::{CommitFence, Lake};
+use crate::lake::{CommitFence, CommitPermit, Lake};
+
+/// How long a run taking a date waits, at least, for a commit under way to finish.
+const TAKE_LOCK_WAIT: Duration = Duration::from_secs(10);
+/// How long a commit waits for a takeover under way to finish (it then fails, as lost).
+const COMMIT_LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// How long a lease lasts without renewal: `UBM_LEASE_TTL_SECONDS` (1 to 3600), 60 by default.
 /// A run that dies on another host blocks its date this long at most; on the same host a dead
@@ -258,6 +265,14 @@ impl Lease {
         let here = Host::current();
         let deadline = Instant::now() + wait;
         loop {
+            // Held while the lease is read and the next generation created: a run between its
+            // last check and its swap holds it (see `crate::commit_lock`), so no takeover lands
+            // in that window.
+            let limit = TAKE_LOCK_WAIT.max(deadline.saturating_duration_since(Instant::now()));
+            let Some(lock) = CommitLock::acquire(lake, date, limit).await? else {
+                let holder = format!("a run committing a partition of it (it holds _leases/{date}.lock in {})", lake.root());
+                return Err(PipelineError::DateBusy { date: date.to_string(), holder });
+            };
             let current = current(lake, date).await?;
             if let Some(state) = &current {
                 // A retried take whose first attempt was created, but whose answer was lost: ours
@@ -271,6 +286,7 @@ impl Lease {
                     if left.is_zero() {
                         return Err(PipelineError::DateBusy { date: date.to_string(), holder: state.record.describe() });
                     }
+                    drop(lock);
                     tokio::time::sleep(WAIT_POLL.min(left)).await;
                     continue;
                 }
@@ -324,6 +340,19 @@ impl Lease {
             return Err(lost(format!("its lease was last renewed {:.0?} ago, too long to be sure no other run took the date", renewed.elapsed())));
         }
         shared.confirm().await?.map(|_| ()).map_err(lost)
+    }
+
+    /// [`Lease::check`] under the date's commit lock: the permit keeps every other run from
+    /// taking the date over until the commit it guards is done.
+    pub async fn enter(&self) -> Result<CommitPermit> {
+        let date = self.shared.date;
+        let Some(lock) = CommitLock::acquire(&self.shared.lake, date, COMMIT_LOCK_WAIT).await? else {
+            self.shared.lost.store(true, Ordering::SeqCst);
+            let why = format!("another run held the commit lock of {date} for {} s: a takeover is under way", COMMIT_LOCK_WAIT.as_secs());
+            return Err(PipelineError::LeaseLost { date: date.to_string(), why });
+        };
+        self.check().await?;
+        Ok(CommitPermit { lock: Some(lock) })
     }
 
     /// Gives the date up: the next run takes it at once.
@@ -437,8 +466,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The lake asks the lease before every commit.
 #[async_trait::async_trait]
 impl CommitFence for Lease {
-    async fn check(&self) -> Result<()> {
-        Lease::check(self).await
+    async fn enter(&self) -> Result<CommitPermit> {
+        Lease::enter(self).await
     }
 }
 
@@ -486,6 +515,29 @@ mod tests {
         assert!(fenced.describe().contains("took the date over"), "{}", fenced.describe());
         new.check().await.expect("the new run may");
         assert_eq!(newest_generation(&lake, date()).await.expect("list"), Some(2));
+    }
+
+    /// A holder paused between its last check and its swap (its permit held, its lease expired):
+    /// a run taking the date over waits until the swap is done, and the paused run's next commit
+    /// fails. A local lake: the commit lock is a file lock.
+    #[tokio::test]
+    async fn a_takeover_waits_for_a_commit_under_way_and_a_commit_after_a_takeover_fails() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lake = Lake::open(&dir.path().display().to_string()).await.expect("lake");
+        let paused = Lease::acquire(&lake, date(), "run-a", Duration::ZERO).await.expect("free date");
+        let permit = paused.enter().await.expect("run-a may commit");
+        expire_newest(&lake).await;
+        let taker = {
+            let lake = lake.clone();
+            tokio::spawn(async move { Lease::acquire(&lake, date(), "run-b", Duration::ZERO).await })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!taker.is_finished(), "no takeover while run-a's swap is under way");
+        drop(permit);
+        let taken = taker.await.expect("join").expect("run-b takes the date once the swap is done");
+        let fenced = paused.enter().await.expect_err("run-a may not commit again");
+        assert!(fenced.describe().contains("lost the lease"), "{}", fenced.describe());
+        taken.enter().await.expect("run-b may commit");
     }
 
     #[tokio::test]

@@ -179,7 +179,7 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
 
 /// Writes `<lake>/_runs/D.json`, if this run still holds the date.
 async fn write_report(lake: &Lake, lease: &Lease, report: &RunReport) -> Result<()> {
-    lease.check().await?;
+    let _permit = lease.enter().await?;
     let json = serde_json::to_vec_pretty(report).map_err(|source| PipelineError::Encoding { what: "the run report", source })?;
     lake.put(&format!("_runs/{}.json", report.run_date), json).await?;
     Ok(())

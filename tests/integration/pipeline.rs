@@ -16,10 +16,12 @@ fn postgres_source_and_warehouse_and_a_rerun_changes_nothing() {
     run();
     let warehouse_once = db.query("SELECT * FROM public.user_behavior_metric ORDER BY customerid");
     let lake_once = lake_tables(&lake, DATE);
-    // Every file but the lease's, whose generation counts up with each run (one file stays).
+    // Every file but the lease's, whose generation counts up with each run (one record stays,
+    // beside the date's commit lock).
     let files = || -> Vec<String> {
         let all = files_under(Path::new(&lake));
-        assert_eq!(all.iter().filter(|f| f.starts_with("_leases/")).count(), 1, "one lease record is left: {all:?}");
+        assert_eq!(all.iter().filter(|f| f.starts_with("_leases/") && f.ends_with(".json")).count(), 1, "one lease record is left: {all:?}");
+        assert!(all.contains(&format!("_leases/{DATE}.lock")), "the commit lock stays, empty: {all:?}");
         all.into_iter().filter(|f| !f.starts_with("_leases/")).collect()
     };
     let files_once = files();

@@ -192,6 +192,11 @@ impl Lake {
         Ok(url)
     }
 
+    /// The local file of `relative` (a path under the lake's root), when the lake is local.
+    pub(crate) fn local_file(&self, relative: &str) -> Result<Option<PathBuf>> {
+        Ok(self.local_path(&self.object_path(relative)?))
+    }
+
     fn local_path(&self, path: &Path) -> Option<PathBuf> {
         self.local_root.as_ref().map(|_| PathBuf::from(format!("/{}", path.as_ref())))
     }
@@ -228,8 +233,16 @@ fn directory_url(mut url: Url) -> Url {
 /// decides who owns a date.
 #[async_trait::async_trait]
 pub trait CommitFence: Send + Sync {
-    /// `Ok` while the run still holds what lets it commit; the error says why not.
-    async fn check(&self) -> Result<()>;
+    /// `Ok` while the run still holds what lets it commit, with a permit to keep until the
+    /// commit is done (no other run can take the date over meanwhile, where the lake allows);
+    /// the error says why not.
+    async fn enter(&self) -> Result<CommitPermit>;
+}
+
+/// Kept by a commit until its swap is done: see [`CommitFence::enter`].
+#[derive(Debug)]
+pub struct CommitPermit {
+    pub lock: Option<crate::commit_lock::CommitLock>,
 }
 
 /// The run that writes a partition: its id goes into every `_SUCCESS` it writes, and its fence

@@ -150,10 +150,11 @@ impl PartitionWrite {
         let stamp = serde_json::to_vec(&SuccessMarker { run_id: self.stamp.run_id.clone(), files })
             .map_err(|source| PipelineError::Encoding { what: "the _SUCCESS marker", source })?;
         self.lake.store.put(&marker, PutPayload::from(stamp)).await.map_err(self.lake.store_error("writing", &marker))?;
-        // Checked last before the swap, to keep the window between the check and the swap short.
-        if let Some(fence) = &self.stamp.fence {
-            fence.check().await?;
-        }
+        // Checked last before the swap; the permit is kept until the swap is done.
+        let _permit = match &self.stamp.fence {
+            Some(fence) => Some(fence.enter().await?),
+            None => None,
+        };
         let target = self.lake.partition_url(self.table, self.date)?;
         let target_path = self.lake.path_of(&target)?;
         match (self.lake.local_path(&staging_path), self.lake.local_path(&target_path)) {
