@@ -52,7 +52,7 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     let swept = ubm_pipeline::lake::sweep_run_staging();
     if swept > 0 {
-        tracing::info!("removed {swept} file(s) a stopped run's tasks wrote into its staging after it stopped");
+        tracing::info!("removed {swept} entries a stopped run's tasks wrote into its staging after it stopped");
     }
     match outcome {
         Ok(code) => code,

@@ -98,6 +98,7 @@ impl std::fmt::Display for DayStatus {
         for partition in &self.partitions {
             let by = match partition.run_id.as_deref() {
                 None => "no committed partition".to_string(),
+                Some("") if !partition.problems.is_empty() => "damaged".to_string(),
                 Some("") => "written before partitions named their run".to_string(),
                 Some(run) => format!("run {run}"),
             };

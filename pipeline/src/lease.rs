@@ -27,7 +27,7 @@
 //! its date for longer. What remains: a run paused between its last check and the end of its
 //! partition swap (a local rename; a few requests on S3) could publish after a successor took
 //! over. On a local lake that window is closed: the check and the swap happen under the date's
-//! commit lock, which a takeover must hold too (`crate::commit_lock`). On an object store the
+//! commit lock, which a takeover must hold too (`crate::lake::CommitLock`). On an object store the
 //! sixth of the lease's life that the check demands is the bound on it, and `docs/lake.md` says so.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,9 +41,8 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use ubm_jobs::RunDate;
 
-use crate::commit_lock::CommitLock;
 use crate::error::{PipelineError, Result};
-use crate::lake::{CommitFence, CommitPermit, Lake};
+use crate::lake::{CommitFence, CommitLock, CommitPermit, Lake};
 
 /// How long a run taking a date waits, at least, for a commit under way to finish.
 const TAKE_LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -266,7 +265,7 @@ impl Lease {
         let deadline = Instant::now() + wait;
         loop {
             // Held while the lease is read and the next generation created: a run between its
-            // last check and its swap holds it (see `crate::commit_lock`), so no takeover lands
+            // last check and its swap holds it (see `crate::lake::CommitLock`), so no takeover lands
             // in that window.
             let limit = TAKE_LOCK_WAIT.max(deadline.saturating_duration_since(Instant::now()));
             let Some(lock) = CommitLock::acquire(lake, date, limit).await? else {
@@ -347,7 +346,7 @@ impl Lease {
     pub async fn enter(&self) -> Result<CommitPermit> {
         let date = self.shared.date;
         let Some(lock) = CommitLock::acquire(&self.shared.lake, date, COMMIT_LOCK_WAIT).await? else {
-            self.shared.lost.store(true, Ordering::SeqCst);
+            // Not lost for good: the holder may be a takeover that finds this lease live.
             let why = format!("another run held the commit lock of {date} for {} s: a takeover is under way", COMMIT_LOCK_WAIT.as_secs());
             return Err(PipelineError::LeaseLost { date: date.to_string(), why });
         };

@@ -14,7 +14,6 @@
 //! `Engine`, which callers pass in.
 
 pub mod classify;
-pub mod commit_lock;
 pub mod dashboard;
 pub mod datagen;
 pub mod day;

@@ -74,7 +74,8 @@ pub struct SchedulerArgs {
     /// Clients fetch jobs' results straight from the executors' Flight ports, which they must
     /// then reach. By default results pass through this scheduler's port (Ballista's embedded
     /// Flight proxy), so that a client that reaches only the scheduler (an SSH tunnel, a laptop
-    /// outside the cluster's network) gets them; ubm's results are small reports, not rows.
+    /// outside the cluster's network) gets them. ubm's jobs return small reports (the tables
+    /// go to the lake); the warehouse load streams the day's metric, a row per customer.
     #[arg(long)]
     pub no_flight_proxy: bool,
     #[command(flatten)]

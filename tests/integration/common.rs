@@ -100,6 +100,11 @@ fn psql(url: &str, sql: &str) -> Output {
 }
 
 impl TestDb {
+    /// The URL of the server's admin database (`UBM_TEST_POSTGRES`, or the local Postgres).
+    pub fn admin() -> String {
+        admin_url()
+    }
+
     /// `None` (after saying why) when Postgres is not reachable outside CI.
     pub fn create() -> Option<TestDb> {
         let admin = admin_url();

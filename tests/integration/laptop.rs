@@ -13,6 +13,9 @@ use crate::common::{Sample, TestDb, free_port, lake_tables, missing, text, ubm, 
 const DATE: &str = "2011-12-09";
 /// The scheduler's port inside the namespace (the namespace's ports are its own).
 const INSIDE_PORT: u16 = 50050;
+/// The executors' address: one that exists only inside the namespace, so that nothing outside
+/// can answer there whatever ports this machine has open.
+const EXECUTOR_HOST: &str = "10.254.0.1";
 
 /// A cluster in a network namespace of its own; `engine` is its scheduler as seen from outside.
 struct IsolatedCluster {
@@ -31,16 +34,22 @@ impl IsolatedCluster {
                 return None;
             }
         }
+        let postgres = url::Url::parse(&crate::common::TestDb::admin()).expect("the test database's URL");
+        let (pg_host, pg_port) = (postgres.host_str().unwrap_or_default().to_string(), postgres.port().unwrap_or(5432));
+        if !matches!(pg_host.as_str(), "127.0.0.1" | "localhost") {
+            missing(&format!("the laptop tests forward Postgres at 127.0.0.1 into the namespace, and UBM_TEST_POSTGRES names {pg_host}"));
+            return None;
+        }
         let sockets = tempfile::tempdir().expect("tempdir");
         let (scheduler_socket, postgres_socket) = (sockets.path().join("scheduler.sock"), sockets.path().join("postgres.sock"));
         let outside_port = free_port();
         let socat = |args: &[String]| spawn_group(Command::new("socat").args(args));
         // Postgres into the namespace, the scheduler's port out of it.
-        let mut forwarders = vec![socat(&[format!("UNIX-LISTEN:{},fork", postgres_socket.display()), "TCP:127.0.0.1:5432".into()])];
+        let mut forwarders = vec![socat(&[format!("UNIX-LISTEN:{},fork", postgres_socket.display()), format!("TCP:127.0.0.1:{pg_port}")])];
         let ubm_exe = env!("CARGO_BIN_EXE_ubm");
         let mut script = format!(
-            "set -e; ip link set lo up; \
-             socat TCP-LISTEN:5432,bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:{pg} & \
+            "set -e; ip link set lo up; ip addr add {EXECUTOR_HOST}/32 dev lo; \
+             socat TCP-LISTEN:{pg_port},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:{pg} & \
              socat UNIX-LISTEN:{sched},fork TCP:127.0.0.1:{INSIDE_PORT} & \
              {ubm_exe} cluster scheduler --bind 127.0.0.1:{INSIDE_PORT} {scheduler_flags} & \
              for i in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/{INSIDE_PORT}) 2>/dev/null && break; sleep 0.05; done; ",
@@ -49,7 +58,9 @@ impl IsolatedCluster {
         );
         for i in 0..executors {
             let port = 50060 + 10 * i;
-            script += &format!("{ubm_exe} cluster executor --scheduler 127.0.0.1:{INSIDE_PORT} --bind 127.0.0.1:{port} --slots 1 & ");
+            script += &format!(
+                "{ubm_exe} cluster executor --scheduler 127.0.0.1:{INSIDE_PORT} --bind {EXECUTOR_HOST}:{port} --external-host {EXECUTOR_HOST} --insecure --slots 1 & "
+            );
         }
         script += "wait";
         let namespace = spawn_group(Command::new("unshare").args(["-n", "bash", "-c", &script]));
@@ -94,7 +105,8 @@ fn sample_in_postgres() -> Option<(Sample, TestDb)> {
 fn a_laptop_outside_the_clusters_network_submits_through_the_schedulers_one_port() {
     let Some((sample, db)) = sample_in_postgres() else { return };
     let Some(cluster) = IsolatedCluster::start(2, "") else { return };
-    assert!(std::net::TcpStream::connect("127.0.0.1:50060").is_err(), "an executor's port is not reachable from outside");
+    let executor: std::net::SocketAddr = format!("{EXECUTOR_HOST}:50060").parse().expect("address");
+    assert!(std::net::TcpStream::connect_timeout(&executor, Duration::from_secs(1)).is_err(), "an executor's port is not reachable from outside");
     let lake = sample.lake("lake");
     let out = ubm()
         .args(["submit", "--scheduler", &cluster.engine, "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &db.url(), "--lake", &lake])
@@ -118,7 +130,7 @@ fn results_the_laptop_cannot_reach_are_named_as_unreachable_not_as_a_dead_execut
         .expect("submit");
     let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(!out.status.success(), "{said}");
-    assert!(said.contains("this machine cannot reach 127.0.0.1:50060"), "{said}");
+    assert!(said.contains(&format!("this machine cannot reach {EXECUTOR_HOST}:50060")), "{said}");
     assert!(!said.contains("stopped answering"), "{said}");
     assert!(Path::new(&lake).join("_runs").exists(), "the run reported its failure");
 }

@@ -115,7 +115,7 @@ impl JobTracker {
             Arc::new(FollowedJob { plan, name: job_name.to_string(), tracker: self.clone(), announced: OnceLock::new(), starved: OnceLock::new() });
         let (end, ended) = oneshot::channel();
         lock(&self.watchers).push(tokio::spawn(watch(Arc::clone(&job), ended)));
-        Box::pin(FollowedStream { inner: stream, job, end: Some(end) })
+        Box::pin(FollowedStream { inner: stream, job, end: Some(end), explaining: None })
     }
 }
 
@@ -158,6 +158,9 @@ struct ExecutorSightings {
     none_since: Option<std::time::Instant>,
     /// When the scheduler was last asked.
     asked: Option<std::time::Instant>,
+    /// Tasks the job had finished when last seen: while that grows, executors are at work and
+    /// the scheduler is not asked.
+    tasks_done: usize,
 }
 
 impl FollowedJob {
@@ -204,9 +207,16 @@ impl FollowedJob {
 
     /// Whether the job has waited longer than the executor wait on a scheduler with no
     /// executor (asked at most once a second; the wait is said once, when it starts).
-    async fn starved(&self, job_id: &str, sightings: &mut ExecutorSightings) -> bool {
+    async fn starved(&self, job_id: &str, progress: Option<&JobProgress>, sightings: &mut ExecutorSightings) -> bool {
         let Some(api) = &self.tracker.api else { return false };
         if self.starved.get().is_some() || sightings.asked.is_some_and(|at| at.elapsed() < EXECUTOR_POLL) {
+            return false;
+        }
+        if let Some(progress) = progress
+            && progress.tasks_done > sightings.tasks_done
+        {
+            sightings.tasks_done = progress.tasks_done;
+            sightings.none_since = None;
             return false;
         }
         sightings.asked = Some(std::time::Instant::now());
@@ -244,10 +254,11 @@ impl FollowedJob {
         let scheduler = api.scheduler();
         let reason =
             Starved { scheduler: scheduler.to_string(), host_port: scheduler.host_port(), waited_seconds: self.tracker.executor_wait.as_secs() };
-        if self.starved.set(reason).is_ok()
-            && let Err(e) = api.cancel(job_id).await
-        {
-            tracing::warn!("could not cancel job {job_id}, which has no executor to run on: {e}");
+        match api.cancel(job_id).await {
+            // Its stream now fails as cancelled, and is explained by this.
+            Ok(CancelOutcome::Cancelled) => drop(self.starved.set(reason)),
+            Ok(CancelOutcome::AlreadyEnded(_)) => {}
+            Err(e) => tracing::warn!("could not cancel job {job_id}, which has no executor to run on: {e}"),
         }
     }
 
@@ -277,7 +288,7 @@ async fn watch(job: Arc<FollowedJob>, mut ended: oneshot::Receiver<Option<String
     let mut sightings = ExecutorSightings::default();
     while outcome.is_none() {
         job.report_progress(&job_id, &mut last).await;
-        if job.starved(&job_id, &mut sightings).await {
+        if job.starved(&job_id, last.as_ref(), &mut sightings).await {
             job.give_up(&job_id).await;
         }
         tokio::select! {
@@ -296,6 +307,8 @@ struct FollowedStream {
     job: Arc<FollowedJob>,
     /// Tells the watcher the stream ended; `None` once it has.
     end: Option<oneshot::Sender<Option<String>>>,
+    /// The stream's error being explained (which may ask the network), returned once it is.
+    explaining: Option<futures::future::BoxFuture<'static, DataFusionError>>,
 }
 
 impl FollowedStream {
@@ -304,68 +317,73 @@ impl FollowedStream {
             let _ = end.send(error.map(|e| crate::retry::describe(e)));
         }
     }
+}
 
-    /// Names the failures a user must tell apart from a failing plan. Ballista reports them as
-    /// text only: a task of ubm's that failed carries its cause's retry decision in a tag
-    /// ([`TaskFailure`]); a cancelled job fails with the reason `Cancelled` (not a failure to
-    /// retry); a scheduler or an executor that went away shows as a gRPC transport error naming
-    /// its address, which tells the two apart.
-    fn explain(&self, error: DataFusionError) -> DataFusionError {
-        if let Some(starved) = self.job.starved.get() {
-            return DataFusionError::External(Box::new(starved.error()));
-        }
-        let message = error.to_string();
-        let job_id = self.job.job_id();
-        if let Some(failure) = TaskFailure::find_in(&message) {
-            let failure = match job_id {
-                Some(job_id) => failure.in_job(job_id),
-                None => failure,
-            };
-            return DataFusionError::External(Box::new(failure));
-        }
-        if let Some(job_id) = job_id
-            && message.trim_end().ends_with("failed: Cancelled")
-        {
-            return DataFusionError::External(Box::new(ClusterError::Cancelled { job_id }));
-        }
-        let lost = ["code: Unavailable", "transport error", "ConnectError", "Connection refused"];
-        match &self.job.tracker.api {
-            Some(api) if lost.iter().any(|sign| message.contains(sign)) => {
-                let lost = match other_address(&message, &api.scheduler().host_port()) {
-                    Some(address) if !reachable(&address) => ClusterError::Unreachable { address, reason: message },
-                    Some(_) => ClusterError::ExecutorLost { reason: message },
-                    None => ClusterError::SchedulerLost { scheduler: api.scheduler().to_string(), reason: message },
-                };
-                DataFusionError::External(Box::new(lost))
-            }
-            _ => error,
-        }
+/// Names the failures a user must tell apart from a failing plan. Ballista reports them as
+/// text only: a task of ubm's that failed carries its cause's retry decision in a tag
+/// ([`TaskFailure`]); a cancelled job fails with the reason `Cancelled` (not a failure to retry);
+/// a job cancelled for want of executors says so; a scheduler or an executor that went away
+/// shows as a gRPC transport error naming its address, which tells the two apart; an address
+/// this machine cannot reach at all is named as such.
+async fn explain(job: Arc<FollowedJob>, error: DataFusionError) -> DataFusionError {
+    if let Some(starved) = job.starved.get() {
+        return DataFusionError::External(Box::new(starved.error()));
     }
+    let message = error.to_string();
+    let job_id = job.job_id();
+    if let Some(failure) = TaskFailure::find_in(&message) {
+        let failure = match job_id {
+            Some(job_id) => failure.in_job(job_id),
+            None => failure,
+        };
+        return DataFusionError::External(Box::new(failure));
+    }
+    if let Some(job_id) = job_id
+        && message.trim_end().ends_with("failed: Cancelled")
+    {
+        return DataFusionError::External(Box::new(ClusterError::Cancelled { job_id }));
+    }
+    let lost = ["code: Unavailable", "transport error", "ConnectError", "Connection refused"];
+    let Some(api) = job.tracker.api.as_ref().filter(|_| lost.iter().any(|sign| message.contains(sign))) else { return error };
+    let lost = match other_address(&message, &api.scheduler().host_port()) {
+        // This client's own connection failed (the scheduler's Flight proxy words it "Ballista
+        // executor at": that executor went away behind the proxy, which this machine need not
+        // reach).
+        Some(address) if message.contains("Ballista scheduler or executor at") && !reachable(&address).await => {
+            ClusterError::Unreachable { address, reason: message }
+        }
+        Some(_) => ClusterError::ExecutorLost { reason: message },
+        None => ClusterError::SchedulerLost { scheduler: api.scheduler().to_string(), reason: message },
+    };
+    DataFusionError::External(Box::new(lost))
 }
 
 /// Whether this machine can open a TCP connection to `address` now (a second at most: this is
 /// the error path of a job that already failed).
-fn reachable(address: &str) -> bool {
-    use std::net::ToSocketAddrs;
-    let Ok(addresses) = address.to_socket_addrs() else { return false };
-    addresses.into_iter().any(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
+async fn reachable(address: &str) -> bool {
+    let connect = tokio::net::TcpStream::connect(address.to_string());
+    matches!(tokio::time::timeout(Duration::from_secs(1), connect).await, Ok(Ok(_)))
 }
 
 impl Stream for FollowedStream {
     type Item = datafusion::error::Result<RecordBatch>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.inner.poll_next_unpin(cx) {
-            Poll::Ready(None) => {
-                self.finish(None);
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Err(error))) => {
-                let error = self.explain(error);
+        loop {
+            if let Some(explaining) = self.explaining.as_mut() {
+                let Poll::Ready(error) = explaining.as_mut().poll(cx) else { return Poll::Pending };
+                self.explaining = None;
                 self.finish(Some(&error));
-                Poll::Ready(Some(Err(error)))
+                return Poll::Ready(Some(Err(error)));
             }
-            other => other,
+            match self.inner.poll_next_unpin(cx) {
+                Poll::Ready(None) => {
+                    self.finish(None);
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(error))) => self.explaining = Some(Box::pin(explain(Arc::clone(&self.job), error))),
+                other => return other,
+            }
         }
     }
 }
@@ -397,11 +415,12 @@ impl Drop for FollowedStream {
 
 /// The first `http(s)://host:port` a transport error's message names other than `scheduler`'s
 /// (then an executor, whose results were being fetched, is the one that could not be reached).
+/// Other schemes (an `s3://` path in the same message) are no such address.
 fn other_address(message: &str, scheduler: &str) -> Option<String> {
-    message.split("://").skip(1).find_map(|rest| {
+    message.split("http").skip(1).filter_map(|rest| rest.strip_prefix("://").or_else(|| rest.strip_prefix("s://"))).find_map(|rest| {
         let address: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '[' | ']')).collect();
         let address = address.trim_end_matches(':'); // "…at http://h:p: reason"
-        (!address.is_empty() && address != scheduler).then(|| address.to_string())
+        (address.contains(':') && address != scheduler).then(|| address.to_string())
     })
 }
 
@@ -418,5 +437,6 @@ mod address_tests {
         let scheduler = "Error connecting to Ballista scheduler or executor at http://127.0.0.1:40743: refused";
         assert_eq!(other_address(scheduler, "127.0.0.1:40743"), None);
         assert_eq!(other_address("transport error", "127.0.0.1:40743"), None, "no address: the scheduler");
+        assert_eq!(other_address("reading s3://bucket/x: Connection refused", "127.0.0.1:40743"), None, "a path is no address");
     }
 }

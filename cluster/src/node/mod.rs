@@ -139,17 +139,10 @@ async fn serve_scheduler_over_tls(
     let grpc = SchedulerGrpcServer::new(scheduler.clone())
         .max_encoding_message_size(config.grpc_server_max_encoding_message_size as usize)
         .max_decoding_message_size(config.grpc_server_max_decoding_message_size as usize);
-    // Ballista's own server adds the Flight proxy beside the scheduler's service; this one
-    // does the same, reaching the executors over the cluster's TLS.
-    let endpoint = config.override_create_grpc_client_endpoint.clone().map(|f| Arc::new(BallistaConfigGrpcEndpoint::new(f)));
-    let (max_decoding, max_encoding) = (config.grpc_server_max_decoding_message_size as usize, config.grpc_server_max_encoding_message_size as usize);
-    let proxy = FlightServiceServer::new(BallistaFlightProxyService::new(max_decoding, max_encoding, config.use_tls, endpoint))
-        .max_decoding_message_size(max_decoding)
-        .max_encoding_message_size(max_encoding);
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(grpc);
     if config.enable_embedded_flight_proxy {
-        routes.add_service(proxy);
+        routes.add_service(flight_proxy(&config));
     }
     let router = get_routes(Arc::new(scheduler)).merge(routes.routes().into_axum_router());
     let listener = TlsListener::bind(bind, tls.server_config()?, "scheduler")
@@ -161,6 +154,16 @@ async fn serve_scheduler_over_tls(
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .await
         .map_err(|e| ClusterError::Node { doing: "running the scheduler", source: BallistaError::IoError(e) })
+}
+
+/// Ballista's Flight proxy, as its own server adds it beside the scheduler's service: it
+/// reaches the executors over the cluster's TLS.
+fn flight_proxy(config: &SchedulerConfig) -> FlightServiceServer<BallistaFlightProxyService> {
+    let endpoint = config.override_create_grpc_client_endpoint.clone().map(|f| Arc::new(BallistaConfigGrpcEndpoint::new(f)));
+    let (max_decoding, max_encoding) = (config.grpc_server_max_decoding_message_size as usize, config.grpc_server_max_encoding_message_size as usize);
+    FlightServiceServer::new(BallistaFlightProxyService::new(max_decoding, max_encoding, config.use_tls, endpoint))
+        .max_decoding_message_size(max_decoding)
+        .max_encoding_message_size(max_encoding)
 }
 
 /// How an executor is run.
@@ -229,9 +232,15 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> 
 /// Refuses a port another process listens on, naming it (Ballista would log the failure and
 /// go on, or exit 0).
 pub fn check_port_free(address: SocketAddr, what: &str) -> Result<(), ClusterError> {
-    std::net::TcpListener::bind(address).map(drop).map_err(|e| ClusterError::BadLocation {
-        location: address.to_string(),
-        reason: format!("{what} cannot be opened ({e}): another process listens there; stop it or pick another port with --bind"),
+    let bad = |reason: String| ClusterError::BadLocation { location: address.to_string(), reason };
+    if address.port() == 0 {
+        return Err(bad(format!("{what} needs a fixed port: the scheduler and clients must know it; pick one with --bind")));
+    }
+    std::net::TcpListener::bind(address).map(drop).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            bad(format!("{what} cannot be opened ({e}): another process listens there; stop it or pick another port with --bind"))
+        }
+        _ => bad(format!("{what} cannot be opened ({e}); check the address given to --bind")),
     })
 }
 

@@ -57,18 +57,26 @@ pub(super) async fn copy_local(from: PathBuf, to: PathBuf) -> Result<u64> {
     .map_err(|e| PipelineError::Stopped { what: "the copy into the lake", source: Some(e) })?
 }
 
-/// The local commit: the staged directory replaces the partition in one rename, then the old
-/// partition (now under the staging name) is removed.
+/// The local commit: the staged directory replaces the partition in one rename. The old
+/// partition, if any, is left under the staging name for [`remove_swapped_out`].
 pub(super) fn swap_local(staging: &FsPath, target: &FsPath) -> Result<()> {
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent).map_err(PipelineError::io("creating", parent))?;
     }
     if target.exists() {
-        exchange_dirs(staging, target)?;
-        // `staging` now holds the old partition.
-        std::fs::remove_dir_all(staging).map_err(PipelineError::io("removing the old partition", staging))?;
+        exchange_dirs(staging, target)
     } else {
-        std::fs::rename(staging, target).map_err(PipelineError::io("moving a staged partition to", target))?;
+        std::fs::rename(staging, target).map_err(PipelineError::io("moving a staged partition to", target))
+    }
+}
+
+/// Removes what a swap left under the staging name (the old partition) and the staging
+/// directories above it once empty. Outside the commit lock: nothing reads it any more.
+pub(super) fn remove_swapped_out(staging: &FsPath) -> Result<()> {
+    match std::fs::remove_dir_all(staging) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(PipelineError::io("removing the old partition", staging)(e)),
     }
     remove_empty_parents(staging);
     Ok(())

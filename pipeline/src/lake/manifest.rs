@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
 use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
@@ -101,20 +101,32 @@ impl Committed {
 
 impl Lake {
     /// `table`'s partition of `date` as committed: `None` when it has no `_SUCCESS` (never
-    /// committed, or an object-store commit under way).
+    /// committed, or an object-store commit under way). A listing that straddles a commit
+    /// (the marker gone between the listing and its read, or files that differ from it) is
+    /// taken again, twice at most, before the partition is judged.
     pub async fn committed(&self, table: Table, date: RunDate) -> Result<Option<Committed>> {
         let url = self.partition_url(table, date)?;
         let dir = self.path_of(&url)?;
-        let listed: Vec<ObjectMeta> = self.store.list(Some(&dir)).try_collect().await.map_err(self.store_error("listing", &dir))?;
-        let relative =
-            |meta: &ObjectMeta| meta.location.prefix_match(&dir).map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"));
-        let mut found: BTreeMap<String, ObjectMeta> = listed.into_iter().filter_map(|m| Some((relative(&m)?, m))).collect();
-        let Some(marker_meta) = found.remove(SUCCESS) else { return Ok(None) };
-        let bytes = self.store.get(&marker_meta.location).await.map_err(self.store_error("reading", &marker_meta.location))?;
-        let bytes = bytes.bytes().await.map_err(self.store_error("reading", &marker_meta.location))?;
-        let marker = read_marker(&bytes, &url)?;
-        let problems = compare(marker.files.as_deref(), &found);
-        Ok(Some(Committed { marker, problems, url, found }))
+        for attempt in 1..=LISTINGS {
+            let listed: Vec<ObjectMeta> = self.store.list(Some(&dir)).try_collect().await.map_err(self.store_error("listing", &dir))?;
+            let relative =
+                |meta: &ObjectMeta| meta.location.prefix_match(&dir).map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"));
+            let mut found: BTreeMap<String, ObjectMeta> = listed.into_iter().filter_map(|m| Some((relative(&m)?, m))).collect();
+            let Some(marker_meta) = found.remove(SUCCESS) else { return Ok(None) };
+            let bytes = match self.store.get(&marker_meta.location).await {
+                Ok(got) => got.bytes().await.map_err(self.store_error("reading", &marker_meta.location))?,
+                Err(object_store::Error::NotFound { .. }) if attempt < LISTINGS => continue,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(self.store_error("reading", &marker_meta.location)(e)),
+            };
+            let marker = read_marker(&bytes, &url)?;
+            let problems = compare(marker.files.as_deref(), &found);
+            if problems.is_empty() || attempt == LISTINGS {
+                return Ok(Some(Committed { marker, problems, url, found }));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Ok(None)
     }
 
     /// The files of `table`'s committed partition of `date` as URLs, for a query; an error when
@@ -140,17 +152,19 @@ impl Lake {
     /// The list a commit writes into `_SUCCESS`: each staged file (in `dir`) with its size and,
     /// for Parquet, its rows.
     pub(super) async fn manifest(&self, dir: &Path, names: &[String]) -> Result<Vec<CommittedFile>> {
-        let mut files = Vec::with_capacity(names.len());
-        for name in names {
-            let path = dir.clone().join(name.as_str());
-            let meta = self.store.head(&path).await.map_err(self.store_error("checking the staged", &path))?;
-            let rows = match name.ends_with(".parquet") {
-                true => Some(self.parquet_rows(&meta).await?),
-                false => None,
-            };
-            files.push(CommittedFile { name: name.clone(), bytes: meta.size, rows });
-        }
-        Ok(files)
+        // A few requests a file, several files at a time: on S3 each is a round trip.
+        futures::stream::iter(names.iter().map(|name| self.committed_file(dir, name))).buffered(8).try_collect().await
+    }
+
+    /// One staged file's entry of the manifest.
+    async fn committed_file(&self, dir: &Path, name: &str) -> Result<CommittedFile> {
+        let path = dir.clone().join(name);
+        let meta = self.store.head(&path).await.map_err(self.store_error("checking the staged", &path))?;
+        let rows = match name.ends_with(".parquet") {
+            true => Some(self.parquet_rows(&meta).await?),
+            false => None,
+        };
+        Ok(CommittedFile { name: name.to_string(), bytes: meta.size, rows })
     }
 
     /// The rows of a Parquet file, from its footer (two small range requests).
@@ -176,6 +190,9 @@ impl Lake {
         u64::try_from(rows).map_err(|_| unreadable(format!("it says it has {rows} rows")))
     }
 }
+
+/// How many times a partition is listed before it is judged (see [`Lake::committed`]).
+const LISTINGS: u32 = 3;
 
 /// The fixed end of every Parquet file: the metadata's length and the magic `PAR1`.
 const FOOTER_SIZE: u64 = 8;

@@ -19,6 +19,7 @@
 //! # Layout
 //! - this file: [`Lake`] (where it is, paths, the store), its tables, a run's [`RunStamp`].
 //! - `partition`: [`PartitionWrite`], a partition staged, then committed whole.
+//! - `commit_lock`: [`CommitLock`], the date's lock around a local commit and a lease takeover.
 //! - `manifest`: what `_SUCCESS` lists ([`SuccessMarker`]), and a partition checked against it.
 //! - `tasks`: [`TaskOutput`], the directory a job's tasks write their part files into.
 //! - `parquet_file`: [`ParquetFile`], a Parquet file written into a partition.
@@ -36,12 +37,14 @@ use url::Url;
 
 use crate::error::{PipelineError, Result};
 
+mod commit_lock;
 mod local;
 mod manifest;
 mod parquet_file;
 mod partition;
 mod tasks;
 
+pub use commit_lock::CommitLock;
 pub use local::sweep_run_staging;
 pub use manifest::{Committed, CommittedFile, FileProblem, SuccessMarker};
 pub use parquet_file::ParquetFile;
@@ -242,7 +245,7 @@ pub trait CommitFence: Send + Sync {
 /// Kept by a commit until its swap is done: see [`CommitFence::enter`].
 #[derive(Debug)]
 pub struct CommitPermit {
-    pub lock: Option<crate::commit_lock::CommitLock>,
+    pub lock: Option<CommitLock>,
 }
 
 /// The run that writes a partition: its id goes into every `_SUCCESS` it writes, and its fence

@@ -12,7 +12,7 @@ use ubm_jobs::RunDate;
 use ubm_jobs::schema::parquet_properties;
 use url::Url;
 
-use super::local::{copy_local, swap_local};
+use super::local::{copy_local, remove_swapped_out, swap_local};
 use super::parquet_file::ParquetFile;
 use super::tasks::TaskOutput;
 use super::{Lake, RunStamp, SUCCESS, SuccessMarker, Table};
@@ -151,7 +151,7 @@ impl PartitionWrite {
             .map_err(|source| PipelineError::Encoding { what: "the _SUCCESS marker", source })?;
         self.lake.store.put(&marker, PutPayload::from(stamp)).await.map_err(self.lake.store_error("writing", &marker))?;
         // Checked last before the swap; the permit is kept until the swap is done.
-        let _permit = match &self.stamp.fence {
+        let permit = match &self.stamp.fence {
             Some(fence) => Some(fence.enter().await?),
             None => None,
         };
@@ -159,9 +159,19 @@ impl PartitionWrite {
         let target_path = self.lake.path_of(&target)?;
         match (self.lake.local_path(&staging_path), self.lake.local_path(&target_path)) {
             (Some(staging), Some(target)) => {
+                let swapped_out = staging.clone();
                 tokio::task::spawn_blocking(move || swap_local(&staging, &target))
                     .await
                     .map_err(|e| PipelineError::Stopped { what: "the partition swap", source: Some(e) })??;
+                self.committed = true;
+                drop(permit);
+                // The partition is committed: an old copy left under `_staging/` is only litter,
+                // which the next run of the date removes.
+                match tokio::task::spawn_blocking(move || remove_swapped_out(&swapped_out)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!("{}", e.describe()),
+                    Err(e) => tracing::warn!("removing the old partition stopped: {e}"),
+                }
             }
             _ => self.swap_remote(&target_path).await?,
         }

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use ubm_jobs::RunDate;
 
+use super::Lake;
 use crate::error::{PipelineError, Result};
-use crate::lake::Lake;
 
 /// How often a run waiting for the lock tries again.
 const POLL: Duration = Duration::from_millis(20);
@@ -44,6 +44,12 @@ impl CommitLock {
                 return Ok(Some(CommitLock { _file: Some(file) }));
             }
             let error = std::io::Error::last_os_error();
+            if unsupported(&error) {
+                // A file system without flock (NFS without its lock service, some FUSE mounts):
+                // the lake then has what an object store has, the lease alone.
+                tracing::warn!("{} cannot be locked ({error}); commits of {date} go without the commit lock", path.display());
+                return Ok(Some(CommitLock { _file: None }));
+            }
             if error.kind() != std::io::ErrorKind::WouldBlock {
                 return Err(PipelineError::io("locking", &path)(error));
             }
@@ -53,6 +59,11 @@ impl CommitLock {
             tokio::time::sleep(POLL).await;
         }
     }
+}
+
+/// Whether `error` says the file system has no `flock`.
+fn unsupported(error: &std::io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::ENOLCK | libc::EOPNOTSUPP | libc::ENOSYS)) || error.kind() == std::io::ErrorKind::Unsupported
 }
 
 #[cfg(test)]
