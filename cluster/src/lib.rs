@@ -23,6 +23,6 @@ pub mod store;
 pub mod tls;
 
 pub use engine::address::SchedulerAddress;
-pub use engine::{Engine, EngineKind};
+pub use engine::{Engine, EngineKind, Partitions};
 pub use error::ClusterError;
 pub use retry::TaskFailure;

@@ -102,6 +102,7 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
         started_at,
         duration_ms: 0,
         engine: engine.kind().to_string(),
+        partitions: Some(engine.partitions().clone()),
         semantics: config.semantics.to_string(),
         reviews: config.reviews.clone(),
         oltp: config.oltp.to_string(),

@@ -63,6 +63,10 @@ pub struct RunReport {
     pub started_at: DateTime<Utc>,
     pub duration_ms: u128,
     pub engine: String,
+    /// How many partitions the run's stages were split into, and why (absent in reports written
+    /// before runs recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<ubm_cluster::Partitions>,
     pub semantics: String,
     pub reviews: String,
     pub oltp: String,

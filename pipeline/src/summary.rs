@@ -15,12 +15,13 @@ pub fn summary(report: &RunReport, config: &RunConfig) -> Result<String> {
     let c = &report.counts;
     let _ = writeln!(
         out,
-        "ubm run {} — {} in {:.2}s ({} engine, {} semantics)",
+        "ubm run {} — {} in {:.2}s ({} engine, {} semantics{})",
         report.run_date,
         report.status,
         report.duration_ms as f64 / 1000.0,
         report.engine,
-        report.semantics
+        report.semantics,
+        report.partitions.as_ref().map(|p| format!(", {} partitions from {}", p.count, p.from)).unwrap_or_default()
     );
     for task in &report.tasks {
         let note = task.error.as_deref().map(|e| format!(" — {e}")).unwrap_or_default();

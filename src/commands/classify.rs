@@ -32,7 +32,7 @@ pub struct ClassifyArgs {
 }
 
 pub async fn classify(args: ClassifyArgs) -> Result<ExitCode> {
-    let engine = Engine::start(args.engine.kind()?).await?;
+    let engine = Engine::start_sized(args.engine.kind()?, args.engine.partitions.get()).await?;
     let lake = Lake::open(&args.output).await?;
     let source = reviews_for(&args.input, args.date)?;
     let stamp = RunStamp::unleased();

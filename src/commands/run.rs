@@ -24,6 +24,9 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let (json, refresh_report) = (args.data.json, !args.data.no_report);
     let executor_wait = Duration::from_secs(args.data.executor_wait);
     let (dates, config) = args.data.into_config().await?;
-    let engine = Engine::start(args.engine.kind()?).await?.with_job_observer(Arc::new(LogJobs)).with_executor_wait(executor_wait);
+    let engine = Engine::start_sized(args.engine.kind()?, args.engine.partitions.get())
+        .await?
+        .with_job_observer(Arc::new(LogJobs))
+        .with_executor_wait(executor_wait);
     run_and_print(&engine, &config, &dates, json, refresh_report).await
 }

@@ -32,6 +32,8 @@ pub struct SubmitArgs {
     #[arg(long, requires = "detach", value_name = "FILE")]
     pub log: Option<PathBuf>,
     #[command(flatten)]
+    pub partitions: crate::args::PartitionsArg,
+    #[command(flatten)]
     pub data: RunData,
 }
 
@@ -43,7 +45,7 @@ pub async fn submit(args: SubmitArgs) -> Result<ExitCode> {
         return detach(&args).await;
     }
     // The scheduler first: a wrong address fails before any sample data is made.
-    let engine = Engine::start(EngineKind::Remote(args.scheduler.address()?)).await?;
+    let engine = Engine::start_sized(EngineKind::Remote(args.scheduler.address()?), args.partitions.get()).await?;
     let engine = engine.with_executor_wait(Duration::from_secs(args.data.executor_wait));
     let (json, refresh_report) = (args.data.json, !args.data.no_report);
     let (dates, config) = args.data.into_config().await?;

@@ -285,3 +285,32 @@ fn a_submit_to_a_cluster_without_executors_gives_up_after_its_bound_and_frees_th
     ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &lake]);
     assert_eq!(report(&lake, DATE)["status"], "succeeded");
 }
+
+/// A cluster's work is split by the cluster's task slots (asked of the scheduler when the run
+/// starts), not by the submitting machine's cores; `--partitions` overrides it; the run report
+/// and the summary say what was used.
+#[test]
+fn a_cluster_run_is_split_by_the_clusters_slots_and_the_report_says_so() {
+    let sample = Sample::new("0.01");
+    let cluster = Cluster::builder(3).executor_args(&["--slots", "1"]).start();
+    for (flag, count, from) in [(None, 3, "cluster"), (Some("5"), 5, "--partitions")] {
+        let lake = sample.lake(&format!("lake-{count}"));
+        let mut submit = ubm();
+        submit.args(["submit", "--scheduler", &cluster.engine, "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite()]);
+        submit.args(["--lake", &lake]);
+        if let Some(n) = flag {
+            submit.args(["--partitions", n]);
+        }
+        let out = submit.output().expect("submit");
+        let said = text(&out.stdout);
+        assert!(out.status.success(), "{said}{}", text(&out.stderr));
+        let run = report(&lake, DATE);
+        assert_eq!(run["partitions"]["count"], count, "{run}");
+        assert_eq!(run["partitions"]["from"], from, "{run}");
+        assert!(said.contains(&format!("{count} partitions from {from}")), "the summary says it:\n{said}");
+    }
+    let local = sample.lake("local");
+    ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &local]);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(report(&local, DATE)["partitions"], serde_json::json!({"count": cores, "from": "this machine"}));
+}

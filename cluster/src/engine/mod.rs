@@ -84,6 +84,18 @@ pub struct Engine {
     ctx: SessionContext,
     /// Follows the Ballista jobs this engine submits (all kinds but `Local`).
     jobs: Option<JobTracker>,
+    /// How many partitions its plans are split into, and why that many.
+    partitions: Partitions,
+}
+
+/// How many partitions an engine's plans are split into (DataFusion's `target_partitions`):
+/// the extract's slices, the review scan's ranges and the metric's shuffle follow it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Partitions {
+    pub count: usize,
+    /// Where the count came from: `this machine` (its cores, in-process), `cluster` (the task
+    /// slots of the executors registered when the engine started), or `--partitions`.
+    pub from: String,
 }
 
 impl fmt::Debug for Engine {
@@ -97,6 +109,14 @@ impl Engine {
     /// in-process on loopback ports chosen by the OS; `Remote` first checks that the scheduler
     /// answers.
     pub async fn start(kind: EngineKind) -> Result<Self, ClusterError> {
+        Self::start_sized(kind, None).await
+    }
+
+    /// [`Engine::start`], with plans split into `partitions` when given; otherwise into as many
+    /// partitions as the work has places to run: this machine's cores in-process, the task slots
+    /// of the cluster's executors on a cluster (asked of the scheduler now), never the
+    /// submitting machine's cores for a cluster's work.
+    pub async fn start_sized(kind: EngineKind, partitions: Option<usize>) -> Result<Self, ClusterError> {
         let mut config = SessionConfig::new()
             .with_information_schema(false)
             .with_ballista_logical_extension_codec(Arc::new(UbmLogicalCodec::default()))
@@ -109,6 +129,21 @@ impl Engine {
         {
             config = config.with_ballista_use_tls(true).with_ballista_override_create_grpc_client_endpoint(tls.endpoint_override());
         }
+        let api = match &kind {
+            EngineKind::Remote(address) => {
+                let api = SchedulerApi::new(address.clone())?;
+                // Ballista itself would only notice a wrong address, a dead scheduler or a TLS
+                // refusal when the first plan is submitted; this says which, before any work.
+                api.check().await?;
+                Some(api)
+            }
+            _ => None,
+        };
+        let partitions = match partitions {
+            Some(count) => Partitions { count: count.max(1), from: "--partitions".to_string() },
+            None => size_for(&kind, api.as_ref(), config.target_partitions()).await?,
+        };
+        config = config.with_target_partitions(partitions.count);
         let runtime = crate::node::runtime().map_err(ClusterError::engine("creating the runtime"))?;
         let mut state = SessionStateBuilder::new()
             .with_config(config)
@@ -125,17 +160,18 @@ impl Engine {
                 (ctx, Some(JobTracker::new(None)))
             }
             EngineKind::Remote(address) => {
-                let api = SchedulerApi::new(address.clone())?;
-                // Ballista itself would only notice a wrong address, a dead scheduler or a TLS
-                // refusal when the first plan is submitted; this says which, before any work.
-                api.check().await?;
                 let ctx = SessionContext::remote_with_state(&address.to_string(), state)
                     .await
                     .map_err(ClusterError::engine("connecting to the Ballista scheduler"))?;
-                (ctx, Some(JobTracker::new(Some(api))))
+                (ctx, Some(JobTracker::new(api)))
             }
         };
-        Ok(Self { kind, ctx, jobs })
+        Ok(Self { kind, ctx, jobs, partitions })
+    }
+
+    /// How many partitions this engine's plans are split into, and why.
+    pub fn partitions(&self) -> &Partitions {
+        &self.partitions
     }
 
     /// How long a job on a cluster waits while the scheduler has no executor (none started
@@ -307,6 +343,18 @@ impl Engine {
         let stream = execute_stream(physical.clone(), task_context).map_err(ClusterError::engine("starting execution"))?;
         Ok(jobs.follow(physical, job_name, stream))
     }
+}
+
+/// The partitions for an engine of `kind` when none are asked for: the cluster's task slots on
+/// a cluster (this machine's `cores` while no executor has registered yet), `cores` otherwise.
+async fn size_for(kind: &EngineKind, api: Option<&SchedulerApi>, cores: usize) -> Result<Partitions, ClusterError> {
+    let here = |why: &str| Partitions { count: cores.max(1), from: format!("this machine{why}") };
+    let (EngineKind::Remote(_), Some(api)) = (kind, api) else { return Ok(here("")) };
+    let slots: usize = api.executors().await?.iter().map(|e| e.specification.vcores as usize).sum();
+    Ok(match slots {
+        0 => here(" (no executor had registered with the cluster)"),
+        slots => Partitions { count: slots, from: "cluster".to_string() },
+    })
 }
 
 /// How many times the boundaries pass runs before its failure fails the task.
