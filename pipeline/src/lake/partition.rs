@@ -163,7 +163,6 @@ impl PartitionWrite {
                 tokio::task::spawn_blocking(move || swap_local(&staging, &target))
                     .await
                     .map_err(|e| PipelineError::Stopped { what: "the partition swap", source: Some(e) })??;
-                self.committed = true;
                 drop(permit);
                 // The partition is committed: an old copy left under `_staging/` is only litter,
                 // which the next run of the date removes.
