@@ -94,7 +94,9 @@ rm -f "$tmp"
 
 if [ "$is_master" = "true" ]; then
   name=ubm-scheduler
-  command="$install_dir/ubm cluster scheduler --bind 0.0.0.0:$scheduler_port --external-host $external_host $exposure"
+  # Cluster-mode runs keep their state under the work dir: a scheduler restarted by the
+  # service manager resumes them.
+  command="$install_dir/ubm cluster scheduler --bind 0.0.0.0:$scheduler_port --external-host $external_host --state-dir $work_dir/runs $exposure"
 else
   if [ -z "$master" ]; then
     echo "bootstrap: no masterPrivateDnsName in $info_dir/job-flow.json" >&2
@@ -120,7 +122,10 @@ Wants=network-online.target
 EnvironmentFile=-$etc_dir/env
 ExecStart=$command
 Restart=always
-RestartSec=5
+RestartSec=2
+# Stopping sends SIGTERM to ubm alone: a cluster-mode run's driver (a child of the scheduler)
+# dies with it and resumes when the scheduler starts again, instead of ending the run.
+KillMode=mixed
 LimitNOFILE=65536
 
 [Install]
@@ -134,8 +139,8 @@ EOF
     nohup setsid bash -c "set -a; if [ -r '$etc_dir/env' ]; then . '$etc_dir/env'; fi; set +a
       while true; do
         $command
-        echo \"$name exited (\$?); restarting in 5 s\"
-        sleep 5
+        echo \"$name exited (\$?); restarting in 2 s\"
+        sleep 2
       done" >>"$log_dir/$name.log" 2>&1 </dev/null &
     echo $! >"$work_dir/$name.pid"
     ;;

@@ -259,6 +259,7 @@ impl RunData {
             semantics: self.semantics,
             retry: self.retry.policy(),
             wait_for_lease: Duration::from_secs(self.wait_for_lease),
+            run_id: None,
         };
         Ok((dates, config))
     }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod exec;
 pub mod node;
 pub mod retry;
+pub mod runs;
 pub mod store;
 pub mod tls;
 

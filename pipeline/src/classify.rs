@@ -10,14 +10,16 @@ use url::Url;
 use crate::error::{PipelineError, Result};
 use crate::lake::{Lake, PartitionWrite, RunStamp, Table};
 
-/// What classify wrote and counted.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What classify wrote and counted; committed with the classified partition (see
+/// `crate::resume`), which names the partition itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClassifyCounts {
     pub read: u64,
     pub classified: u64,
     pub rejected: u64,
     pub null_reviews: u64,
     pub positive: u64,
+    #[serde(skip)]
     pub partition: Option<Url>,
 }
 
@@ -56,9 +58,10 @@ pub(crate) struct StagedClassify {
 impl StagedClassify {
     /// Replaces the rejects partition, then the classified one.
     pub(crate) async fn commit(self) -> Result<ClassifyCounts> {
-        let mut counts = self.counts;
+        let (mut counts, mut classified) = (self.counts, self.classified);
         self.rejects.commit().await?;
-        counts.partition = Some(self.classified.commit().await?);
+        classified.record_result(&counts)?;
+        counts.partition = Some(classified.commit().await?);
         if counts.rejected > 0 {
             tracing::warn!(rejected = counts.rejected, "records could not be read; see {}", self.rejects_url);
         }

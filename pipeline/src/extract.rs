@@ -73,8 +73,10 @@ async fn extract_in_slices(engine: &Engine, url: &SecretUrl, lake: &Lake, date: 
         partition.parquet("part-00000.parquet", USER_PURCHASE.clone())?.close().await?;
     }
     tasks.remove().await?;
+    let rows = reports.iter().map(|r| r.rows).sum();
+    partition.record_result(&rows)?;
     partition.commit().await?;
-    Ok(reports.iter().map(|r| r.rows).sum())
+    Ok(rows)
 }
 
 /// The SQLite extract: read on a thread of its own while this task encodes Parquet, through a
@@ -90,6 +92,7 @@ async fn extract_here(db: &std::path::Path, lake: &Lake, date: RunDate, stamp: &
     }
     reader.await.map_err(|e| PipelineError::Stopped { what: "the OLTP reader", source: Some(e) })??;
     let rows = file.close().await?;
+    partition.record_result(&rows)?;
     partition.commit().await?;
     Ok(rows)
 }

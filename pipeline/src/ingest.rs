@@ -40,9 +40,24 @@ pub(crate) async fn ingest(engine: &Engine, lake: &Lake, source: &Url, date: Run
     if object_version(store.as_ref(), source).await? != before {
         return Err(PipelineError::Changed { url: source.to_string() });
     }
+    partition.record_result(&IngestResult { bytes })?;
     let url = partition.commit().await?;
     tracing::info!(bytes, "ingested {source}");
-    url.join("movie_review.csv").map_err(|e| PipelineError::Internal { what: format!("naming the raw copy: {e}") })
+    debug_assert_eq!(Some(&url), lake.partition_url(Table::RAW_REVIEWS, date).ok().as_ref());
+    raw_copy(lake, date)
+}
+
+/// What ingest committed with the raw copy (see `crate::resume`).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(crate) struct IngestResult {
+    pub bytes: u64,
+}
+
+/// The raw copy of the vendor file that ingest commits for `date`.
+pub(crate) fn raw_copy(lake: &Lake, date: RunDate) -> Result<Url> {
+    lake.partition_url(Table::RAW_REVIEWS, date)?
+        .join("movie_review.csv")
+        .map_err(|e| PipelineError::Internal { what: format!("naming the raw copy: {e}") })
 }
 
 /// What identifies one version of an object: its size, modification time and ETag (a local

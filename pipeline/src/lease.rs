@@ -142,11 +142,16 @@ impl Host {
     }
 }
 
-/// A process's start time (field 22 of `/proc/PID/stat`), `None` when it does not exist.
+/// A process's start time (field 22 of `/proc/PID/stat`), `None` when it does not exist or
+/// has ended and waits only to be reaped (a zombie: a killed driver whose parent died with it).
 fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) start after the last ')'.
-    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 fn lease_dir(date: RunDate) -> String {
@@ -275,8 +280,11 @@ impl Lease {
             let current = current(lake, date).await?;
             if let Some(state) = &current {
                 // A retried take whose first attempt was created, but whose answer was lost: ours
-                // while it is still live, renewed when the store wrote it.
-                if state.record.run_id == run_id && state.is_live(Utc::now(), &here) {
+                // while it is still live, renewed when the store wrote it. Only this process's:
+                // a resumed run has the id of the run it resumes, whose driver may still be alive
+                // and is then a holder like any other.
+                let this_process = state.record.host == here.name && state.record.pid == here.pid;
+                if state.record.run_id == run_id && this_process && state.is_live(Utc::now(), &here) {
                     let age = (Utc::now() - state.written_at).to_std().unwrap_or_default();
                     return Ok(Lease::held(lake, date, state.record.clone(), Instant::now().checked_sub(age).unwrap_or_else(Instant::now)));
                 }

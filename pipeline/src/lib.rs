@@ -7,6 +7,7 @@
 //! - [`lake`]: Hive-style partitions, each replaced whole (an atomic rename on a local lake,
 //!   copy-then-delete with the `_SUCCESS` marker last on S3).
 //! - [`oltp`] (Postgres, embedded SQLite) and [`warehouse`] (Postgres/Redshift): the databases.
+//! - `resume`: what a run whose driver restarted keeps of what it had committed.
 //! - [`datagen`] and [`sample`]: deterministic sample data and the embedded defaults.
 //! - [`secret`]: connection URLs whose passwords never reach a log, an error or a report.
 //!
@@ -24,6 +25,7 @@ pub mod lake;
 pub mod lease;
 mod metric;
 pub mod oltp;
+mod resume;
 pub mod run;
 pub mod run_report;
 pub mod sample;

@@ -76,11 +76,30 @@ pub(crate) async fn metric(engine: &Engine, lake: &Lake, date: RunDate, semantic
         return Err(PipelineError::Internal { what: format!("the engine delivered {match_rows} rows for a one-row aggregate") });
     }
     tracing::debug!(reviews = sum_of(&matches, REVIEWS)?, "matched reviews against customers");
+    let counted = MetricResult { rows, invalid_cid: sum_of(&matches, INVALID_CID)?, no_customer: sum_of(&matches, NO_CUSTOMER)? };
+    partition.record_result(&counted)?;
+    Ok(MetricOutput { rows, invalid_cid: counted.invalid_cid, no_customer: counted.no_customer, partition: partition.commit().await?, top_customers })
+}
+
+/// What metric committed with its partition (see `crate::resume`).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(crate) struct MetricResult {
+    pub rows: u64,
+    pub invalid_cid: u64,
+    pub no_customer: u64,
+}
+
+/// The output of a metric this run committed before its driver stopped: the counts from its
+/// marker, the top customers read back from the committed files (one small job).
+pub(crate) async fn kept_metric(engine: &Engine, lake: &Lake, date: RunDate, counted: MetricResult) -> Result<MetricOutput> {
+    let files = lake.readable_files(Table::METRIC, date).await?;
+    let committed = engine.parquet_files(&files, &*file_schema()?, "the committed metric").await?;
+    let top_customers = collect(engine, top_customers(committed, date)?, format!("ubm metric {date}: top customers")).await?;
     Ok(MetricOutput {
-        rows,
-        invalid_cid: sum_of(&matches, INVALID_CID)?,
-        no_customer: sum_of(&matches, NO_CUSTOMER)?,
-        partition: partition.commit().await?,
+        rows: counted.rows,
+        invalid_cid: counted.invalid_cid,
+        no_customer: counted.no_customer,
+        partition: lake.partition_url(Table::METRIC, date)?,
         top_customers,
     })
 }

@@ -19,11 +19,12 @@ use url::Url;
 use crate::classify::{ClassifyCounts, ClassifyOutput, classify_into};
 use crate::error::{PipelineError, Result};
 use crate::extract::extract;
-use crate::ingest::{ingest, ingest_while_classifying, reads_source_directly};
+use crate::ingest::{ingest, ingest_while_classifying, raw_copy, reads_source_directly};
 use crate::lake::{CommitFence, Lake, RunStamp};
 use crate::lease::Lease;
-use crate::metric::metric;
+use crate::metric::{kept_metric, metric};
 use crate::oltp::Oltp;
+use crate::resume::Kept;
 use crate::run_report::{Counts, RunReport, RunStatus};
 use crate::secret::SecretUrl;
 use crate::task::{RetryPolicy, TaskReport, TaskStatus, retrying, run_task};
@@ -43,6 +44,10 @@ pub struct RunConfig {
     pub retry: RetryPolicy,
     /// How long to wait for another run of the same date to finish (zero: fail at once).
     pub wait_for_lease: Duration,
+    /// The run id of every date (`None`: a new one per date). A cluster-mode run keeps its id
+    /// across restarts of its driver: a date that id already completed is not run again, and
+    /// of a date it had begun, the tasks it committed are kept ([`crate::resume`]).
+    pub run_id: Option<String>,
 }
 
 /// The review file for `date`: `{date}` in the configured location is replaced.
@@ -55,7 +60,10 @@ pub fn reviews_for(location: &str, date: RunDate) -> Result<Url> {
 pub async fn run_dates(engine: &Engine, config: &RunConfig, dates: &[RunDate], mut on_date: impl FnMut(&RunReport)) -> Result<Vec<RunReport>> {
     let mut reports = Vec::with_capacity(dates.len());
     for date in dates {
-        let report = run_date(engine, config, *date).await?;
+        let report = match completed_by_this_run(config, *date).await {
+            Some(report) => report,
+            None => run_date(engine, config, *date).await?,
+        };
         on_date(&report);
         let failed = !report.succeeded();
         reports.push(report);
@@ -69,7 +77,7 @@ pub async fn run_dates(engine: &Engine, config: &RunConfig, dates: &[RunDate], m
 /// Runs every task of `date` and writes the run report into the lake. Fails at once, changing
 /// nothing, when another run holds the date (see [`crate::lease`]).
 pub async fn run_date(engine: &Engine, config: &RunConfig, date: RunDate) -> Result<RunReport> {
-    let run_id = uuid::Uuid::new_v4().to_string();
+    let run_id = config.run_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     // Taking the lease and writing the report meet the same outages as tasks: same retries.
     let (lease, _) = retrying("taking the date's lease", config.retry, || Lease::acquire(&config.lake, date, &run_id, config.wait_for_lease)).await;
     let lease = Arc::new(lease?);
@@ -90,7 +98,16 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
     let lake = &config.lake;
     let policy = config.retry;
     lake.remember_run_staging(date, &stamp.run_id)?;
-    match lake.remove_dead_staging(date, &stamp.run_id).await {
+    // A resumed run's own staging is a stopped driver's too: none of it is adopted.
+    let kept = match &config.run_id {
+        Some(run_id) => Kept::find(lake, date, run_id).await,
+        None => Kept::default(),
+    };
+    let keep_staging_of = if config.run_id.is_some() { None } else { Some(stamp.run_id.as_str()) };
+    if !kept.names().is_empty() {
+        tracing::info!("resuming run {} of {date}: keeping {}, committed before its driver stopped", stamp.run_id, kept.names().join(", "));
+    }
+    match lake.remove_dead_staging(date, keep_staging_of).await {
         Ok(0) => {}
         Ok(removed) => tracing::info!("removed the staging of {removed} stopped run(s) of {date}"),
         Err(e) => tracing::warn!("could not remove the staging of stopped runs of {date}: {}", e.describe()),
@@ -122,10 +139,16 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
             Ok(source) => source,
             Err(e) => return (TaskReport::failed_before_start("ingest", &e), TaskReport::skipped("classify", "ingest failed"), None),
         };
-        if reads_source_directly(engine, &source).await {
+        if let Some(counts) = kept.classify.clone() {
+            return (TaskReport::kept("ingest"), TaskReport::kept("classify"), Some(counts));
+        }
+        if kept.ingest.is_none() && reads_source_directly(engine, &source).await {
             return ingest_while_classifying(engine, lake, &source, date, policy, stamp).await;
         }
-        let (ingest, raw) = run_task("ingest", policy, || ingest(engine, lake, &source, date, stamp)).await;
+        let (ingest, raw) = match kept.ingest {
+            Some(_) => (TaskReport::kept("ingest"), raw_copy(lake, date).ok()),
+            None => run_task("ingest", policy, || ingest(engine, lake, &source, date, stamp)).await,
+        };
         let Some(raw) = raw else {
             return (ingest, TaskReport::skipped("classify", "ingest failed"), None);
         };
@@ -133,7 +156,12 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
             run_task("classify", policy, || classify_into(engine, &raw, ClassifyOutput::staged_reviews(lake, date, stamp))).await;
         (ingest, classify, counts)
     };
-    let purchase_side = run_task("extract", policy, || extract(engine, &config.oltp, lake, date, stamp));
+    let purchase_side = async {
+        match kept.extract {
+            Some(rows) => (TaskReport::kept("extract"), Some(rows)),
+            None => run_task("extract", policy, || extract(engine, &config.oltp, lake, date, stamp)).await,
+        }
+    };
     let ((ingest, classify, classified), (extract, purchases)) = tokio::join!(review_side, purchase_side);
 
     let mut tasks = vec![ingest, extract, classify];
@@ -141,7 +169,11 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
     let mut top_customers = Vec::new();
     let mut metric_partition = None;
     if classified.is_some() && purchases.is_some() {
-        let (task, metric) = run_task("metric", policy, || metric(engine, lake, date, config.semantics, stamp)).await;
+        let (mut task, metric) = match kept.metric {
+            Some(counted) => run_task("metric", policy, || kept_metric(engine, lake, date, counted)).await,
+            None => run_task("metric", policy, || metric(engine, lake, date, config.semantics, stamp)).await,
+        };
+        task.kept = kept.metric.is_some();
         tasks.push(task);
         if let Some(m) = metric {
             counts.metric_rows_written = m.rows;
@@ -184,6 +216,17 @@ async fn write_report(lake: &Lake, lease: &Lease, report: &RunReport) -> Result<
     let json = serde_json::to_vec_pretty(report).map_err(|source| PipelineError::Encoding { what: "the run report", source })?;
     lake.put(&format!("_runs/{}.json", report.run_date), json).await?;
     Ok(())
+}
+
+/// The report of `date` when the run id of `config` completed it already (a cluster-mode run
+/// whose driver restarted after that date was done).
+async fn completed_by_this_run(config: &RunConfig, date: RunDate) -> Option<RunReport> {
+    let run_id = config.run_id.as_deref()?;
+    let report = crate::day::read_json::<RunReport>(&config.lake, &format!("_runs/{date}.json")).await.ok()??;
+    (report.run_id == run_id && report.succeeded()).then(|| {
+        tracing::info!("{date} was completed by this run before its driver restarted; not run again");
+        report
+    })
 }
 
 /// The report of the day published before this run (see [`RunReport::published`]); `None`

@@ -24,7 +24,11 @@ pub fn summary(report: &RunReport, config: &RunConfig) -> Result<String> {
         report.partitions.as_ref().map(|p| format!(", {} partitions from {}", p.count, p.from)).unwrap_or_default()
     );
     for task in &report.tasks {
-        let note = task.error.as_deref().map(|e| format!(" — {e}")).unwrap_or_default();
+        let note = match (&task.error, task.kept) {
+            (Some(error), _) => format!(" — {error}"),
+            (None, true) => " — kept: committed by this run before its driver restarted".to_string(),
+            (None, false) => String::new(),
+        };
         let _ = writeln!(out, "  {:<9} {:<10} {:>7} ms  attempts {}{note}", task.name, task.status, task.duration_ms, task.attempts);
     }
     let _ = writeln!(

@@ -53,6 +53,10 @@ pub struct TaskReport {
     pub duration_ms: u128,
     pub attempts: u32,
     pub error: Option<String>,
+    /// Not run by this driver: the run had committed it before its driver stopped, and the
+    /// resumed run kept it (see `crate::resume`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kept: bool,
 }
 
 impl TaskReport {
@@ -65,7 +69,13 @@ impl TaskReport {
             duration_ms: 0,
             attempts: 0,
             error: Some(why.to_string()),
+            kept: false,
         }
+    }
+
+    /// A task the run committed before its driver stopped, kept by the resumed run.
+    pub fn kept(name: &str) -> TaskReport {
+        TaskReport { status: TaskStatus::Succeeded, error: None, kept: true, ..TaskReport::skipped(name, "") }
     }
 
     /// A task that could not even start (its input cannot be named): failed, with no attempt.
@@ -126,7 +136,7 @@ where
             (TaskStatus::Failed, Some(error), None)
         }
     };
-    (TaskReport { name: name.to_string(), status, started_at: Some(started_at), duration_ms, attempts, error }, value)
+    (TaskReport { name: name.to_string(), status, started_at: Some(started_at), duration_ms, attempts, error, kept: false }, value)
 }
 
 #[cfg(test)]

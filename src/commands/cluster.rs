@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use ubm_cluster::SchedulerAddress;
 use ubm_cluster::node::local::LocalCluster;
 use ubm_cluster::node::{ExecutorOptions, SchedulerOptions, run_executor, run_scheduler};
+use ubm_cluster::runs::service::{DriverCommand, RunService};
 use ubm_cluster::tls::certs::{CA_DAYS, CertsRequest, LEAF_DAYS};
 
 use crate::args::TlsArg;
@@ -78,6 +79,12 @@ pub struct SchedulerArgs {
     /// go to the lake); the warehouse load streams the day's metric, a row per customer.
     #[arg(long)]
     pub no_flight_proxy: bool,
+    /// Where cluster-mode runs (`ubm submit --deploy-mode cluster`) keep their state: one folder
+    /// per run (0700), its request (with the connection URLs, 0600, removed when the run
+    /// ends), state, progress and driver log. A scheduler started again with the same folder
+    /// (as systemd does) resumes every run that had not ended.
+    #[arg(long, default_value = "ubm-runs", value_name = "DIR")]
+    pub state_dir: PathBuf,
     #[command(flatten)]
     pub exposure: Exposure,
 }
@@ -147,30 +154,7 @@ pub struct CertsArgs {
 
 pub async fn dispatch(command: ClusterCommand) -> Result<ExitCode> {
     match command {
-        ClusterCommand::Scheduler(args) => {
-            let tls = args.exposure.check(args.bind, &format!("the scheduler's port {} (gRPC and REST)", args.bind.port()))?;
-            ubm_cluster::node::check_port_free(args.bind, "the scheduler's port")?;
-            let (bind, how) = (args.bind, if tls.is_some() { "mutual TLS" } else { "plaintext" });
-            let announce = format!("ubm scheduler listening on {bind} (df://{}:{}, {how})", args.external_host, bind.port());
-            let mut scheduler = tokio::spawn(run_scheduler(SchedulerOptions {
-                tls,
-                pull: args.exposure.pull,
-                bind: args.bind,
-                external_host: args.external_host,
-                executor_timeout_seconds: args.executor_timeout_seconds,
-                expire_dead_executor_interval_seconds: args.expire_dead_executor_interval_seconds,
-                flight_proxy: !args.no_flight_proxy,
-            }));
-            // "listening" is said once the port accepts connections, never before.
-            tokio::select! {
-                ended = &mut scheduler => {
-                    ended.context("the scheduler stopped unexpectedly")??;
-                    bail!("the scheduler stopped before it listened on {bind}");
-                }
-                () = accepting(bind) => eprintln!("{announce}"),
-            }
-            scheduler.await.context("the scheduler stopped unexpectedly")??;
-        }
+        ClusterCommand::Scheduler(args) => return scheduler(args).await,
         ClusterCommand::Executor(args) => {
             let ports = format!("the executor's ports {} (Flight) and {} (tasks)", args.bind.port(), args.bind.port().saturating_add(1));
             let tls = args.exposure.check(args.bind, &ports)?;
@@ -190,6 +174,55 @@ pub async fn dispatch(command: ClusterCommand) -> Result<ExitCode> {
         ClusterCommand::Certs(args) => certs(args)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a scheduler with its cluster-mode runs until it is stopped. Drivers die with it and
+/// start again, resuming their runs, when it is started again with the same --state-dir.
+async fn scheduler(args: SchedulerArgs) -> Result<ExitCode> {
+    let tls = args.exposure.check(args.bind, &format!("the scheduler's port {} (gRPC and REST)", args.bind.port()))?;
+    ubm_cluster::node::check_port_free(args.bind, "the scheduler's port")?;
+    let (bind, how) = (args.bind, if tls.is_some() { "mutual TLS" } else { "plaintext" });
+    let address = format!("df://{}:{}", args.external_host, bind.port());
+    let driver = DriverCommand {
+        exe: std::env::current_exe().context("finding the ubm executable")?,
+        scheduler: address.clone(),
+        tls_dir: args.exposure.tls.tls.clone(),
+    };
+    let runs = RunService::open(&args.state_dir, driver).with_context(|| {
+        format!("--state-dir {}: cannot keep the runs' state there; give a folder this user can create and write", args.state_dir.display())
+    })?;
+    let mut scheduler = tokio::spawn(run_scheduler(SchedulerOptions {
+        tls,
+        pull: args.exposure.pull,
+        bind: args.bind,
+        external_host: args.external_host,
+        executor_timeout_seconds: args.executor_timeout_seconds,
+        expire_dead_executor_interval_seconds: args.expire_dead_executor_interval_seconds,
+        flight_proxy: !args.no_flight_proxy,
+        extra_routes: Some(runs.routes()),
+    }));
+    // "listening" is said once the port accepts connections, never before; runs resume then.
+    tokio::select! {
+        ended = &mut scheduler => {
+            ended.context("the scheduler stopped unexpectedly")??;
+            bail!("the scheduler stopped before it listened on {bind}");
+        }
+        () = accepting(bind) => eprintln!("ubm scheduler listening on {bind} ({address}, {how}); cluster-mode runs kept in {}", args.state_dir.display()),
+    }
+    for id in runs.resume_unfinished() {
+        eprintln!("resuming run {id}, which had not ended when the scheduler stopped");
+    }
+    tokio::select! {
+        ended = &mut scheduler => {
+            ended.context("the scheduler stopped unexpectedly")??;
+            Ok(ExitCode::SUCCESS)
+        }
+        signal = crate::signals::stop_requested() => {
+            let unfinished = runs.stop();
+            eprintln!("{}: stopping the scheduler; {unfinished} run(s) not ended resume when it starts again with --state-dir {}", signal?, args.state_dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 /// Returns once `bind` accepts TCP connections (on loopback when it is a wildcard address).

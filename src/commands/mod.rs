@@ -10,6 +10,7 @@ pub mod report;
 pub mod run;
 pub mod status;
 pub mod submit;
+mod submit_cluster;
 
 use std::process::ExitCode;
 
@@ -32,14 +33,16 @@ pub enum Command {
     /// stores; point `ubm submit --scheduler df://HOST:PORT` at the scheduler.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
-    /// Run the daily pipeline on a Ballista cluster from this machine, showing each job's id and
-    /// progress; --detach returns once the first job is submitted.
+    /// Run the daily pipeline on a Ballista cluster: driven from this machine (client mode,
+    /// showing each job's progress; --detach moves it to the background), or handed to a driver
+    /// on the cluster (--deploy-mode cluster), which outlives this machine and scheduler restarts.
     Submit(submit::SubmitArgs),
-    /// Show each date of a lake (--lake), or the jobs a scheduler knows, one job's stages and tasks,
-    /// or the executors registered with it (--executors).
+    /// Show each date of a lake (--lake); or a scheduler's cluster-mode runs (--runs), one run
+    /// (its id), the jobs it knows, one job's stages and tasks, or its executors (--executors).
     Status(status::StatusArgs),
-    /// Cancel a job on a scheduler; the run waiting for it fails without committing that job's
-    /// work (partitions its earlier tasks committed stay until the date is rerun).
+    /// Cancel a cluster-mode run (its id) or a job on a scheduler; the run fails without
+    /// committing the work under way and leaves no staging (partitions it committed before stay
+    /// until the date is rerun).
     Cancel(cancel::CancelArgs),
     /// Run ubm on AWS EMR: `up` (cluster), `run` (daily steps), `status`, `down`, `steps`,
     /// `airflow-dag`.

@@ -1,5 +1,6 @@
-//! `ubm status`: the dates of a lake (complete, running, failed or mixed), or the jobs a
-//! scheduler knows and one job's stages and tasks, or the executors registered with it.
+//! `ubm status`: the dates of a lake (complete, running, failed or mixed); or, of a
+//! scheduler, its cluster-mode runs, one run, the jobs it knows and one job's stages and tasks,
+//! or the executors registered with it.
 
 use std::process::ExitCode;
 
@@ -7,15 +8,22 @@ use anyhow::Result;
 use clap::Args;
 use ubm_cluster::SchedulerAddress;
 use ubm_cluster::engine::scheduler_api::{JobState, SchedulerApi, executors_table, jobs_table};
+use ubm_cluster::runs::client::RunsApi;
+use ubm_cluster::runs::service::is_run_id;
+use ubm_cluster::runs::{RunState, runs_table};
 use ubm_jobs::RunDate;
 use ubm_pipeline::Lake;
 use ubm_pipeline::day::{DayState, dates, day_status};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// A job id (as `submit` printed it), with --scheduler. Without it, every job the scheduler
-    /// remembers.
+    /// A run id (as `submit --deploy-mode cluster` printed it) or a job id (as `submit`
+    /// printed it), with --scheduler. Without it, every job the scheduler remembers.
     pub job: Option<String>,
+    /// With --scheduler: list its cluster-mode runs (date, state, jobs done, the job under way)
+    /// instead of its jobs. A run's connection URLs are never shown.
+    #[arg(long, requires = "scheduler", conflicts_with_all = ["job", "executors"])]
+    pub runs: bool,
     /// The scheduler started with `ubm cluster scheduler`: show its jobs.
     #[arg(long, env = "UBM_SCHEDULER", value_name = "df://HOST:PORT", value_parser = crate::args::parse_scheduler, required_unless_present = "lake")]
     pub scheduler: Option<SchedulerAddress>,
@@ -45,6 +53,24 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode> {
     }
     let Some(scheduler) = args.scheduler else { anyhow::bail!("name a lake (--lake) or a scheduler (--scheduler)") };
     let api = SchedulerApi::new(scheduler.with_tls(args.tls.load()?))?;
+    let runs = RunsApi::new(api.clone());
+    if args.runs {
+        let runs = runs.list().await?;
+        match (args.json, runs.is_empty()) {
+            (true, _) => println!("{}", serde_json::to_string_pretty(&runs)?),
+            (false, true) => println!("no cluster-mode runs at {} (`ubm submit --deploy-mode cluster` makes one)", api.scheduler()),
+            (false, false) => print!("{}", runs_table(&runs)),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(id) = args.job.as_deref().filter(|id| is_run_id(id)) {
+        let run = runs.get(id).await?.ok_or_else(|| anyhow::anyhow!("no run {id} at {} (`ubm status --runs` lists them)", api.scheduler()))?;
+        match args.json {
+            true => println!("{}", serde_json::to_string_pretty(&run)?),
+            false => print!("{}", run.describe()),
+        }
+        return Ok(if matches!(run.state, RunState::Failed | RunState::Cancelled) { ExitCode::FAILURE } else { ExitCode::SUCCESS });
+    }
     if args.executors {
         let executors = api.executors().await?;
         match (args.json, executors.is_empty()) {

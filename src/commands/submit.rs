@@ -6,6 +6,11 @@
 //! write their part files into the lake themselves; what comes back to the submitter is one
 //! small report row per task (files, counts, line spans), which it checks before it commits the
 //! partitions. `--detach` moves the driver into the background.
+//!
+//! `--deploy-mode cluster` (Spark's flag) hands the run to a driver on the cluster instead: the
+//! scheduler accepts it on its port and starts `ubm run` beside itself ([`ubm_cluster::runs`]).
+//! The submitter prints the run's id and returns, or follows it with `--follow`; the laptop
+//! needs only the scheduler's port, and may close its lid.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,9 +29,23 @@ use crate::runner::run_and_print;
 pub struct SubmitArgs {
     #[command(flatten)]
     pub scheduler: SchedulerArg,
+    /// Where the driver runs (Spark's values). `client` (the default, as in Spark): on this
+    /// machine, which must reach the OLTP database and the lake and stay up until the run
+    /// ends; a run on your laptop shows its progress and summary right here. `cluster`: on
+    /// the scheduler's node; this machine needs only the scheduler's port, --reviews and
+    /// --lake must be as the cluster reaches them, --oltp may be left to the scheduler's
+    /// UBM_OLTP, and the run survives this machine going away and the scheduler restarting.
+    #[arg(long, value_enum, default_value_t = DeployMode::Client, value_name = "client|cluster")]
+    pub deploy_mode: DeployMode,
+    /// With --deploy-mode cluster: follow the run's jobs until it ends and print its summary,
+    /// exiting as `ubm run` would. Without it the command returns once the cluster accepted the
+    /// run (the point of cluster mode: nothing needs to stay up here); stopping a follow stops
+    /// only the following.
+    #[arg(long)]
+    pub follow: bool,
     /// Return once the first job is submitted; the run goes on in a background process of
     /// this machine, logging to --log. Follow it with `ubm status`, stop it with `ubm cancel`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "follow")]
     pub detach: bool,
     /// Where a detached run logs (default: ubm-submit-<time>.log in the current directory).
     #[arg(long, requires = "detach", value_name = "FILE")]
@@ -40,7 +59,22 @@ pub struct SubmitArgs {
 /// The environment variable that marks the background process of `submit --detach`.
 const DETACHED: &str = "UBM_SUBMIT_DETACHED";
 
+/// Where a submitted run's driver runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeployMode {
+    Client,
+    Cluster,
+}
+
 pub async fn submit(args: SubmitArgs) -> Result<ExitCode> {
+    match (args.deploy_mode, args.detach, args.follow) {
+        (DeployMode::Cluster, true, _) => bail!("--detach is for --deploy-mode client: in cluster mode the run never depended on this machine"),
+        (DeployMode::Cluster, false, _) => {
+            return crate::commands::submit_cluster::submit_to_cluster(&args.scheduler, &args.data, args.partitions.partitions, args.follow).await;
+        }
+        (DeployMode::Client, _, true) => bail!("--follow is for --deploy-mode cluster: in client mode this command is the run, and follows it"),
+        (DeployMode::Client, _, false) => {}
+    }
     if args.detach {
         return detach(&args).await;
     }

@@ -1,11 +1,17 @@
-//! What the engine's jobs look like to a person: a progress line per job on stderr.
+//! What the engine's jobs look like to a person (a progress line per job on stderr) and to the
+//! scheduler of a cluster-mode run (a progress file).
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use std::path::PathBuf;
+
+use ubm_cluster::Partitions;
 use ubm_cluster::engine::follow::JobObserver;
-use ubm_cluster::engine::scheduler_api::JobProgress;
+use ubm_cluster::engine::scheduler_api::{JobProgress, JobState};
+use ubm_cluster::runs::DriverProgress;
+use ubm_cluster::runs::service::write_private;
 
 /// Shows each job on stderr: on a terminal one line redrawn in place, otherwise a log line per
 /// change of state or stage, which reads well in a file or CI log.
@@ -91,5 +97,81 @@ impl JobObserver for LogJobs {
             None => tracing::debug!("job {job_id} completed: {job_name}"),
             Some(error) => tracing::warn!("job {job_id} failed: {job_name}: {error}"),
         }
+    }
+}
+
+/// For the driver of a cluster-mode run: every job and its last known progress, rewritten whole
+/// into a file at each change, where the scheduler reads it for `ubm status`.
+pub struct ProgressFile {
+    path: PathBuf,
+    progress: Mutex<DriverProgress>,
+}
+
+impl ProgressFile {
+    pub fn new(path: PathBuf, partitions: Partitions) -> Self {
+        let file = Self { path, progress: Mutex::new(DriverProgress { partitions: Some(partitions), jobs: Vec::new() }) };
+        file.change(|_| {});
+        file
+    }
+
+    /// Applies `change` and writes the file (a failure to write is logged: progress is a view).
+    fn change(&self, change: impl FnOnce(&mut DriverProgress)) {
+        let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        change(&mut progress);
+        let written = serde_json::to_vec(&*progress).map_err(std::io::Error::other).and_then(|json| write_private(&self.path, &json));
+        if let Err(e) = written {
+            tracing::warn!("cannot write the run's progress to {}: {e}", self.path.display());
+        }
+    }
+}
+
+impl JobObserver for ProgressFile {
+    fn submitted(&self, job_id: &str, job_name: &str) {
+        let job = JobProgress {
+            job_id: job_id.to_string(),
+            job_name: job_name.to_string(),
+            state: JobState::Queued,
+            detail: String::new(),
+            stages_done: 0,
+            stages: 0,
+            tasks_done: 0,
+            tasks: 0,
+            started_ms: 0,
+            ended_ms: 0,
+        };
+        self.change(|p| p.jobs.push(job));
+    }
+
+    fn progress(&self, job: &JobProgress) {
+        self.change(|p| match p.jobs.iter_mut().find(|j| j.job_id == job.job_id) {
+            Some(known) => *known = job.clone(),
+            None => p.jobs.push(job.clone()),
+        });
+    }
+
+    fn ended(&self, job_id: &str, _: &str, error: Option<&str>) {
+        self.change(|p| {
+            if let Some(job) = p.jobs.iter_mut().find(|j| j.job_id == job_id) {
+                job.state = if error.is_some() { JobState::Failed } else { JobState::Completed };
+                if let Some(error) = error {
+                    job.detail = error.to_string();
+                }
+            }
+        });
+    }
+}
+
+/// Several observers, each told everything.
+pub struct Observers(pub Vec<std::sync::Arc<dyn JobObserver>>);
+
+impl JobObserver for Observers {
+    fn submitted(&self, job_id: &str, job_name: &str) {
+        self.0.iter().for_each(|o| o.submitted(job_id, job_name));
+    }
+    fn progress(&self, progress: &JobProgress) {
+        self.0.iter().for_each(|o| o.progress(progress));
+    }
+    fn ended(&self, job_id: &str, job_name: &str, error: Option<&str>) {
+        self.0.iter().for_each(|o| o.ended(job_id, job_name, error));
     }
 }

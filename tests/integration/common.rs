@@ -329,6 +329,9 @@ impl Drop for EmrHarness {
 pub struct Cluster {
     children: Vec<std::process::Child>,
     pub engine: String,
+    /// How the scheduler was started, to start it again the same way.
+    scheduler_command: Vec<String>,
+    env: Vec<(&'static str, String)>,
 }
 
 pub fn free_port() -> u16 {
@@ -438,7 +441,12 @@ impl ClusterBuilder {
         };
         let words = |list: &[&str]| list.iter().map(|w| w.to_string()).collect::<Vec<_>>();
         let scheduler_command = [words(&["cluster", "scheduler", "--bind", &scheduler]), tls.clone(), self.scheduler_args.clone()].concat();
-        let mut cluster = Cluster { children: vec![spawn(scheduler_command)], engine: format!("df://{scheduler}") };
+        let mut cluster = Cluster {
+            children: vec![spawn(scheduler_command.clone())],
+            engine: format!("df://{scheduler}"),
+            scheduler_command,
+            env: self.env.clone(),
+        };
         wait_for_port(scheduler_port);
         for _ in 0..self.executors {
             // The executor's gRPC service takes the port after its Flight port.
@@ -481,6 +489,21 @@ impl Cluster {
         let scheduler = &mut self.children[0];
         scheduler.kill().expect("kill the scheduler");
         scheduler.wait().expect("reap the scheduler");
+    }
+
+    /// Starts the scheduler again with the flags it was first started with (as systemd's
+    /// `Restart=` does), and returns once its port accepts connections.
+    pub fn restart_scheduler(&mut self) {
+        let scheduler = ubm()
+            .args(&self.scheduler_command)
+            .envs(self.env.iter().cloned())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ubm starts");
+        self.children[0] = scheduler;
+        let port: u16 = self.engine.rsplit(':').next().and_then(|p| p.parse().ok()).expect("the scheduler's port");
+        wait_for_port(port);
     }
 
     /// Process ids of the scheduler and the executors.

@@ -16,6 +16,8 @@ const INSIDE_PORT: u16 = 50050;
 /// The executors' address: one that exists only inside the namespace, so that nothing outside
 /// can answer there whatever ports this machine has open.
 const EXECUTOR_HOST: &str = "10.254.0.1";
+/// Postgres as only the cluster's namespace sees it: nothing listens on this port outside.
+const INSIDE_ONLY_POSTGRES_PORT: u16 = 55432;
 
 /// A cluster in a network namespace of its own; `engine` is its scheduler as seen from outside.
 struct IsolatedCluster {
@@ -50,11 +52,13 @@ impl IsolatedCluster {
         let mut script = format!(
             "set -e; ip link set lo up; ip addr add {EXECUTOR_HOST}/32 dev lo; \
              socat TCP-LISTEN:{pg_port},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:{pg} & \
+             socat TCP-LISTEN:{INSIDE_ONLY_POSTGRES_PORT},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:{pg} & \
              socat UNIX-LISTEN:{sched},fork TCP:127.0.0.1:{INSIDE_PORT} & \
-             {ubm_exe} cluster scheduler --bind 127.0.0.1:{INSIDE_PORT} {scheduler_flags} & \
+             {ubm_exe} cluster scheduler --bind 127.0.0.1:{INSIDE_PORT} --state-dir {runs} {scheduler_flags} & \
              for i in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/{INSIDE_PORT}) 2>/dev/null && break; sleep 0.05; done; ",
             pg = postgres_socket.display(),
             sched = scheduler_socket.display(),
+            runs = sockets.path().join("runs").display(),
         );
         for i in 0..executors {
             let port = 50060 + 10 * i;
@@ -133,4 +137,65 @@ fn results_the_laptop_cannot_reach_are_named_as_unreachable_not_as_a_dead_execut
     assert!(said.contains(&format!("this machine cannot reach {EXECUTOR_HOST}:50060")), "{said}");
     assert!(!said.contains("stopped answering"), "{said}");
     assert!(Path::new(&lake).join("_runs").exists(), "the run reported its failure");
+}
+
+/// Cluster deploy mode through the same one port, with Postgres reachable only from inside the
+/// cluster's namespace: the submitter returns in under 2 s having received under 256 KB (its
+/// socket reads, counted with strace), the driver on the cluster runs the SF 1 day, and the
+/// tables equal an in-process run's. A second run is followed with `--follow`, whose process
+/// is killed (SIGKILL) mid-run: that day completes all the same.
+#[test]
+fn a_laptop_hands_the_run_to_the_cluster_and_may_go_away() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        return missing("strace is not installed (apt-get install strace)");
+    }
+    let Some(db) = TestDb::create() else { return };
+    let sample = Sample::new("1");
+    ubm_ok(&["datagen", "--scale", "1", "--seed", "7", "--out", &sample.lake("pg-data"), "--oltp", &db.url()]);
+    let Some(cluster) = IsolatedCluster::start(2, "") else { return };
+    let inside_only = std::net::SocketAddr::from(([127, 0, 0, 1], INSIDE_ONLY_POSTGRES_PORT));
+    assert!(std::net::TcpStream::connect_timeout(&inside_only, Duration::from_secs(1)).is_err(), "this Postgres port is the cluster's only");
+    let mut oltp = url::Url::parse(&db.url()).expect("the test database's URL");
+    oltp.set_port(Some(INSIDE_ONLY_POSTGRES_PORT)).expect("a port");
+    let submit = |lake: &str| {
+        let mut command = ubm();
+        command.args(["submit", "--deploy-mode", "cluster", "--scheduler", &cluster.engine, "--date", DATE]);
+        command.args(["--reviews", &sample.reviews(), "--oltp", oltp.as_str(), "--lake", lake]);
+        command
+    };
+
+    let (lake, trace) = (sample.lake("lake"), sample.lake("submit.strace"));
+    let started = std::time::Instant::now();
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-yy", "-e", "trace=read,readv,recvfrom,recvmsg", "-o", &trace])
+        .arg(env!("CARGO_BIN_EXE_ubm"))
+        .args(submit(&lake).get_args())
+        .output()
+        .expect("submit");
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    assert!(took < Duration::from_secs(2), "the submitter returned after {took:?}");
+    let received = crate::object_store::socket_bytes_received(Path::new(&trace));
+    assert!(received < 256 * 1024, "the submitter received {received} bytes");
+    eprintln!("cluster mode, SF 1: the submitter returned in {:.3} s (under strace) having received {received} bytes", took.as_secs_f64());
+
+    let followed_lake = sample.lake("followed");
+    let mut follower = submit(&followed_lake).arg("--follow").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("follow");
+    wait_until("a job of the followed run", Duration::from_secs(60), || {
+        std::fs::read_dir(Path::new(&followed_lake).join("_leases")).is_ok_and(|mut d| d.next().is_some())
+    });
+    follower.kill().expect("kill the follower");
+    follower.wait().expect("reap the follower");
+
+    let local = sample.lake("local");
+    ubm_ok(&["run", "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &db.url(), "--lake", &local, "--no-report"]);
+    for (lake, what) in [(&lake, "the returned submitter's run"), (&followed_lake, "the killed follower's run")] {
+        wait_until(&format!("{what} ends"), Duration::from_secs(300), || {
+            ubm().args(["status", "--lake", lake, "--date", DATE]).output().is_ok_and(|o| text(&o.stdout).contains("complete"))
+        });
+        assert_eq!(lake_tables(lake, DATE), lake_tables(&local, DATE), "{what} equals the in-process day");
+    }
+    let shown = ubm().args(["status", &id, "--scheduler", &cluster.engine]).output().expect("status");
+    assert!(text(&shown.stdout).contains("succeeded"), "{}", text(&shown.stdout));
 }

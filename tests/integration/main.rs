@@ -2,6 +2,7 @@
 //! `ubm` binary, PySpark and DuckDB as peers, and Postgres; see tests/run.sh.
 
 mod bad_input;
+mod cluster_mode;
 mod common;
 mod dashboard;
 mod deploy;

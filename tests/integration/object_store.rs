@@ -93,7 +93,7 @@ fn a_run_reads_and_writes_s3() {
 }
 
 /// What the process traced into `trace` (strace `-yy` output) received from sockets.
-fn socket_bytes_received(trace: &std::path::Path) -> u64 {
+pub fn socket_bytes_received(trace: &std::path::Path) -> u64 {
     let text = String::from_utf8_lossy(&std::fs::read(trace).expect("strace output")).into_owned();
     text.lines()
         .filter(|line| line.contains("<TCP") || line.contains("<UDP") || line.contains("<UNIX"))

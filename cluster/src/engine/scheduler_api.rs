@@ -54,7 +54,7 @@ pub struct SchedulerApi {
 }
 
 /// What a job's state is, in a few numbers a progress line can show (and `ubm status --json`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JobProgress {
     pub job_id: String,
     pub job_name: String,
@@ -72,7 +72,7 @@ pub struct JobProgress {
 }
 
 /// A job's state as the scheduler reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Queued,
@@ -143,6 +143,11 @@ impl SchedulerApi {
             }
             other => other.map(|_| ()),
         }
+    }
+
+    /// The HTTP client, with this client's TLS material if any.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// The scheduler's address.
@@ -221,14 +226,14 @@ impl SchedulerApi {
         })
     }
 
-    fn url(&self, path: &str) -> Result<Url, ClusterError> {
+    pub(crate) fn url(&self, path: &str) -> Result<Url, ClusterError> {
         self.scheduler
             .rest_base()
             .join(path)
             .map_err(|e| ClusterError::BadLocation { location: path.to_string(), reason: format!("not a valid path: {e}") })
     }
 
-    fn unreachable(&self, source: reqwest::Error) -> ClusterError {
+    pub(crate) fn unreachable(&self, source: reqwest::Error) -> ClusterError {
         let server = format!("the scheduler at {}", self.scheduler);
         if let Some(reason) = self.scheduler.tls().and_then(|tls| tls.explain(&server, &source)) {
             return ClusterError::TlsRefused { reason };
@@ -236,7 +241,7 @@ impl SchedulerApi {
         ClusterError::SchedulerUnreachable { scheduler: self.scheduler.to_string(), source }
     }
 
-    fn error(&self, status: Option<u16>, what: String) -> ClusterError {
+    pub(crate) fn error(&self, status: Option<u16>, what: String) -> ClusterError {
         ClusterError::SchedulerAnswer { scheduler: self.scheduler.to_string(), status, what }
     }
 }

@@ -21,7 +21,7 @@ use ballista_executor::shutdown::Shutdown;
 use ballista_scheduler::api::get_routes;
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
-use ballista_scheduler::scheduler_process::{create_scheduler, start_server};
+use ballista_scheduler::scheduler_process::create_scheduler;
 use datafusion::execution::SessionState;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::SessionConfig;
@@ -89,6 +89,8 @@ pub struct SchedulerOptions {
     /// Serve jobs' results through the scheduler's port (Ballista's embedded Flight proxy);
     /// without it clients fetch them from the executors' Flight ports, which they must reach.
     pub flight_proxy: bool,
+    /// More HTTP routes served on the scheduler's port (cluster deploy mode's `/ubm/runs`).
+    pub extra_routes: Option<axum::Router>,
 }
 
 /// Runs a scheduler until the process is stopped.
@@ -118,19 +120,18 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<(), ClusterError
         config.scheduling_policy = TaskSchedulingPolicy::PullStaged;
     }
     let cluster = BallistaCluster::new_from_config(&config).await.map_err(ClusterError::node("setting up the scheduler"))?;
-    match options.tls {
-        None => start_server(cluster, options.bind, Arc::new(config)).await.map_err(ClusterError::node("running the scheduler")),
-        Some(tls) => serve_scheduler_over_tls(cluster, options.bind, Arc::new(config), &tls).await,
-    }
+    serve_scheduler(cluster, options.bind, Arc::new(config), options.tls.as_deref(), options.extra_routes).await
 }
 
-/// The scheduler's gRPC service and REST API on one port, as Ballista serves them, but over
-/// [`TlsListener`]: Ballista's own server takes a plain TCP listener only.
-async fn serve_scheduler_over_tls(
+/// The scheduler's gRPC service, its REST API, the Flight proxy and `extra` routes on one
+/// port, as Ballista's own server serves the first three, in plaintext or over [`TlsListener`]
+/// (Ballista's server takes a plain TCP listener only and no routes of ours).
+async fn serve_scheduler(
     cluster: BallistaCluster,
     bind: SocketAddr,
     config: Arc<SchedulerConfig>,
-    tls: &ClusterTls,
+    tls: Option<&ClusterTls>,
+    extra: Option<axum::Router>,
 ) -> Result<(), ClusterError> {
     config.validate().map_err(ClusterError::node("checking the scheduler's settings"))?;
     let scheduler = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, config.clone())
@@ -144,16 +145,27 @@ async fn serve_scheduler_over_tls(
     if config.enable_embedded_flight_proxy {
         routes.add_service(flight_proxy(&config));
     }
-    let router = get_routes(Arc::new(scheduler)).merge(routes.routes().into_axum_router());
-    let listener = TlsListener::bind(bind, tls.server_config()?, "scheduler")
-        .await
-        .map_err(|e| ClusterError::Node { doing: "listening for the scheduler", source: BallistaError::IoError(e) })?;
-    // Ballista's handlers read the peer's address from axum's `ConnectInfo<SocketAddr>`, which
-    // axum derives for a listener of its own kind or a tapped one; the tap does nothing else.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .await
-        .map_err(|e| ClusterError::Node { doing: "running the scheduler", source: BallistaError::IoError(e) })
+    let mut router = get_routes(Arc::new(scheduler)).merge(routes.routes().into_axum_router());
+    if let Some(extra) = extra {
+        router = router.merge(extra);
+    }
+    let listening = |e| ClusterError::Node { doing: "listening for the scheduler", source: BallistaError::IoError(e) };
+    let serving = |e| ClusterError::Node { doing: "running the scheduler", source: BallistaError::IoError(e) };
+    // Ballista's handlers read the peer's address from axum's `ConnectInfo<SocketAddr>`.
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => {
+            let listener = tokio::net::TcpListener::bind(bind).await.map_err(listening)?;
+            axum::serve(listener, service).await.map_err(serving)
+        }
+        Some(tls) => {
+            let listener = TlsListener::bind(bind, tls.server_config()?, "scheduler").await.map_err(listening)?;
+            // axum derives `ConnectInfo` for a listener of its own kind or a tapped one; the
+            // tap does nothing else.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
+            axum::serve(listener, service).await.map_err(serving)
+        }
+    }
 }
 
 /// Ballista's Flight proxy, as its own server adds it beside the scheduler's service: it

@@ -29,6 +29,11 @@ pub struct SuccessMarker {
     /// as a directory, as then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<CommittedFile>>,
+    /// What the task that committed the partition counted (rows, matches, ...), committed with
+    /// it, so that a run resumed after its driver stopped keeps the task without redoing it
+    /// (`crate::resume`). `None` in markers of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
 }
 
 /// One file of a committed partition.
@@ -200,7 +205,7 @@ const FOOTER_SIZE: u64 = 8;
 fn read_marker(bytes: &[u8], partition: &Url) -> Result<SuccessMarker> {
     // Markers of the first versions were empty: a run id nobody has, no file list.
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(SuccessMarker { run_id: String::new(), files: None });
+        return Ok(SuccessMarker { run_id: String::new(), files: None, result: None });
     }
     serde_json::from_slice(bytes)
         .map_err(|e| PipelineError::Damaged { partition: partition.to_string(), problem: format!("its {SUCCESS} is not a ubm commit record ({e})") })

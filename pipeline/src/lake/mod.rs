@@ -145,18 +145,20 @@ impl Lake {
         })
     }
 
-    /// Removes what runs of `date` other than `run_id` staged: only the holder of the date's
-    /// lease calls this, so those runs are dead, and their files were never committed.
-    pub async fn remove_dead_staging(&self, date: RunDate, run_id: &str) -> Result<usize> {
+    /// Removes what runs of `date` other than `keep` (all, when `None`) staged: only the
+    /// holder of the date's lease calls this, so those runs are dead, and their files were
+    /// never committed. A resumed run removes its own earlier staging too.
+    pub async fn remove_dead_staging(&self, date: RunDate, keep: Option<&str>) -> Result<usize> {
         let dir = self.object_path(&format!("_staging/{date}/"))?;
-        let ours = self.object_path(&format!("_staging/{date}/{run_id}/"))?;
+        let ours = keep.map(|run_id| self.object_path(&format!("_staging/{date}/{run_id}/"))).transpose()?;
         if let Some(local) = self.local_path(&dir) {
-            return tokio::task::spawn_blocking(move || local::remove_local_except(&local, local::run_id_dir_name(&ours)))
+            let keep_name = ours.as_ref().map(local::run_id_dir_name).unwrap_or_default();
+            return tokio::task::spawn_blocking(move || local::remove_local_except(&local, keep_name))
                 .await
                 .map_err(|e| PipelineError::Stopped { what: "removing dead staging", source: Some(e) })?;
         }
         let listed: Vec<Path> = self.store.list(Some(&dir)).map_ok(|m| m.location).try_collect().await.map_err(self.store_error("listing", &dir))?;
-        let dead: Vec<&Path> = listed.iter().filter(|p| !p.prefix_matches(&ours)).collect();
+        let dead: Vec<&Path> = listed.iter().filter(|p| ours.as_ref().is_none_or(|ours| !p.prefix_matches(ours))).collect();
         for path in &dead {
             self.store.delete(path).await.map_err(self.store_error("deleting", path))?;
         }

@@ -23,7 +23,7 @@ impl Lake {
     /// names, staged under `_staging/D/RUN/`.
     pub fn begin(&self, table: Table, date: RunDate, stamp: &RunStamp) -> Result<PartitionWrite> {
         let staging = self.join(&format!("_staging/{date}/{}/{}/", stamp.run_id, uuid::Uuid::new_v4()))?;
-        Ok(PartitionWrite { lake: self.clone(), table, date, stamp: stamp.clone(), staging, files: Vec::new(), committed: false })
+        Ok(PartitionWrite { lake: self.clone(), table, date, stamp: stamp.clone(), staging, files: Vec::new(), result: None, committed: false })
     }
 }
 
@@ -36,6 +36,8 @@ pub struct PartitionWrite {
     stamp: RunStamp,
     staging: Url,
     files: Vec<String>,
+    /// What the task counted, committed in the marker (see [`SuccessMarker::result`]).
+    result: Option<serde_json::Value>,
     /// Whether the staged files became the partition; if not, dropping removes them.
     committed: bool,
 }
@@ -53,6 +55,14 @@ impl Drop for PartitionWrite {
 }
 
 impl PartitionWrite {
+    /// Records what the task counted; the commit writes it into the partition's marker, so a
+    /// resumed run finds it there with the files it describes.
+    pub fn record_result(&mut self, result: &impl serde::Serialize) -> Result<()> {
+        let value = serde_json::to_value(result).map_err(|source| PipelineError::Encoding { what: "a task's result", source })?;
+        self.result = Some(value);
+        Ok(())
+    }
+
     fn staged(&mut self, name: &str) -> Result<Path> {
         self.files.push(name.to_string());
         let url = self
@@ -147,7 +157,7 @@ impl PartitionWrite {
         let names = self.file_names();
         let files = Some(self.lake.manifest(&staging_path, &names).await?);
         let marker = self.staged(SUCCESS)?;
-        let stamp = serde_json::to_vec(&SuccessMarker { run_id: self.stamp.run_id.clone(), files })
+        let stamp = serde_json::to_vec(&SuccessMarker { run_id: self.stamp.run_id.clone(), files, result: self.result.take() })
             .map_err(|source| PipelineError::Encoding { what: "the _SUCCESS marker", source })?;
         self.lake.store.put(&marker, PutPayload::from(stamp)).await.map_err(self.lake.store_error("writing", &marker))?;
         // Checked last before the swap; the permit is kept until the swap is done.
