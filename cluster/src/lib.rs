@@ -18,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod node;
+pub mod process;
 pub mod retry;
 pub mod runs;
 pub mod store;

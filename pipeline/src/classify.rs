@@ -60,7 +60,7 @@ impl StagedClassify {
     pub(crate) async fn commit(self) -> Result<ClassifyCounts> {
         let (mut counts, mut classified) = (self.counts, self.classified);
         self.rejects.commit().await?;
-        classified.record_result(&counts)?;
+        classified.record_result(&counts, &[Table::RAW_REVIEWS])?;
         counts.partition = Some(classified.commit().await?);
         if counts.rejected > 0 {
             tracing::warn!(rejected = counts.rejected, "records could not be read; see {}", self.rejects_url);

@@ -74,7 +74,7 @@ async fn extract_in_slices(engine: &Engine, url: &SecretUrl, lake: &Lake, date: 
     }
     tasks.remove().await?;
     let rows = reports.iter().map(|r| r.rows).sum();
-    partition.record_result(&rows)?;
+    partition.record_result(&rows, &[])?;
     partition.commit().await?;
     Ok(rows)
 }
@@ -92,7 +92,7 @@ async fn extract_here(db: &std::path::Path, lake: &Lake, date: RunDate, stamp: &
     }
     reader.await.map_err(|e| PipelineError::Stopped { what: "the OLTP reader", source: Some(e) })??;
     let rows = file.close().await?;
-    partition.record_result(&rows)?;
+    partition.record_result(&rows, &[])?;
     partition.commit().await?;
     Ok(rows)
 }

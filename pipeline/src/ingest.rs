@@ -40,7 +40,7 @@ pub(crate) async fn ingest(engine: &Engine, lake: &Lake, source: &Url, date: Run
     if object_version(store.as_ref(), source).await? != before {
         return Err(PipelineError::Changed { url: source.to_string() });
     }
-    partition.record_result(&IngestResult { bytes })?;
+    partition.record_result(&IngestResult { bytes }, &[])?;
     let url = partition.commit().await?;
     tracing::info!(bytes, "ingested {source}");
     debug_assert_eq!(Some(&url), lake.partition_url(Table::RAW_REVIEWS, date).ok().as_ref());

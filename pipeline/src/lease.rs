@@ -17,8 +17,9 @@
 //!   own, unreleased, and its last renewal must have at least a sixth of the lease's life left
 //!   on this host's clock.
 //!
-//! Fencing rests on the run id, never on a generation number: a run holds the date only while
-//! the newest record carries its id. A run paused past its expiry (a sleeping laptop, a frozen
+//! Fencing rests on the holder (the run id, in one process of one host), never on a generation
+//! number: a run holds the date only while the newest record names it. A resumed cluster-mode
+//! run keeps its run id but is another process, so the driver it replaced holds nothing. A run paused past its expiry (a sleeping laptop, a frozen
 //! VM) finds, when it resumes, another run's record or a release on top of its own and stops,
 //! committing nothing more; it never re-creates or overwrites a record. Lease objects deleted by
 //! hand do not help a stale run either: the next record is then another run's, or there is none,
@@ -106,13 +107,20 @@ impl LeaseState {
             return false;
         }
         if record.host == here.name {
-            return process_start(record.pid).is_some_and(|start| record.pid_start.is_none_or(|s| s == start));
+            return ubm_cluster::process::start_time(record.pid).is_some_and(|start| record.pid_start.is_none_or(|s| s == start));
         }
         true
     }
 }
 
 impl LeaseRecord {
+    /// Whether this record names the same holder as `held`: the same run in the same process.
+    /// A resumed run keeps the id of the run it resumes, so the id alone would let the driver it
+    /// replaced (were it still alive) pass every check of the new one.
+    fn holds_as(&self, held: &LeaseRecord) -> bool {
+        self.run_id == held.run_id && self.host == held.host && self.pid == held.pid && self.pid_start == held.pid_start
+    }
+
     /// The holder, in words.
     pub fn describe(&self) -> String {
         format!(
@@ -138,20 +146,8 @@ impl Host {
     pub fn current() -> Host {
         let name = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|n| n.trim().to_string()).unwrap_or_default();
         let pid = std::process::id();
-        Host { name, pid, pid_start: process_start(pid) }
+        Host { name, pid, pid_start: ubm_cluster::process::start_time(pid) }
     }
-}
-
-/// A process's start time (field 22 of `/proc/PID/stat`), `None` when it does not exist or
-/// has ended and waits only to be reaped (a zombie: a killed driver whose parent died with it).
-fn process_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-    if matches!(fields.next(), Some("Z" | "X" | "x")) {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
 }
 
 fn lease_dir(date: RunDate) -> String {
@@ -283,7 +279,7 @@ impl Lease {
                 // while it is still live, renewed when the store wrote it. Only this process's:
                 // a resumed run has the id of the run it resumes, whose driver may still be alive
                 // and is then a holder like any other.
-                let this_process = state.record.host == here.name && state.record.pid == here.pid;
+                let this_process = state.record.host == here.name && state.record.pid == here.pid && state.record.pid_start == here.pid_start;
                 if state.record.run_id == run_id && this_process && state.is_live(Utc::now(), &here) {
                     let age = (Utc::now() - state.written_at).to_std().unwrap_or_default();
                     return Ok(Lease::held(lake, date, state.record.clone(), Instant::now().checked_sub(age).unwrap_or_else(Instant::now)));
@@ -395,10 +391,10 @@ impl Shared {
     /// `Ok(Err(why))`, marking the lease lost, when it is not. An error of the store (the lease
     /// could not be read) is neither: it is returned as it is, and may pass.
     async fn confirm(&self) -> Result<std::result::Result<LeaseState, String>> {
-        let run_id = lock(&self.held).record.run_id.clone();
+        let held = lock(&self.held).record.clone();
         let why = match current(&self.lake, self.date).await? {
-            Some(state) if state.record.run_id == run_id && !state.record.released => return Ok(Ok(state)),
-            Some(state) if state.record.run_id == run_id => "it was released".to_string(),
+            Some(state) if state.record.holds_as(&held) && !state.record.released => return Ok(Ok(state)),
+            Some(state) if state.record.holds_as(&held) => "it was released".to_string(),
             Some(state) => format!("another run took the date over: {}", state.record.describe()),
             None => "its lease was removed from the lake".to_string(),
         };

@@ -77,7 +77,7 @@ pub(crate) async fn metric(engine: &Engine, lake: &Lake, date: RunDate, semantic
     }
     tracing::debug!(reviews = sum_of(&matches, REVIEWS)?, "matched reviews against customers");
     let counted = MetricResult { rows, invalid_cid: sum_of(&matches, INVALID_CID)?, no_customer: sum_of(&matches, NO_CUSTOMER)? };
-    partition.record_result(&counted)?;
+    partition.record_result(&counted, &[Table::STAGE_PURCHASES, Table::STAGE_REVIEWS])?;
     Ok(MetricOutput { rows, invalid_cid: counted.invalid_cid, no_customer: counted.no_customer, partition: partition.commit().await?, top_customers })
 }
 

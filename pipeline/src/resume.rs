@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use ubm_jobs::RunDate;
 
 use crate::classify::ClassifyCounts;
+use crate::error::Result;
 use crate::ingest::IngestResult;
 use crate::lake::{Lake, Table};
 use crate::metric::MetricResult;
@@ -28,30 +29,45 @@ pub(crate) struct Kept {
     pub metric: Option<MetricResult>,
 }
 
+/// A partition the run committed: what its task counted, its commit id and its inputs'.
+struct KeptPartition<T> {
+    result: T,
+    commit: String,
+    inputs: Vec<String>,
+}
+
 impl Kept {
-    /// The tasks `run_id` committed of `date`, read from the partitions' markers. Nothing is
-    /// kept of a partition that cannot be read or whose files differ from its commit: that task
-    /// runs again.
-    pub(crate) async fn find(lake: &Lake, date: RunDate, run_id: &str) -> Kept {
-        let (ingest, classify, extract, metric) = tokio::join!(
-            committed_by(lake, Table::RAW_REVIEWS, date, run_id),
-            committed_by(lake, Table::STAGE_REVIEWS, date, run_id),
-            committed_by(lake, Table::STAGE_PURCHASES, date, run_id),
-            committed_by(lake, Table::METRIC, date, run_id),
-        );
-        let mut kept = Kept { ingest, classify, extract, metric };
-        // classify read the raw copy, metric both staged tables: a kept task whose input is
-        // redone would mix two versions of the day.
-        if kept.ingest.is_none() {
-            kept.classify = None;
-        }
-        if kept.classify.is_none() || kept.extract.is_none() {
-            kept.metric = None;
-        }
+    /// The tasks `run_id` committed of `date`, read from the partitions' markers. A task is kept
+    /// only with the very versions of its inputs it read (their commit ids, recorded in its
+    /// marker): a classify over a raw copy committed again, or a metric over an extract redone
+    /// since, runs again. A partition whose files differ from its commit is not kept. An error
+    /// reading a marker fails (a retry reads again): treating it as "not committed" could
+    /// redo an input under a kept task.
+    pub(crate) async fn find(lake: &Lake, date: RunDate, run_id: &str) -> Result<Kept> {
+        let (ingest, classify, extract, metric) = tokio::try_join!(
+            committed_by::<IngestResult>(lake, Table::RAW_REVIEWS, date, run_id),
+            committed_by::<ClassifyCounts>(lake, Table::STAGE_REVIEWS, date, run_id),
+            committed_by::<u64>(lake, Table::STAGE_PURCHASES, date, run_id),
+            committed_by::<MetricResult>(lake, Table::METRIC, date, run_id),
+        )?;
+        let commit_of = |part: &Option<KeptPartition<_>>| part.as_ref().map(|p: &KeptPartition<_>| p.commit.clone());
+        let raw = ingest.as_ref().map(|p| p.commit.clone());
+        let classify = classify.filter(|c| raw.as_ref().is_some_and(|raw| c.inputs == [raw.clone()]));
+        let staged = [extract.as_ref().map(|p| p.commit.clone()), commit_of(&classify)];
+        let metric = metric.filter(|m| match &staged {
+            [Some(purchases), Some(reviews)] => m.inputs == [purchases.clone(), reviews.clone()],
+            _ => false,
+        });
+        let mut kept = Kept {
+            ingest: ingest.map(|p| p.result),
+            classify: classify.map(|p| p.result),
+            extract: extract.map(|p| p.result),
+            metric: metric.map(|p| p.result),
+        };
         if let Some(classify) = kept.classify.as_mut() {
-            classify.partition = lake.partition_url(Table::STAGE_REVIEWS, date).ok();
+            classify.partition = Some(lake.partition_url(Table::STAGE_REVIEWS, date)?);
         }
-        kept
+        Ok(kept)
     }
 
     /// The names of the kept tasks, for the log.
@@ -66,21 +82,74 @@ impl Kept {
     }
 }
 
-/// The result `run_id` committed with `table`'s partition of `date`, if that run committed it,
-/// its files are as committed, and the result reads as a `T`.
-async fn committed_by<T: DeserializeOwned>(lake: &Lake, table: Table, date: RunDate, run_id: &str) -> Option<T> {
-    let committed = match lake.committed(table, date).await {
-        Ok(committed) => committed?,
-        Err(e) => {
-            tracing::warn!("{} of {date} cannot be read; its task runs again: {}", table.0, e.describe());
-            return None;
-        }
-    };
-    if committed.marker.run_id != run_id || !committed.problems.is_empty() {
-        return None;
+/// What `run_id` committed with `table`'s partition of `date`, if that run committed it, its
+/// files are as committed, and its marker has a commit id and a result that reads as a `T`.
+async fn committed_by<T: DeserializeOwned>(lake: &Lake, table: Table, date: RunDate, run_id: &str) -> Result<Option<KeptPartition<T>>> {
+    let Some(committed) = lake.committed(table, date).await? else { return Ok(None) };
+    let marker = committed.marker;
+    if marker.run_id != run_id || !committed.problems.is_empty() {
+        return Ok(None);
     }
-    let result = committed.marker.result?;
-    serde_json::from_value(result)
+    let (Some(result), Some(commit)) = (marker.result, marker.commit) else { return Ok(None) };
+    Ok(serde_json::from_value(result)
         .map_err(|e| tracing::warn!("the result committed with {} of {date} does not read ({e}); its task runs again", table.0))
         .ok()
+        .map(|result| KeptPartition { result, commit, inputs: marker.inputs }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lake::RunStamp;
+
+    fn date() -> RunDate {
+        "2011-12-31".parse().expect("date")
+    }
+
+    /// Commits `table` for `stamp`'s run with `result` and the given inputs, as a task does.
+    async fn commit(lake: &Lake, table: Table, stamp: &RunStamp, result: &impl serde::Serialize, inputs: &[Table]) {
+        let mut partition = lake.begin(table, date(), stamp).expect("begin");
+        partition.put("part.txt", b"x".to_vec()).await.expect("put");
+        partition.record_result(result, inputs).expect("result");
+        partition.commit().await.expect("commit");
+    }
+
+    async fn whole_day(lake: &Lake, stamp: &RunStamp) {
+        commit(lake, Table::RAW_REVIEWS, stamp, &IngestResult { bytes: 5 }, &[]).await;
+        commit(lake, Table::STAGE_PURCHASES, stamp, &7u64, &[]).await;
+        commit(lake, Table::STAGE_REVIEWS, stamp, &ClassifyCounts { read: 3, classified: 3, ..Default::default() }, &[Table::RAW_REVIEWS]).await;
+        let metric = MetricResult { rows: 2, invalid_cid: 0, no_customer: 1 };
+        commit(lake, Table::METRIC, stamp, &metric, &[Table::STAGE_PURCHASES, Table::STAGE_REVIEWS]).await;
+    }
+
+    #[tokio::test]
+    async fn every_task_a_run_committed_is_kept_and_another_runs_never() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lake = Lake::open(&dir.path().display().to_string()).await.expect("lake");
+        let stamp = RunStamp::unleased();
+        whole_day(&lake, &stamp).await;
+        let kept = Kept::find(&lake, date(), &stamp.run_id).await.expect("markers read");
+        assert_eq!(kept.names(), ["ingest", "classify", "extract", "metric"]);
+        assert_eq!(kept.extract, Some(7));
+        assert_eq!(kept.classify.as_ref().map(|c| c.read), Some(3));
+        let other = Kept::find(&lake, date(), "another run").await.expect("markers read");
+        assert!(other.names().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_task_whose_input_was_committed_again_since_is_not_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lake = Lake::open(&dir.path().display().to_string()).await.expect("lake");
+        let stamp = RunStamp::unleased();
+        whole_day(&lake, &stamp).await;
+        // A resumed driver redid the extract (a new snapshot), then stopped before the metric.
+        commit(&lake, Table::STAGE_PURCHASES, &stamp, &8u64, &[]).await;
+        let kept = Kept::find(&lake, date(), &stamp.run_id).await.expect("markers read");
+        assert_eq!(kept.names(), ["ingest", "classify", "extract"], "the metric read the old extract: it runs again");
+        assert_eq!(kept.extract, Some(8));
+        // The raw copy committed again: classify, and so the metric, run again.
+        commit(&lake, Table::RAW_REVIEWS, &stamp, &IngestResult { bytes: 5 }, &[]).await;
+        let kept = Kept::find(&lake, date(), &stamp.run_id).await.expect("markers read");
+        assert_eq!(kept.names(), ["ingest", "extract"]);
+    }
 }

@@ -100,7 +100,7 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
     lake.remember_run_staging(date, &stamp.run_id)?;
     // A resumed run's own staging is a stopped driver's too: none of it is adopted.
     let kept = match &config.run_id {
-        Some(run_id) => Kept::find(lake, date, run_id).await,
+        Some(run_id) => retrying("finding what this run committed before", policy, || Kept::find(lake, date, run_id)).await.0?,
         None => Kept::default(),
     };
     let keep_staging_of = if config.run_id.is_some() { None } else { Some(stamp.run_id.as_str()) };

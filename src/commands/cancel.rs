@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 use ubm_cluster::engine::scheduler_api::{CancelOutcome, SchedulerApi};
+use ubm_cluster::runs::RunState;
 use ubm_cluster::runs::client::RunsApi;
 use ubm_cluster::runs::service::is_run_id;
 
@@ -57,10 +58,13 @@ async fn cancel_run(runs: &RunsApi, id: &str) -> Result<ExitCode> {
         eprintln!("run {id}: cancel requested; its driver has not stopped yet (`ubm status {id}` shows when it has)");
         return Ok(ExitCode::FAILURE);
     }
+    if run.state != RunState::Cancelled {
+        eprintln!("run {id} ended {} before the cancel reached it ({})", run.state, run.exit.as_deref().unwrap_or("ended"));
+        return Ok(ExitCode::FAILURE);
+    }
     println!(
-        "run {id} {}: its jobs were cancelled and its staging removed; partitions it had committed stay (`ubm status --lake` \
-         shows the date as failed or mixed): rerun the date to make it whole",
-        run.state
+        "run {id} cancelled: its jobs were cancelled and its staging removed; partitions it had committed stay (`ubm status --lake` \
+         shows the date as failed or mixed): rerun the date to make it whole"
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -183,11 +183,9 @@ async fn scheduler(args: SchedulerArgs) -> Result<ExitCode> {
     ubm_cluster::node::check_port_free(args.bind, "the scheduler's port")?;
     let (bind, how) = (args.bind, if tls.is_some() { "mutual TLS" } else { "plaintext" });
     let address = format!("df://{}:{}", args.external_host, bind.port());
-    let driver = DriverCommand {
-        exe: std::env::current_exe().context("finding the ubm executable")?,
-        scheduler: address.clone(),
-        tls_dir: args.exposure.tls.tls.clone(),
-    };
+    // The driver runs in its run's folder: its TLS directory is given absolute.
+    let tls_dir = args.exposure.tls.tls.as_deref().map(std::path::absolute).transpose().context("--tls: resolving the directory")?;
+    let driver = DriverCommand { exe: std::env::current_exe().context("finding the ubm executable")?, scheduler: address.clone(), tls_dir };
     let runs = RunService::open(&args.state_dir, driver).with_context(|| {
         format!("--state-dir {}: cannot keep the runs' state there; give a folder this user can create and write", args.state_dir.display())
     })?;

@@ -63,6 +63,15 @@ fn request_of(data: &RunData, partitions: Option<u16>) -> Result<RunRequest> {
     for (flag, location) in [("--reviews", reviews), ("--lake", lake)] {
         ubm_cluster::store::check_location(flag, location)?;
     }
+    // `--oltp`/`--warehouse` may come from this machine's UBM_OLTP/UBM_WAREHOUSE: say so, since
+    // they then replace the cluster's own.
+    for (name, url) in [("UBM_OLTP", &data.oltp), ("UBM_WAREHOUSE", &data.warehouse)] {
+        if let Some(url) = url
+            && std::env::var(name).is_ok_and(|value| value == url.expose())
+        {
+            eprintln!("{name} of this machine goes to the cluster as the run's {} (unset it to use the scheduler's own)", url.redacted());
+        }
+    }
     Ok(RunRequest {
         from: from.to_string(),
         to: to.to_string(),

@@ -227,5 +227,69 @@ fn a_cluster_mode_request_the_cluster_cannot_run_is_refused_saying_why() {
     assert!(said.contains("no OLTP database") && said.contains("UBM_OLTP"), "{said}");
     let said = submit(&["--reviews", "/r.csv", "--lake", "/tmp/lake", "--oltp", "postgres://u@h/db", "--detach"]);
     assert!(said.contains("--detach"), "{said}");
-    assert!(files_under(state.path()).is_empty(), "nothing kept of a refused request");
+    assert_eq!(files_under(state.path()), [".scheduler.lock"], "nothing kept of a refused request");
+}
+
+/// The default `--state-dir` is relative (`ubm-runs`): the drivers, which work in their runs'
+/// folders, still find their progress file and TLS material; and a second scheduler with the
+/// same folder refuses to start instead of resuming the first one's runs.
+#[test]
+fn a_relative_state_dir_works_and_belongs_to_one_scheduler() {
+    let sample = Sample::new("0.01");
+    let home = tempfile::tempdir().expect("tempdir");
+    let port = crate::common::free_port();
+    let spawn = |args: &[String]| {
+        ubm()
+            .args(args)
+            .current_dir(home.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ubm starts")
+    };
+    let words = |list: &[&str]| list.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+    let mut scheduler = spawn(&words(&["cluster", "scheduler", "--bind", &format!("127.0.0.1:{port}"), "--state-dir", "runs"]));
+    crate::common::wait_for_port(port);
+    let executor_port = crate::common::free_port();
+    let mut executor = spawn(&words(&[
+        "cluster",
+        "executor",
+        "--scheduler",
+        &format!("127.0.0.1:{port}"),
+        "--bind",
+        &format!("127.0.0.1:{executor_port}"),
+        "--slots",
+        "1",
+    ]));
+    let engine = format!("df://127.0.0.1:{port}");
+    let lake = sample.lake("lake");
+    let out = ubm()
+        .args(["submit", "--deploy-mode", "cluster", "--scheduler", &engine, "--date", DATE, "--follow"])
+        .args(["--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--lake", &lake])
+        .output()
+        .expect("submit");
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    let runs = home.path().join("runs");
+    let id = std::fs::read_dir(&runs)
+        .expect("the runs' folder")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| !n.starts_with('.'));
+    let id = id.expect("a run's folder");
+    assert!(out.status.success(), "{said}\n{}", std::fs::read_to_string(runs.join(&id).join("driver.log")).unwrap_or_default());
+    assert!(said.contains("reconciled"), "--follow prints the run's summary: {said}");
+    assert!(runs.join(&id).join("progress.json").exists(), "the driver wrote its progress where the scheduler reads it");
+
+    let second_port = crate::common::free_port();
+    let second = ubm()
+        .args(["cluster", "scheduler", "--bind", &format!("127.0.0.1:{second_port}"), "--state-dir", "runs"])
+        .current_dir(home.path())
+        .output()
+        .expect("a second scheduler");
+    assert!(!second.status.success(), "a second scheduler on the same state folder must not start");
+    assert!(text(&second.stderr).contains("another scheduler keeps its runs"), "{}", text(&second.stderr));
+    for child in [&mut scheduler, &mut executor] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }

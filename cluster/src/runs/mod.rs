@@ -179,7 +179,10 @@ pub fn runs_table(runs: &[RunView]) -> String {
     let mut table = format!("{:<24} {:<23} {:<10} {:>6} {:<20} {}\n", "RUN", "DATES", "STATE", "JOBS", "SUBMITTED", "NOW");
     for run in runs {
         let done = run.progress.jobs.iter().filter(|j| j.state.is_terminal()).count();
-        let now = run.progress.jobs.iter().rev().find(|j| !j.state.is_terminal()).map_or("", |j| j.job_name.as_str());
+        // A driver that was killed leaves its last jobs unfinished in its progress: only a
+        // running run has a job under way.
+        let under_way = run.progress.jobs.iter().rev().find(|j| !j.state.is_terminal());
+        let now = under_way.filter(|_| !run.state.has_ended()).map_or("", |j| j.job_name.as_str());
         table.push_str(&format!(
             "{:<24} {:<23} {:<10} {:>6} {:<20} {}\n",
             run.id,

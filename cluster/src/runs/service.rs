@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{DriverProgress, RunRequest, RunState, RunView};
+use crate::process::start_time;
 
 /// How `ubm run` is started as a run's driver.
 #[derive(Debug, Clone)]
@@ -40,8 +41,8 @@ pub struct DriverCommand {
 /// rejoin at their next poll (pull) or heartbeat (push, 60 s by default).
 const RESUMED_EXECUTOR_WAIT: u64 = 150;
 
-/// A resumed driver waits at least this long for the date's lease: the previous driver was
-/// killed first, but its lease names it until the kernel has reaped it.
+/// A resumed driver waits at least this long for the date's lease: should the driver it
+/// replaces still be alive (it is killed first), its lease names it until it is gone.
 const RESUMED_LEASE_WAIT: u64 = 60;
 
 /// Lines of the driver's log that `status` shows of a run that failed.
@@ -62,6 +63,8 @@ struct Inner {
     /// Set when the scheduler stops: a driver ending then is not the run's end (it resumes at
     /// the next start).
     stopping: AtomicBool,
+    /// The lock that makes the state folder this scheduler's (see [`RunService::claim`]).
+    claim: Mutex<Option<std::fs::File>>,
 }
 
 /// What `state.json` holds.
@@ -84,14 +87,15 @@ struct RunRecord {
     cancel_requested: bool,
 }
 
-/// Why a request was refused, with the HTTP status to answer.
+/// Why a request failed (refused, unknown, or the scheduler could not do it), with the HTTP
+/// status to answer.
 #[derive(Debug)]
-pub struct Refusal {
+pub struct RequestError {
     pub status: StatusCode,
     pub message: String,
 }
 
-impl Refusal {
+impl RequestError {
     fn bad(message: impl Into<String>) -> Self {
         Self { status: StatusCode::BAD_REQUEST, message: message.into() }
     }
@@ -100,7 +104,7 @@ impl Refusal {
     }
 }
 
-impl IntoResponse for Refusal {
+impl IntoResponse for RequestError {
     fn into_response(self) -> Response {
         (self.status, axum::Json(serde_json::json!({ "error": self.message }))).into_response()
     }
@@ -111,14 +115,38 @@ impl RunService {
     /// is started yet: see [`RunService::resume_unfinished`], once the scheduler accepts
     /// connections.
     pub fn open(dir: &Path, driver: DriverCommand) -> std::io::Result<RunService> {
-        if dir.exists() {
-            let probe = dir.join(format!(".ubm-write-check-{}", std::process::id()));
-            std::fs::write(&probe, b"ubm")?;
-            std::fs::remove_file(&probe)?;
-        }
+        // The drivers run in their runs' folders: every path they are given is absolute.
+        let dir = std::path::absolute(dir)?;
         let launcher = Launcher::start()?;
-        let inner = Inner { dir: dir.to_path_buf(), driver, launcher, state_lock: Mutex::new(()), stopping: AtomicBool::new(false) };
-        Ok(RunService { inner: Arc::new(inner) })
+        let inner = Inner { dir, driver, launcher, state_lock: Mutex::new(()), stopping: AtomicBool::new(false), claim: Mutex::new(None) };
+        let service = RunService { inner: Arc::new(inner) };
+        if service.inner.dir.exists() {
+            service.claim()?;
+        }
+        Ok(service)
+    }
+
+    /// Makes the state folder if needed and takes it for this scheduler (an exclusive `flock`
+    /// on `.scheduler.lock`, held until the process ends): two schedulers resuming the same runs
+    /// would kill each other's drivers.
+    fn claim(&self) -> std::io::Result<()> {
+        let mut claim = self.inner.claim.lock().unwrap_or_else(|p| p.into_inner());
+        if claim.is_some() {
+            return Ok(());
+        }
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.inner.dir)?;
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(self.inner.dir.join(".scheduler.lock"))?;
+        // SAFETY: flock only locks the open file it is given.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let error = std::io::Error::last_os_error();
+            let dir = self.inner.dir.display();
+            return Err(std::io::Error::new(
+                error.kind(),
+                format!("another scheduler keeps its runs in {dir} ({error}); give each scheduler a --state-dir of its own"),
+            ));
+        }
+        *claim = Some(file);
+        Ok(())
     }
 
     /// Starts a driver again for every run that had not ended when the scheduler stopped; the
@@ -132,26 +160,43 @@ impl RunService {
             // A driver of the previous scheduler that is somehow still alive would run the
             // same date beside the new one: stop it first.
             if let (Some(pid), Some(start)) = (record.pid, record.pid_start)
-                && process_start(pid) == Some(start)
+                && start_time(pid) == Some(start)
             {
                 tracing::warn!("run {}: stopping its previous driver (pid {pid}), which outlived the scheduler", record.id);
                 kill(pid, libc::SIGKILL);
             }
             let id = record.id.clone();
+            if record.cancel_requested {
+                // Cancelled while its driver stopped with the scheduler, or while the scheduler
+                // was down: it ends here; the next run of the date removes its staging.
+                self.end(&id, RunState::Cancelled, "cancelled; its driver had stopped with the scheduler".to_string());
+                continue;
+            }
             match self.load_request(&id).and_then(|request| self.start_driver(record, &request, true)) {
                 Ok(()) => resumed.push(id),
                 Err(e) => {
                     tracing::error!("run {id} cannot be resumed: {}", e.message);
-                    let _ = self.update(&id, |r| {
-                        r.state = RunState::Failed;
-                        r.exit = Some(format!("not resumed after a scheduler restart: {}", e.message));
-                        r.ended_at = Some(Utc::now());
-                    });
-                    self.forget_secrets(&id);
+                    self.end(&id, RunState::Failed, format!("not resumed after a scheduler restart: {}", e.message));
                 }
             }
         }
         resumed
+    }
+
+    /// Ends run `id` in `state` (for a run whose driver has ended or never started) and forgets
+    /// its secrets.
+    fn end(&self, id: &str, state: RunState, exit: String) {
+        let ended = self.update(id, |r| {
+            r.state = state;
+            r.exit = Some(exit);
+            r.ended_at = Some(Utc::now());
+            r.pid = None;
+            r.pid_start = None;
+        });
+        if let Err(e) = ended {
+            tracing::error!("run {id}: its state cannot be written: {e}");
+        }
+        self.forget_secrets(id);
     }
 
     /// Marks the service as stopping: drivers that end from now on are left to resume.
@@ -170,18 +215,14 @@ impl RunService {
     }
 
     /// Accepts a run and starts its driver.
-    pub fn submit(&self, request: RunRequest) -> Result<RunView, Refusal> {
+    pub fn submit(&self, request: RunRequest) -> Result<RunView, RequestError> {
         check_request(&request)?;
         let id = new_run_id();
         let run_dir = self.run_dir(&id);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.inner.dir)
-            .map_err(|e| Refusal::internal(&format!("making the scheduler's --state-dir {}", self.inner.dir.display()), e))?;
-        std::fs::DirBuilder::new().mode(0o700).create(&run_dir).map_err(|e| Refusal::internal("making the run's folder", e))?;
-        let json = serde_json::to_vec(&request).map_err(|e| Refusal::internal("encoding the request", e))?;
-        write_private(&run_dir.join("request.json"), &json).map_err(|e| Refusal::internal("keeping the request", e))?;
+        self.claim().map_err(|e| RequestError::internal(&format!("the scheduler's --state-dir {}", self.inner.dir.display()), e))?;
+        std::fs::DirBuilder::new().mode(0o700).create(&run_dir).map_err(|e| RequestError::internal("making the run's folder", e))?;
+        let json = serde_json::to_vec(&request).map_err(|e| RequestError::internal("encoding the request", e))?;
+        write_private(&run_dir.join("request.json"), &json).map_err(|e| RequestError::internal("keeping the request", e))?;
         let record = RunRecord {
             id: id.clone(),
             from: request.from.clone(),
@@ -197,18 +238,17 @@ impl RunService {
             pid_start: None,
             cancel_requested: false,
         };
-        self.save(&record).map_err(|e| Refusal::internal("writing the run's state", e))?;
+        if let Err(e) = self.save(&record) {
+            // Nothing would ever look at a folder without a state: it goes, secrets and all.
+            let _ = std::fs::remove_dir_all(&run_dir);
+            return Err(RequestError::internal("writing the run's state", e));
+        }
         if let Err(e) = self.start_driver(record, &request, false) {
-            let _ = self.update(&id, |r| {
-                r.state = RunState::Failed;
-                r.exit = Some(e.message.clone());
-                r.ended_at = Some(Utc::now());
-            });
-            self.forget_secrets(&id);
+            self.end(&id, RunState::Failed, e.message.clone());
             return Err(e);
         }
         tracing::info!("accepted run {id} ({request:?})");
-        self.view(&id).ok_or_else(|| Refusal::internal("reading the run back", "its state is gone"))
+        self.view(&id).ok_or_else(|| RequestError::internal("reading the run back", "its state is gone"))
     }
 
     /// Every run, newest first.
@@ -228,9 +268,9 @@ impl RunService {
 
     /// Stops a running run: its driver gets SIGTERM, cancels the run's jobs and removes its
     /// staging; what the run had committed stays.
-    pub fn cancel(&self, id: &str) -> Result<RunView, Refusal> {
+    pub fn cancel(&self, id: &str) -> Result<RunView, RequestError> {
         if !is_run_id(id) || self.load_record(id).is_none() {
-            return Err(Refusal { status: StatusCode::NOT_FOUND, message: format!("no run {id}") });
+            return Err(RequestError { status: StatusCode::NOT_FOUND, message: format!("no run {id}") });
         }
         let record = self
             .update(id, |r| {
@@ -238,39 +278,42 @@ impl RunService {
                     r.cancel_requested = true;
                 }
             })
-            .map_err(|e| Refusal::internal("writing the run's state", e))?;
+            .map_err(|e| RequestError::internal("writing the run's state", e))?;
         if record.state.has_ended() {
-            return Err(Refusal { status: StatusCode::CONFLICT, message: format!("run {id} has already ended ({})", record.state) });
+            return Err(RequestError { status: StatusCode::CONFLICT, message: format!("run {id} has already ended ({})", record.state) });
         }
         if let (Some(pid), Some(start)) = (record.pid, record.pid_start)
-            && process_start(pid) == Some(start)
+            && start_time(pid) == Some(start)
         {
             kill(pid, libc::SIGTERM);
         }
         tracing::info!("run {id}: cancel requested");
-        self.view(id).ok_or_else(|| Refusal::internal("reading the run back", "its state is gone"))
+        self.view(id).ok_or_else(|| RequestError::internal("reading the run back", "its state is gone"))
     }
 
     /// Starts the driver of `record` and a task that records how it ends.
-    fn start_driver(&self, record: RunRecord, request: &RunRequest, resumed: bool) -> Result<(), Refusal> {
+    fn start_driver(&self, record: RunRecord, request: &RunRequest, resumed: bool) -> Result<(), RequestError> {
         let run_dir = self.run_dir(&record.id);
         let progress = read_progress(&run_dir);
         let mut command = self.driver_command(&record.id, request, resumed, progress.partitions.as_ref().map(|p| p.count));
-        let log = append(&run_dir.join("driver.log")).map_err(|e| Refusal::internal("opening the driver's log", e))?;
-        let summary = append(&run_dir.join("summary.txt")).map_err(|e| Refusal::internal("opening the driver's summary", e))?;
-        let mut header = log.try_clone().map_err(|e| Refusal::internal("opening the driver's log", e))?;
+        let log = append(&run_dir.join("driver.log")).map_err(|e| RequestError::internal("opening the driver's log", e))?;
+        let summary = append(&run_dir.join("summary.txt")).map_err(|e| RequestError::internal("opening the driver's summary", e))?;
+        let mut header = log.try_clone().map_err(|e| RequestError::internal("opening the driver's log", e))?;
         let _ = writeln!(header, "--- driver {} of run {} started {}", record.driver_starts + 1, record.id, Utc::now().to_rfc3339());
         command.stdout(summary).stderr(log).stdin(Stdio::null());
-        let mut child = self.inner.launcher.spawn(command).map_err(|e| Refusal::internal("starting the driver", e))?;
+        let mut child = self.inner.launcher.spawn(command).map_err(|e| RequestError::internal("starting the driver", e))?;
         let pid = child.id();
-        self.update(&record.id, |r| {
+        let recorded = self.update(&record.id, |r| {
             r.state = RunState::Running;
             r.driver_starts += 1;
             r.pid = pid;
-            r.pid_start = pid.and_then(process_start);
-            r.cancel_requested = false;
-        })
-        .map_err(|e| Refusal::internal("writing the run's state", e))?;
+            r.pid_start = pid.and_then(start_time);
+        });
+        if let Err(e) = recorded {
+            // A driver nobody could find again must not go on.
+            let _ = child.start_kill();
+            return Err(RequestError::internal("writing the run's state", e));
+        }
         if resumed {
             tracing::info!("run {}: driver started again (pid {}), resuming", record.id, pid.unwrap_or(0));
         }
@@ -318,13 +361,19 @@ impl RunService {
                 command.env(name, value);
             }
         }
-        // SAFETY: prctl and setpgid are async-signal-safe and touch nothing of this process's
-        // memory. The driver dies with the scheduler (as a driver beside it must: a restarted
-        // scheduler starts it again), and has a process group of its own, so that a Ctrl-C
-        // meant for a scheduler in a terminal reaches the scheduler only.
+        let scheduler_pid = std::process::id() as libc::pid_t;
+        // SAFETY: prctl, getppid, _exit and setpgid are async-signal-safe and touch nothing of
+        // this process's memory. The driver dies with the scheduler (as a driver beside it must:
+        // a restarted scheduler starts it again; the parent is checked after the prctl, since a
+        // scheduler that died just before it would leave the driver without the signal), and has
+        // a process group of its own, so that a Ctrl-C meant for a scheduler in a terminal
+        // reaches the scheduler only.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() != scheduler_pid {
+                    libc::_exit(1);
+                }
                 libc::setpgid(0, 0);
                 Ok(())
             });
@@ -343,7 +392,8 @@ impl RunService {
             Err(e) => format!("cannot be waited for: {e}"),
         };
         let succeeded = status.as_ref().is_ok_and(ExitStatus::success);
-        let updated = self.update(id, |r| {
+        // Decided under the state's lock, so that a cancel request is seen or refused, never lost.
+        let ended = self.update(id, |r| {
             r.state = match (succeeded, r.cancel_requested) {
                 (true, _) => RunState::Succeeded,
                 (false, true) => RunState::Cancelled,
@@ -354,7 +404,7 @@ impl RunService {
             r.pid = None;
             r.pid_start = None;
         });
-        match updated {
+        match ended {
             Ok(record) => tracing::info!("run {id} {} ({exit})", record.state),
             Err(e) => tracing::error!("run {id}: its driver ended ({exit}) but its state cannot be written: {e}"),
         }
@@ -416,10 +466,10 @@ impl RunService {
         serde_json::from_slice(&bytes).map_err(|e| tracing::warn!("{} cannot be read ({e}); the run is not shown", path.display())).ok()
     }
 
-    fn load_request(&self, id: &str) -> Result<RunRequest, Refusal> {
+    fn load_request(&self, id: &str) -> Result<RunRequest, RequestError> {
         let path = self.run_dir(id).join("request.json");
-        let bytes = std::fs::read(&path).map_err(|e| Refusal::internal(&format!("reading {}", path.display()), e))?;
-        serde_json::from_slice(&bytes).map_err(|e| Refusal::internal(&format!("reading {}", path.display()), e))
+        let bytes = std::fs::read(&path).map_err(|e| RequestError::internal(&format!("reading {}", path.display()), e))?;
+        serde_json::from_slice(&bytes).map_err(|e| RequestError::internal(&format!("reading {}", path.display()), e))
     }
 
     fn save(&self, record: &RunRecord) -> std::io::Result<()> {
@@ -441,7 +491,7 @@ impl RunService {
 /// child its parent-death signal when the *thread* that forked it ends, and a thread of the
 /// async runtime's pool may end long before the process does.
 struct Launcher {
-    requests: Mutex<std::sync::mpsc::Sender<(tokio::process::Command, std::sync::mpsc::Sender<std::io::Result<tokio::process::Child>>)>>,
+    requests: std::sync::mpsc::Sender<(tokio::process::Command, std::sync::mpsc::Sender<std::io::Result<tokio::process::Child>>)>,
 }
 
 impl Launcher {
@@ -455,12 +505,12 @@ impl Launcher {
                 let _ = answer.send(command.spawn());
             }
         })?;
-        Ok(Launcher { requests: Mutex::new(requests) })
+        Ok(Launcher { requests })
     }
 
     fn spawn(&self, command: tokio::process::Command) -> std::io::Result<tokio::process::Child> {
         let (answer, spawned) = std::sync::mpsc::channel();
-        let sent = self.requests.lock().unwrap_or_else(|p| p.into_inner()).send((command, answer));
+        let sent = self.requests.send((command, answer));
         sent.map_err(|_| std::io::Error::other("the driver launcher has stopped"))?;
         spawned.recv().map_err(|_| std::io::Error::other("the driver launcher has stopped"))?
     }
@@ -468,35 +518,38 @@ impl Launcher {
 
 /// Refuses what the driver would refuse later, and what makes no sense on a cluster: a
 /// relative path (relative to what?), a key in a location, no OLTP database at all.
-fn check_request(request: &RunRequest) -> Result<(), Refusal> {
+fn check_request(request: &RunRequest) -> Result<(), RequestError> {
     let (from, to) = (parse_date("from", &request.from)?, parse_date("to", &request.to)?);
     if from > to {
-        return Err(Refusal::bad(format!("--from {from} is after --to {to}")));
+        return Err(RequestError::bad(format!("--from {from} is after --to {to}")));
     }
     for (flag, location) in [("--reviews", &request.reviews), ("--lake", &request.lake)] {
-        crate::store::check_location(flag, location).map_err(|e| Refusal::bad(e.to_string()))?;
+        crate::store::check_location(flag, location).map_err(|e| RequestError::bad(e.to_string()))?;
         if !location.contains("://") && !location.starts_with('/') {
-            return Err(Refusal::bad(format!(
+            return Err(RequestError::bad(format!(
                 "{flag} {location}: a relative path; the driver runs on the cluster, so give an absolute path there or a URL"
             )));
         }
     }
     if request.oltp.is_none() && std::env::var_os("UBM_OLTP").is_none() {
-        return Err(Refusal::bad(
+        return Err(RequestError::bad(
             "no OLTP database: pass --oltp postgres://… (it travels over the cluster's channel only), or set UBM_OLTP in the scheduler's environment",
         ));
     }
     if !matches!(request.semantics.as_str(), "correct" | "seed") {
-        return Err(Refusal::bad(format!("--semantics {}: use correct or seed", request.semantics)));
+        return Err(RequestError::bad(format!("--semantics {}: use correct or seed", request.semantics)));
+    }
+    if request.partitions == Some(0) {
+        return Err(RequestError::bad("--partitions 0: use 1 or more"));
     }
     if !(1..=20).contains(&request.attempts) {
-        return Err(Refusal::bad(format!("--attempts {}: use 1 to 20", request.attempts)));
+        return Err(RequestError::bad(format!("--attempts {}: use 1 to 20", request.attempts)));
     }
     Ok(())
 }
 
-fn parse_date(name: &str, text: &str) -> Result<chrono::NaiveDate, Refusal> {
-    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|e| Refusal::bad(format!("{name} {text}: not a date YYYY-MM-DD ({e})")))
+fn parse_date(name: &str, text: &str) -> Result<chrono::NaiveDate, RequestError> {
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|e| RequestError::bad(format!("{name} {text}: not a date YYYY-MM-DD ({e})")))
 }
 
 /// A new run id: the time it was accepted, sortable, and a random tail.
@@ -527,25 +580,22 @@ fn log_tail(path: &Path) -> Vec<String> {
 /// Writes `bytes` to `path` whole (a temporary file renamed over it), readable by this user only.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
 }
 
 fn append(path: &Path) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(path)
-}
-
-/// The start time of process `pid` (clock ticks after boot, field 22 of /proc/PID/stat); `None`
-/// when it is gone or a zombie (killed, not yet reaped).
-fn process_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-    if matches!(fields.next(), Some("Z" | "X" | "x")) {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
 }
 
 fn kill(pid: u32, signal: libc::c_int) {
@@ -556,8 +606,8 @@ fn kill(pid: u32, signal: libc::c_int) {
     }
 }
 
-async fn submit_route(State(service): State<RunService>, body: axum::body::Bytes) -> Result<(StatusCode, axum::Json<RunView>), Refusal> {
-    let request: RunRequest = serde_json::from_slice(&body).map_err(|e| Refusal::bad(format!("not a run request: {e}")))?;
+async fn submit_route(State(service): State<RunService>, body: axum::body::Bytes) -> Result<(StatusCode, axum::Json<RunView>), RequestError> {
+    let request: RunRequest = serde_json::from_slice(&body).map_err(|e| RequestError::bad(format!("not a run request: {e}")))?;
     // A few small files are written here: short enough for an async worker.
     let view = service.submit(request)?;
     Ok((StatusCode::CREATED, axum::Json(view)))
@@ -567,10 +617,10 @@ async fn list_route(State(service): State<RunService>) -> axum::Json<Vec<RunView
     axum::Json(service.list())
 }
 
-async fn view_route(State(service): State<RunService>, UrlPath(id): UrlPath<String>) -> Result<axum::Json<RunView>, Refusal> {
-    service.view(&id).map(axum::Json).ok_or(Refusal { status: StatusCode::NOT_FOUND, message: format!("no run {id}") })
+async fn view_route(State(service): State<RunService>, UrlPath(id): UrlPath<String>) -> Result<axum::Json<RunView>, RequestError> {
+    service.view(&id).map(axum::Json).ok_or(RequestError { status: StatusCode::NOT_FOUND, message: format!("no run {id}") })
 }
 
-async fn cancel_route(State(service): State<RunService>, UrlPath(id): UrlPath<String>) -> Result<axum::Json<RunView>, Refusal> {
+async fn cancel_route(State(service): State<RunService>, UrlPath(id): UrlPath<String>) -> Result<axum::Json<RunView>, RequestError> {
     service.cancel(&id).map(axum::Json)
 }

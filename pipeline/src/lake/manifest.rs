@@ -34,6 +34,13 @@ pub struct SuccessMarker {
     /// (`crate::resume`). `None` in markers of earlier versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
+    /// This commit's own id (a new one for every commit, a recommit of the same run included),
+    /// and the ids of the commits of the partitions the task read: a resumed run keeps a task
+    /// only if its inputs are still the versions it read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
 }
 
 /// One file of a committed partition.
@@ -205,7 +212,7 @@ const FOOTER_SIZE: u64 = 8;
 fn read_marker(bytes: &[u8], partition: &Url) -> Result<SuccessMarker> {
     // Markers of the first versions were empty: a run id nobody has, no file list.
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(SuccessMarker { run_id: String::new(), files: None, result: None });
+        return Ok(SuccessMarker { run_id: String::new(), files: None, result: None, commit: None, inputs: Vec::new() });
     }
     serde_json::from_slice(bytes)
         .map_err(|e| PipelineError::Damaged { partition: partition.to_string(), problem: format!("its {SUCCESS} is not a ubm commit record ({e})") })

@@ -23,7 +23,17 @@ impl Lake {
     /// names, staged under `_staging/D/RUN/`.
     pub fn begin(&self, table: Table, date: RunDate, stamp: &RunStamp) -> Result<PartitionWrite> {
         let staging = self.join(&format!("_staging/{date}/{}/{}/", stamp.run_id, uuid::Uuid::new_v4()))?;
-        Ok(PartitionWrite { lake: self.clone(), table, date, stamp: stamp.clone(), staging, files: Vec::new(), result: None, committed: false })
+        Ok(PartitionWrite {
+            lake: self.clone(),
+            table,
+            date,
+            stamp: stamp.clone(),
+            staging,
+            files: Vec::new(),
+            result: None,
+            inputs: Vec::new(),
+            committed: false,
+        })
     }
 }
 
@@ -38,6 +48,8 @@ pub struct PartitionWrite {
     files: Vec<String>,
     /// What the task counted, committed in the marker (see [`SuccessMarker::result`]).
     result: Option<serde_json::Value>,
+    /// The partitions (of the same date) the task read, whose commit ids go into the marker.
+    inputs: Vec<Table>,
     /// Whether the staged files became the partition; if not, dropping removes them.
     committed: bool,
 }
@@ -55,11 +67,13 @@ impl Drop for PartitionWrite {
 }
 
 impl PartitionWrite {
-    /// Records what the task counted; the commit writes it into the partition's marker, so a
-    /// resumed run finds it there with the files it describes.
-    pub fn record_result(&mut self, result: &impl serde::Serialize) -> Result<()> {
+    /// Records what the task counted and which partitions of the date it read; the commit
+    /// writes both into the partition's marker (with the inputs' commit ids), so a resumed run
+    /// finds them there with the files they describe.
+    pub fn record_result(&mut self, result: &impl serde::Serialize, inputs: &[Table]) -> Result<()> {
         let value = serde_json::to_value(result).map_err(|source| PipelineError::Encoding { what: "a task's result", source })?;
         self.result = Some(value);
+        self.inputs = inputs.to_vec();
         Ok(())
     }
 
@@ -157,8 +171,20 @@ impl PartitionWrite {
         let names = self.file_names();
         let files = Some(self.lake.manifest(&staging_path, &names).await?);
         let marker = self.staged(SUCCESS)?;
-        let stamp = serde_json::to_vec(&SuccessMarker { run_id: self.stamp.run_id.clone(), files, result: self.result.take() })
-            .map_err(|source| PipelineError::Encoding { what: "the _SUCCESS marker", source })?;
+        let mut inputs = Vec::with_capacity(self.inputs.len());
+        for table in &self.inputs {
+            if let Some(committed) = self.lake.committed(*table, self.date).await? {
+                inputs.extend(committed.marker.commit);
+            }
+        }
+        let marker_record = SuccessMarker {
+            run_id: self.stamp.run_id.clone(),
+            files,
+            result: self.result.take(),
+            commit: Some(uuid::Uuid::new_v4().to_string()),
+            inputs,
+        };
+        let stamp = serde_json::to_vec(&marker_record).map_err(|source| PipelineError::Encoding { what: "the _SUCCESS marker", source })?;
         self.lake.store.put(&marker, PutPayload::from(stamp)).await.map_err(self.lake.store_error("writing", &marker))?;
         // Checked last before the swap; the permit is kept until the swap is done.
         let permit = match &self.stamp.fence {
