@@ -101,16 +101,21 @@ fn a_tls_cluster_serves_its_own_and_refuses_everyone_else() {
     let material = certs(&sample.dir.path().join("tls"));
     let (node, client) = (material.join("node"), material.join("client"));
     let other = certs(&sample.dir.path().join("other-ca"));
-    let cluster = Cluster::builder(2).tls(node.to_str().expect("utf-8")).start();
+    let state = sample.dir.path().join("scheduler-runs").display().to_string();
+    let cluster = Cluster::builder(2).tls(node.to_str().expect("utf-8")).scheduler_args(&["--state-dir", &state]).start();
 
-    // The client's day equals the in-process one.
-    let (local_lake, cluster_lake) = (sample.lake("local"), sample.lake("cluster"));
+    // The client's day equals the in-process one; in cluster mode too, whose driver reaches the
+    // scheduler with the node's material.
+    let (local_lake, cluster_lake, driver_lake) = (sample.lake("local"), sample.lake("cluster"), sample.lake("cluster-mode"));
     let data = ["--date", DATE, "--reviews", &sample.reviews(), "--oltp", &sample.sqlite(), "--no-report"];
     ubm_ok(&[&["run", "--lake", &local_lake][..], &data].concat());
-    ubm_ok(&[&["submit", "--scheduler", &cluster.engine, "--tls", client.to_str().expect("utf-8"), "--lake", &cluster_lake][..], &data].concat());
+    let tls = ["--scheduler", &cluster.engine, "--tls", client.to_str().expect("utf-8")];
+    ubm_ok(&[&["submit", "--lake", &cluster_lake][..], &tls, &data].concat());
+    ubm_ok(&[&["submit", "--deploy-mode", "cluster", "--follow", "--lake", &driver_lake][..], &tls, &data].concat());
     let tables = lake_tables(&local_lake, DATE);
     assert!(tables[2].1.len() > 10, "the metric has rows");
     assert_eq!(tables, lake_tables(&cluster_lake, DATE), "the TLS cluster's tables differ from in-process");
+    assert_eq!(tables, lake_tables(&driver_lake, DATE), "the TLS cluster's cluster-mode tables differ from in-process");
 
     // Every listening port refuses everyone without the cluster's client certificate.
     let ports = listening_ports(&cluster);
