@@ -4,6 +4,7 @@
     benches/run.sh --scaling [--runs 3] [--scales 1,2,4,8,16]
     benches/run.sh --cluster-scaling [--runs 3] [--scales 1,4,8]
     benches/run.sh --tls-cost [--runs 7] [--scale 1]
+    benches/run.sh --scale-out [--runs 3] [--scales 2,4] [--executors 1,2,4,8] [--cap 0.15]
 
 For a scale factor it generates the data once (`ubm datagen`: review CSV with quoted line breaks,
 purchases CSV and the same purchases in an embedded SQLite database), then runs the contenders in
@@ -39,6 +40,19 @@ received from the network (its socket reads, counted with `strace -f`, in one ex
 plaintext (tasks pushed to the executors, the default), plaintext with executors pulling their
 tasks (`--pull`), and mutual TLS (`ubm cluster certs`, `--tls`, which pulls). It reports the
 medians and the ratios: what TLS costs, and how much of it is the pull policy.
+
+--scale-out simulates small nodes on this machine: a scheduler and N executors (N = 1, 2, 4, 8,
+`--executors`), each executor in a cgroup of its own whose CPU is capped at `--cap` of a core
+(cgroup v1 `cpu.cfs_quota_us`, or v2 `cpu.max`; root) with one task slot, so that N executors
+have N x cap cores, as N small nodes would. The day grows on both sides (`--scales`, default 2
+and 4: `ubm datagen --scale S` makes S x SF 1 reviews and S x SF 1 purchases, loaded into a
+Postgres database of its own, `UBM_BENCH_POSTGRES`, default postgres://postgres@127.0.0.1:5432).
+For each size and N it runs `ubm run --engine df://` (the client-mode driver) `--runs` times,
+checks that every shape gives the same tables, and reports the median time, the speed-up and the
+parallel efficiency over 1 executor, the marginal efficiency (the time growing the day adds, 1
+executor vs N), the fixed cost (the time extrapolated to an empty day), each task's share of the
+time, and the busiest process's CPU. What it cannot show: a network between nodes (all ports are
+loopback), separate disks, or memory limits per node.
 """
 import argparse
 import datetime
@@ -557,6 +571,210 @@ def tls_cost(args):
     shutil.rmtree(material, ignore_errors=True)
 
 
+CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
+CGROUP_V2 = Path("/sys/fs/cgroup")
+
+
+def capped_cgroup(name, cores):
+    """A cgroup whose processes together get at most `cores` of a CPU; its folder."""
+    period = 100_000
+    if (CGROUP_V1 / "cpu.cfs_quota_us").exists():
+        folder = CGROUP_V1 / name
+        folder.mkdir(exist_ok=True)
+        (folder / "cpu.cfs_period_us").write_text(str(period))
+        (folder / "cpu.cfs_quota_us").write_text(str(int(cores * period)))
+        return folder
+    if (CGROUP_V2 / "cgroup.controllers").exists() and "cpu" in (CGROUP_V2 / "cgroup.controllers").read_text():
+        folder = CGROUP_V2 / name
+        folder.mkdir(exist_ok=True)
+        (folder / "cpu.max").write_text(f"{int(cores * period)} {period}")
+        return folder
+    sys.exit("--scale-out caps each executor's CPU with a cgroup: this machine has no writable cgroup cpu controller "
+             "(v1 /sys/fs/cgroup/cpu or v2 /sys/fs/cgroup with the cpu controller); run it as root")
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds process `pid` has used so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CappedCluster:
+    """A plaintext scheduler and `executors` executors of one slot each, every executor in a
+    cgroup capped at `cap` cores: `executors` small nodes on one machine."""
+
+    def __init__(self, executors, cap, work):
+        self.executors, self.cap, self.work = executors, cap, work
+
+    def __enter__(self):
+        self.port = free_ports(1 + 2 * self.executors)
+        self.engine = f"df://127.0.0.1:{self.port}"
+        self.log = open(self.work / f"scale-out-{self.executors}x.log", "w")
+        state = self.work / "scheduler-runs"
+        self.scheduler = subprocess.Popen(
+            [UBM, "cluster", "scheduler", "--bind", f"127.0.0.1:{self.port}", "--state-dir", state],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for_port(self.port, self.scheduler)
+        self.cgroups, self.processes = [], []
+        for i in range(self.executors):
+            cgroup = capped_cgroup(f"ubm-bench-{os.getpid()}-{i}", self.cap)
+            self.cgroups.append(cgroup)
+            flight = self.port + 1 + 2 * i
+            # The shell joins the cgroup, then becomes the executor: every thread starts capped.
+            self.processes.append(subprocess.Popen(
+                ["sh", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec "$0" "$@"', UBM, "cluster", "executor",
+                 "--scheduler", f"127.0.0.1:{self.port}", "--bind", f"127.0.0.1:{flight}", "--slots", "1"],
+                stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True))
+        deadline = time.time() + 60
+        while len(json.loads(subprocess.run([UBM, "status", "--scheduler", self.engine, "--executors", "--json"],
+                                            capture_output=True, text=True).stdout or "[]")) < self.executors:
+            if time.time() > deadline:
+                sys.exit(f"{self.executors} executors did not register within 60 s; see {self.log.name}")
+            time.sleep(0.2)
+        return self
+
+    def cpu(self):
+        """CPU seconds so far: the scheduler's and each executor's."""
+        used = {"scheduler": cpu_seconds(self.scheduler.pid)}
+        for i, process in enumerate(self.processes):
+            used[f"executor {i + 1}"] = cpu_seconds(process.pid)
+        return used
+
+    def __exit__(self, *_):
+        for process in [self.scheduler, *self.processes]:
+            try:
+                os.killpg(process.pid, 9)
+            except ProcessLookupError:
+                pass
+            process.wait()
+        for cgroup in self.cgroups:
+            for _ in range(50):
+                try:
+                    cgroup.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+        self.log.close()
+
+
+def wait_for_port(port, process):
+    deadline = time.time() + 60
+    while True:
+        if process.poll() is not None:
+            sys.exit(f"the scheduler ended ({process.returncode}) before it listened on {port}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.time() > deadline:
+                sys.exit(f"nothing listens on {port} after 60 s")
+            time.sleep(0.1)
+
+
+def postgres_day(scale, work):
+    """SF `scale` sample data with its purchases in a Postgres database of its own; (data, URL)."""
+    server = os.environ.get("UBM_BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432").rstrip("/")
+    name = f"ubm_bench_sf{scale}".replace(".", "_")
+    data = work / f"pg-data-sf{scale}"
+    url = f"{server}/{name}"
+    if not (data / "movie_review.csv").exists():
+        print(f"generating SF {scale} into {data} and Postgres database {name} …", file=sys.stderr)
+        subprocess.run(["psql", f"{server}/postgres", "-qc", f"DROP DATABASE IF EXISTS {name}"], check=True)
+        subprocess.run(["psql", f"{server}/postgres", "-qc", f"CREATE DATABASE {name}"], check=True)
+        data.mkdir(parents=True, exist_ok=True)
+        measured([UBM, "datagen", "--scale", scale, "--out", data, "--oltp", url])
+    return data, url
+
+
+def scale_out(args):
+    """ubm on 1..8 capped executors at two day sizes: speed-up, efficiencies, fixed cost, phases."""
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    scales = [s.strip() for s in args.scales.split(",") if s.strip()]
+    if len(scales) != 2:
+        sys.exit("--scale-out compares two day sizes: give --scales SMALL,LARGE (default 2,4)")
+    counts = [int(n) for n in args.executors.split(",")]
+    days = {scale: postgres_day(scale, work) for scale in scales}
+    cells, outputs = {}, {}
+    for n in counts:
+        with CappedCluster(n, args.cap, work) as cluster:
+            for scale in scales:
+                data, url = days[scale]
+                times, tasks, cpu = [], [], []
+                for i in range(args.runs):
+                    lake = work / f"scale-out-sf{scale}-{n}x-{i}"
+                    shutil.rmtree(lake, ignore_errors=True)
+                    before = cluster.cpu()
+                    wall, _, stdout = measured([UBM, "run", "--date", DATE, "--reviews", data / "movie_review.csv", "--oltp", url,
+                                                "--lake", lake, "--engine", cluster.engine, "--json", "--no-report"])
+                    after = cluster.cpu()
+                    report = json.loads(stdout)[0]
+                    times.append(wall)
+                    tasks.append({t["name"]: t["duration_ms"] / 1000 for t in report["tasks"]})
+                    cpu.append({k: after[k] - before[k] for k in after})
+                    outputs[(scale, n)] = {
+                        "classified": f"{lake}/stage/movie_review/insert_date={DATE}/*.parquet",
+                        "metric": f"{lake}/warehouse/user_behavior_metric/insert_date={DATE}/*.parquet",
+                    }
+                    partitions = report.get("partitions") or {}
+                median = statistics.median(times)
+                share = {name: round(statistics.median(t.get(name, 0) for t in tasks) / median, 2)
+                         for name in ("ingest", "extract", "classify", "metric")}
+                busiest = max(cpu[len(cpu) // 2].items(), key=lambda kv: kv[1])
+                cells[(scale, n)] = {"scale": scale, "executors": n, "time_s": round(median, 3), "shares": share,
+                                     "partitions": partitions.get("count"), "busiest": busiest[0],
+                                     "busiest_cpu_s": round(busiest[1], 2)}
+                print(f"SF {scale} on {n} capped executor(s): {cells[(scale, n)]}", file=sys.stderr)
+    for scale in scales:
+        reference = outputs[(scale, counts[0])]
+        problems = check_same_answers({"ubm": reference, **{f"{n}x": outputs[(scale, n)] for n in counts[1:]}})
+        if problems:
+            sys.exit(f"SF {scale}: the shapes' tables differ: " + "; ".join(problems))
+    small, large = scales
+    one = counts[0]
+    rows = []
+    for n in counts:
+        a, b = cells[(small, n)], cells[(large, n)]
+        added_1 = cells[(large, one)]["time_s"] - cells[(small, one)]["time_s"]
+        added_n = b["time_s"] - a["time_s"]
+        grown = float(large) / float(small)
+        fixed = (grown * a["time_s"] - b["time_s"]) / (grown - 1)  # the intercept of time over size
+        rows.append({
+            "executors": n, "small_s": a["time_s"], "large_s": b["time_s"],
+            "speed_up_large": round(cells[(large, one)]["time_s"] / b["time_s"], 2),
+            "parallel_efficiency_large": round(cells[(large, one)]["time_s"] / b["time_s"] * one / n, 2),
+            "marginal_efficiency": round(added_1 / added_n * one / n, 2) if added_n > 0 else None,
+            "added_s": round(added_n, 3), "fixed_cost_s": round(fixed, 3),
+            "shares_large": b["shares"], "partitions": b["partitions"],
+            "busiest_large": f"{b['busiest']} {b['busiest_cpu_s']} s",
+        })
+    info = machine()
+    lines = [
+        f"### Scale-out: ubm on N capped executors ({args.cap} of a core and one slot each), median of {args.runs} runs per cell",
+        "", f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; ubm {info['ubm_commit']}, {info['date']}. "
+        f"Each executor is a cgroup capped at {args.cap} core: N executors are N small nodes with N x {args.cap} cores; the "
+        "scheduler, the driver (`ubm run --engine df://`) and Postgres are not capped. Loopback only: no network between nodes, one disk.", "",
+        f"| executors | SF {small} s | SF {large} s | speed-up (SF {large}) | parallel efficiency (SF {large}) | time SF {small}→{large} adds | "
+        f"marginal efficiency | fixed cost s | partitions | task shares of the SF {large} time | busiest process (SF {large}) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        shares = ", ".join(f"{k} {v}" for k, v in r["shares_large"].items())
+        lines.append(f"| {r['executors']} | {r['small_s']} | {r['large_s']} | {r['speed_up_large']} | {r['parallel_efficiency_large']} | "
+                     f"{r['added_s']} | {r['marginal_efficiency']} | {r['fixed_cost_s']} | {r['partitions']} | {shares} | {r['busiest_large']} |")
+    lines += ["", "Marginal efficiency: (time growing the day adds on 1 executor) / (N x the time it adds on N). Fixed cost: the "
+              "time extrapolated linearly to an empty day. Task shares overlap (ingest and classify run beside the extract)."]
+    text = "\n".join(lines) + "\n"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "scale_out.json").write_text(json.dumps({"runs": args.runs, "cap": args.cap, "machine": info, "cells": list(cells.values()),
+                                                       "rows": rows}, indent=2) + "\n")
+    (RESULTS / "scale_out.md").write_text(text)
+    print(text)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", default="1", help="scale factor (1 = 100,000 reviews; 0.1 for a quick run)")
@@ -567,8 +785,12 @@ def main():
                         help="ubm on `ubm cluster local` with 1, 2 and 3 executors at each of --scales instead")
     parser.add_argument("--tls-cost", action="store_true",
                         help="ubm on a plaintext and a mutual-TLS local cluster, alternating, at --scale instead")
+    parser.add_argument("--scale-out", action="store_true",
+                        help="ubm on N executors each capped at --cap of a core (cgroups; root), at two day sizes, instead")
+    parser.add_argument("--executors", default="1,2,4,8", help="--scale-out: the executor counts, 1 first")
+    parser.add_argument("--cap", type=float, default=0.15, help="--scale-out: each executor's share of a core")
     parser.add_argument("--scales", default=None,
-                        help="the scale factors, smallest first (--scaling: 1,2,4,8,16; --cluster-scaling: 1,4,8)")
+                        help="the scale factors, smallest first (--scaling: 1,2,4,8,16; --cluster-scaling: 1,4,8; --scale-out: 2,4)")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "ubm-bench"), help="data and outputs")
     args = parser.parse_args()
     if not UBM.exists():
@@ -576,8 +798,10 @@ def main():
     if args.runs < 1:
         sys.exit("--runs must be at least 1")
     if args.scales is None:
-        args.scales = "1,4,8" if args.cluster_scaling else "1,2,4,8,16"
-    if args.tls_cost:
+        args.scales = "1,4,8" if args.cluster_scaling else "2,4" if args.scale_out else "1,2,4,8,16"
+    if args.scale_out:
+        scale_out(args)
+    elif args.tls_cost:
         tls_cost(args)
     elif args.cluster_scaling:
         cluster_scaling(args)
