@@ -1,16 +1,14 @@
-//! ingest: the day's vendor file into `<lake>/raw/movie_review/insert_date=D/`, and, in-process
-//! for a large local file, classify side by side with it.
-
-use std::time::SystemTime;
+//! ingest: the day's vendor file into `<lake>/raw/movie_review/insert_date=D/`, and, where the
+//! file can be read where it is, classify side by side with it.
 
 use ubm_cluster::{Engine, EngineKind};
 use ubm_jobs::RunDate;
 use url::Url;
 
-use crate::classify::{ClassifyCounts, ClassifyOutput, classify_staged};
+use crate::classify::{ClassifyCounts, ClassifyOutput, classify_into, classify_staged};
 use crate::error::{PipelineError, Result};
 use crate::lake::{Lake, RunStamp, Table};
-use crate::task::{RetryPolicy, TaskReport, TaskStatus, run_task};
+use crate::task::{RetryPolicy, TaskReport, run_task};
 
 /// ingest: copies the vendor file into the raw zone; returns the URL of the copy. A file in an
 /// object store (the vendor's bucket) is copied on a cluster by an executor
@@ -73,27 +71,39 @@ async fn object_version(store: &dyn object_store::ObjectStore, source: &Url) -> 
     Ok((meta.size, meta.last_modified, meta.e_tag))
 }
 
-/// In-process, a large local vendor file is classified where it is while ingest copies it into
-/// the lake, which takes the copy off the critical path. A cluster reads the lake's copy instead,
-/// which every executor can reach. Below this size the copy is short and the three tasks side by
-/// side only contend for the cores. Measured with `ubm run`: SF 1 (95 MB) 0.31 s one after the
-/// other vs 0.33 s side by side; SF 8 (764 MB) 3.1 s vs 2.3 s.
+/// Whether classify reads the vendor's file where it is, beside ingest's copy, instead of
+/// waiting for the copy and reading that: the copy is one serial step (one process copies the
+/// whole file), which would otherwise sit in front of every classify task.
+/// - In-process, a large local file (below [`CLASSIFY_WHILE_INGESTING_FROM_BYTES`] the copy is
+///   short and the tasks side by side only contend for the cores).
+/// - On a cluster, a file in an object store, which every executor reads; and a local file when
+///   the lake is local too (the executors write into the lake, so they share this machine's file
+///   system). Should the executors not see the file after all, classify reads the copy once it is
+///   committed ([`ingest_while_classifying`]).
+pub(crate) async fn reads_source_directly(engine: &Engine, lake: &Lake, source: &Url) -> bool {
+    match (engine.kind(), source.scheme()) {
+        (EngineKind::Local, _) => source_version(source).await.is_some_and(|(len, _, _)| len >= CLASSIFY_WHILE_INGESTING_FROM_BYTES),
+        (_, "file") => lake.is_local(),
+        _ => true,
+    }
+}
+
+/// In-process, below this size ingest and classify run one after the other. Measured with `ubm
+/// run`: SF 1 (95 MB) 0.31 s one after the other vs 0.33 s side by side; SF 8 (764 MB) 3.1 s vs
+/// 2.3 s.
 const CLASSIFY_WHILE_INGESTING_FROM_BYTES: u64 = 256 * 1024 * 1024;
 
-/// Whether classify reads the vendor's file where it is, beside ingest.
-pub(crate) async fn reads_source_directly(engine: &Engine, source: &Url) -> bool {
-    *engine.kind() == EngineKind::Local && file_version(source).await.is_some_and(|(len, _)| len >= CLASSIFY_WHILE_INGESTING_FROM_BYTES)
+/// The version of the vendor's file (size, modification time, ETag), to tell whether it
+/// changed meanwhile; `None` when it cannot be read.
+async fn source_version(source: &Url) -> Option<(u64, chrono::DateTime<chrono::Utc>, Option<String>)> {
+    let store = ubm_cluster::store::object_store_for(source).ok()?;
+    object_version(store.as_ref(), source).await.ok()
 }
 
-/// The size and modification time of a local file, to tell whether it changed meanwhile.
-async fn file_version(source: &Url) -> Option<(u64, SystemTime)> {
-    let metadata = tokio::fs::metadata(source.to_file_path().ok()?).await.ok()?;
-    Some((metadata.len(), metadata.modified().ok()?))
-}
-
-/// ingest and classify side by side on the vendor's local file. classify commits only after
-/// ingest did, and only if the file did not change while both read it, so that the raw zone
-/// always holds the bytes that were classified.
+/// ingest and classify side by side on the vendor's file. classify commits only after ingest
+/// did, and only if the file did not change while both read it, so that the raw zone always
+/// holds the bytes that were classified. A classify that could not read the file where it is
+/// (executors that do not see a local path) reads ingest's copy instead.
 pub(crate) async fn ingest_while_classifying(
     engine: &Engine,
     lake: &Lake,
@@ -102,18 +112,21 @@ pub(crate) async fn ingest_while_classifying(
     policy: RetryPolicy,
     stamp: &RunStamp,
 ) -> (TaskReport, TaskReport, Option<ClassifyCounts>) {
-    let before = file_version(source).await;
+    let before = source_version(source).await;
     let ((ingest_report, raw), (mut classify_report, staged)) = tokio::join!(
         run_task("ingest", policy, || ingest(engine, lake, source, date, stamp)),
         run_task("classify", policy, || classify_staged(engine, source, ClassifyOutput::staged_reviews(lake, date, stamp))),
     );
-    let (Some(_), Some(staged)) = (raw, staged) else {
-        if ingest_report.status == TaskStatus::Failed {
-            return (ingest_report, TaskReport::skipped("classify", "ingest failed; nothing of classify was committed"), None);
-        }
-        return (ingest_report, classify_report, None);
+    let Some(raw) = raw else {
+        return (ingest_report, TaskReport::skipped("classify", "ingest failed; nothing of classify was committed"), None);
     };
-    if file_version(source).await != before {
+    let Some(staged) = staged else {
+        tracing::warn!("classify could not read {source} where it is; it reads the raw copy instead");
+        let (classify_report, counts) =
+            run_task("classify", policy, || classify_into(engine, &raw, ClassifyOutput::staged_reviews(lake, date, stamp))).await;
+        return (ingest_report, classify_report, counts);
+    };
+    if source_version(source).await != before {
         let changed = PipelineError::Changed { url: source.to_string() };
         classify_report.fail(format!("{}: rerun the date", changed.describe()));
         return (ingest_report, classify_report, None);

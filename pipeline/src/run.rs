@@ -142,7 +142,7 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
         if let Some(counts) = kept.classify.clone() {
             return (TaskReport::kept("ingest"), TaskReport::kept("classify"), Some(counts));
         }
-        if kept.ingest.is_none() && reads_source_directly(engine, &source).await {
+        if kept.ingest.is_none() && reads_source_directly(engine, lake, &source).await {
             return ingest_while_classifying(engine, lake, &source, date, policy, stamp).await;
         }
         let (ingest, raw) = match kept.ingest {

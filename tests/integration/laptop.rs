@@ -199,3 +199,51 @@ fn a_laptop_hands_the_run_to_the_cluster_and_may_go_away() {
     let shown = ubm().args(["status", &id, "--scheduler", &cluster.engine]).output().expect("status");
     assert!(text(&shown.stdout).contains("succeeded"), "{}", text(&shown.stdout));
 }
+
+/// On a cluster with a local lake, classify reads the vendor's file where it is, beside ingest's
+/// copy. Executors that cannot see that file (here: a mount namespace with an empty file system
+/// over the vendor's folder, as executors on other machines sharing only the lake would be)
+/// make classify read the raw copy instead: the day completes, equal to in-process.
+#[test]
+fn executors_that_cannot_see_the_vendor_file_classify_the_raw_copy() {
+    if !Command::new("unshare").args(["-m", "true"]).status().is_ok_and(|s| s.success()) {
+        return missing("`unshare -m` cannot run here (a mount namespace needs root and util-linux)");
+    }
+    let sample = Sample::new("0.01");
+    let vendor = sample.dir.path().join("vendor");
+    std::fs::create_dir_all(&vendor).expect("vendor folder");
+    let reviews = vendor.join("movie_review.csv");
+    std::fs::copy(sample.reviews(), &reviews).expect("the vendor's file");
+    let reviews = reviews.display().to_string();
+    let port = free_port();
+    let mut scheduler = spawn_group(Command::new(env!("CARGO_BIN_EXE_ubm")).args(["cluster", "scheduler", "--bind", &format!("127.0.0.1:{port}")]));
+    crate::common::wait_for_port(port);
+    let executor = format!(
+        "mount -t tmpfs none {} && exec {} cluster executor --scheduler 127.0.0.1:{port} --bind 127.0.0.1:{} --slots 2",
+        vendor.display(),
+        env!("CARGO_BIN_EXE_ubm"),
+        free_port()
+    );
+    let mut executor = spawn_group(Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &executor]));
+    let engine = format!("df://127.0.0.1:{port}");
+    wait_until("the executor registered", Duration::from_secs(30), || {
+        let out = ubm().args(["status", "--scheduler", &engine, "--executors", "--json"]).output().expect("status");
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).is_ok_and(|e| e.len() == 1)
+    });
+    let lake = sample.lake("lake");
+    let out = ubm()
+        .args(["run", "--engine", &engine, "--date", DATE, "--reviews", &reviews, "--oltp", &sample.sqlite(), "--lake", &lake, "--attempts", "1"])
+        .output()
+        .expect("run");
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    for child in [&mut scheduler, &mut executor] {
+        // SAFETY: kill(2) with a negative pid signals the child's own process group.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+        let _ = child.wait();
+    }
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("reads the raw copy instead"), "{said}");
+    let local = sample.lake("local");
+    ubm_ok(&["run", "--date", DATE, "--reviews", &reviews, "--oltp", &sample.sqlite(), "--lake", &local, "--no-report"]);
+    assert_eq!(lake_tables(&lake, DATE), lake_tables(&local, DATE), "the day equals the in-process day");
+}

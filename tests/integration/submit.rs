@@ -314,3 +314,37 @@ fn a_cluster_run_is_split_by_the_clusters_slots_and_the_report_says_so() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(report(&local, DATE)["partitions"], serde_json::json!({"count": cores, "from": "this machine"}));
 }
+
+/// The jobs the scheduler remembers, by name: each job's stages, each stage's task count.
+fn stage_tasks_by_job(engine: &str) -> Vec<(String, Vec<usize>)> {
+    let jobs = ubm().args(["status", "--scheduler", engine, "--json"]).output().expect("status");
+    let jobs: Vec<serde_json::Value> = serde_json::from_slice(&jobs.stdout).expect("the jobs as JSON");
+    jobs.iter()
+        .filter_map(|job| {
+            let (id, name) = (job["job_id"].as_str()?, job["job_name"].as_str()?.to_string());
+            let out = ubm().args(["status", id, "--scheduler", engine, "--json"]).output().expect("status of a job");
+            let shown: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let stages = shown["stages"]["stages"].as_array()?.iter().map(|s| s["tasks"].as_array().map_or(0, Vec::len)).collect();
+            Some((name, stages))
+        })
+        .collect()
+}
+
+/// On 3 one-slot executors, with purchases in Postgres, the extract runs in at least 3 slices
+/// and the metric's shuffle in at least 3 partitions: the cluster's slots size the work, not
+/// the submitting machine's 2 cores.
+#[test]
+fn three_executors_run_the_extract_in_three_slices_and_the_metric_in_three_partitions() {
+    let Some(db) = crate::common::TestDb::create() else { return };
+    let sample = Sample::new("0.1");
+    ubm_ok(&["datagen", "--scale", "0.1", "--seed", "7", "--out", &sample.lake("pg-data"), "--oltp", &db.url()]);
+    let cluster = Cluster::builder(3).executor_args(&["--slots", "1"]).start();
+    let lake = sample.lake("lake");
+    ubm_ok(&["submit", "--scheduler", &cluster.engine, "--date", DATE, "--reviews", &sample.reviews(), "--oltp", &db.url(), "--lake", &lake]);
+    let jobs = stage_tasks_by_job(&cluster.engine);
+    let stages_of = |name: &str| jobs.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone()).unwrap_or_default();
+    let extract = stages_of(&format!("ubm extract {DATE}"));
+    assert!(extract.iter().any(|&tasks| tasks >= 3), "the extract's slices: {extract:?} (jobs: {jobs:?})");
+    let metric = stages_of(&format!("ubm metric {DATE}"));
+    assert!(metric.len() >= 2 && metric.iter().skip(1).any(|&tasks| tasks >= 3), "the metric's shuffle partitions: {metric:?}");
+}

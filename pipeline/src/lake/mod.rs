@@ -197,6 +197,11 @@ impl Lake {
         Ok(url)
     }
 
+    /// Whether the lake is a local directory (not an object store).
+    pub fn is_local(&self) -> bool {
+        self.local_root.is_some()
+    }
+
     /// The local file of `relative` (a path under the lake's root), when the lake is local.
     pub(crate) fn local_file(&self, relative: &str) -> Result<Option<PathBuf>> {
         Ok(self.local_path(&self.object_path(relative)?))
