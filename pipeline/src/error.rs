@@ -78,6 +78,21 @@ impl PipelineError {
         worth_retrying(self, CLASSIFIERS)
     }
 
+    /// Whether the run itself was stopped (a job cancelled, no executor, the scheduler gone)
+    /// rather than the task failing on its input: nothing else should be tried then.
+    pub fn stops_the_run(&self) -> bool {
+        matches!(
+            self,
+            PipelineError::Cluster(
+                ClusterError::Cancelled { .. }
+                    | ClusterError::NoExecutors { .. }
+                    | ClusterError::SchedulerLost { .. }
+                    | ClusterError::NoScheduler { .. }
+                    | ClusterError::SchedulerUnreachable { .. }
+            )
+        ) || self.describe().contains("was cancelled")
+    }
+
     /// Adapter for `map_err`: a plan that failed while doing `doing`.
     pub fn query(doing: impl Into<String>) -> impl FnOnce(DataFusionError) -> PipelineError {
         let doing = doing.into();

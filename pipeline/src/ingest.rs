@@ -8,7 +8,7 @@ use url::Url;
 use crate::classify::{ClassifyCounts, ClassifyOutput, classify_into, classify_staged};
 use crate::error::{PipelineError, Result};
 use crate::lake::{Lake, RunStamp, Table};
-use crate::task::{RetryPolicy, TaskReport, run_task};
+use crate::task::{RetryPolicy, TaskReport, run_task, run_task_keeping_error};
 
 /// ingest: copies the vendor file into the raw zone; returns the URL of the copy. A file in an
 /// object store (the vendor's bucket) is copied on a cluster by an executor
@@ -115,16 +115,21 @@ pub(crate) async fn ingest_while_classifying(
     let before = source_version(source).await;
     let ((ingest_report, raw), (mut classify_report, staged)) = tokio::join!(
         run_task("ingest", policy, || ingest(engine, lake, source, date, stamp)),
-        run_task("classify", policy, || classify_staged(engine, source, ClassifyOutput::staged_reviews(lake, date, stamp))),
+        run_task_keeping_error("classify", policy, || classify_staged(engine, source, ClassifyOutput::staged_reviews(lake, date, stamp))),
     );
     let Some(raw) = raw else {
         return (ingest_report, TaskReport::skipped("classify", "ingest failed; nothing of classify was committed"), None);
     };
-    let Some(staged) = staged else {
-        tracing::warn!("classify could not read {source} where it is; it reads the raw copy instead");
-        let (classify_report, counts) =
-            run_task("classify", policy, || classify_into(engine, &raw, ClassifyOutput::staged_reviews(lake, date, stamp))).await;
-        return (ingest_report, classify_report, counts);
+    let staged = match staged {
+        Ok(staged) => staged,
+        // A cancelled job, no executor, a failure a retry could fix: nothing else is tried.
+        Err(e) if e.stops_the_run() || e.is_retryable() => return (ingest_report, classify_report, None),
+        Err(_) => {
+            tracing::warn!("classify could not read {source} where it is; it reads the raw copy instead");
+            let (classify_report, counts) =
+                run_task("classify", policy, || classify_into(engine, &raw, ClassifyOutput::staged_reviews(lake, date, stamp))).await;
+            return (ingest_report, classify_report, counts);
+        }
     };
     if source_version(source).await != before {
         let changed = PipelineError::Changed { url: source.to_string() };

@@ -120,23 +120,33 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
+    let (report, outcome) = run_task_keeping_error(name, policy, work).await;
+    (report, outcome.ok())
+}
+
+/// [`run_task`], with the error itself when the task failed (for a caller that decides on it).
+pub async fn run_task_keeping_error<T, F, Fut>(name: &str, policy: RetryPolicy, work: F) -> (TaskReport, Result<T>)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
     let started_at = Utc::now();
     let clock = Instant::now();
     tracing::info!(task = name, "started");
     let (outcome, attempts) = retrying(name, policy, work).await;
     let duration_ms = clock.elapsed().as_millis();
-    let (status, error, value) = match outcome {
-        Ok(value) => {
+    let (status, error) = match &outcome {
+        Ok(_) => {
             tracing::info!(task = name, duration_ms, attempts, "succeeded");
-            (TaskStatus::Succeeded, None, Some(value))
+            (TaskStatus::Succeeded, None)
         }
         Err(err) => {
             let error = err.describe();
             tracing::error!(task = name, attempts, retryable = err.is_retryable(), "failed: {error}");
-            (TaskStatus::Failed, Some(error), None)
+            (TaskStatus::Failed, Some(error))
         }
     };
-    (TaskReport { name: name.to_string(), status, started_at: Some(started_at), duration_ms, attempts, error, kept: false }, value)
+    (TaskReport { name: name.to_string(), status, started_at: Some(started_at), duration_ms, attempts, error, kept: false }, outcome)
 }
 
 #[cfg(test)]

@@ -348,8 +348,10 @@ fn a_run_survives_the_loss_of_an_executor() {
 }
 
 /// In-process, a vendor file of 256 MiB or more is classified where it is while ingest copies it
-/// into the lake (pipeline/src/ingest.rs, `ingest_while_classifying`). The tables equal those of a run
-/// that classifies the lake's copy after ingest (Ballista standalone always does).
+/// into the lake (pipeline/src/ingest.rs, `ingest_while_classifying`); on Ballista (standalone
+/// here) any local file is, the lake being local. The tables are equal. (A run that classifies
+/// the lake's copy after ingest, because its executors cannot see the file, is
+/// `laptop::executors_that_cannot_see_the_vendor_file_classify_the_raw_copy`.)
 #[test]
 fn a_large_vendor_file_is_classified_while_ingest_copies_it() {
     let sample = Sample::new("3");
@@ -365,7 +367,7 @@ fn a_large_vendor_file_is_classified_while_ingest_copies_it() {
         let (ingest, classify) = (task("ingest"), task("classify"));
         let ingest_end = started(&ingest) + chrono::Duration::milliseconds(ingest["duration_ms"].as_i64().expect("ms"));
         let side_by_side = started(&classify) < ingest_end;
-        assert_eq!(side_by_side, engine == "local", "{engine}: ingest {ingest}, classify {classify}");
+        assert!(side_by_side, "{engine}: ingest {ingest}, classify {classify}");
         let raw = partition(&lake, "raw/movie_review", DATE).join("movie_review.csv");
         assert_eq!(std::fs::metadata(&raw).expect("raw copy").len(), source_len, "the raw zone holds the whole file");
         tables.push(lake_tables(&lake, DATE));
