@@ -311,23 +311,20 @@ fn a_paused_run_that_lost_its_lease_never_commits() {
     let reference = paused_input.lake("reference");
     ubm_ok(&["run", "--date", DATE, "--reviews", &other_reviews, "--oltp", &paused_input.sqlite(), "--lake", &reference, "--no-report"]);
     let expected = lake_tables(&reference, DATE);
-    let clock = Instant::now();
-    ubm_ok(&[
-        "run",
-        "--date",
-        DATE,
-        "--reviews",
-        &paused_input.reviews(),
-        "--oltp",
-        &paused_input.sqlite(),
-        "--lake",
-        &paused_input.lake("timing"),
-        "--no-report",
-    ]);
-    let duration = clock.elapsed();
+    // The shortest of three runs: the first reads a cold page cache, and a run timed slower than
+    // the runs it times would place the pauses after their end.
+    let duration = (0..3)
+        .map(|i| {
+            let clock = Instant::now();
+            let lake = paused_input.lake(&format!("timing-{i}"));
+            ubm_ok(&["run", "--date", DATE, "--reviews", &paused_input.reviews(), "--oltp", &paused_input.sqlite(), "--lake", &lake, "--no-report"]);
+            clock.elapsed()
+        })
+        .min()
+        .expect("three timings");
 
     let mut landed = 0;
-    for (moment, fraction, delete_lease) in [("early", 0.15, false), ("classify", 0.45, false), ("metric", 0.8, false), ("lease deleted", 0.45, true)]
+    for (moment, fraction, delete_lease) in [("early", 0.15, false), ("classify", 0.45, false), ("metric", 0.7, false), ("lease deleted", 0.45, true)]
     {
         let lake = paused_input.lake(&format!("lake-{}", moment.replace(' ', "-")));
         let mut paused = run_command(&paused_input, &paused_input.reviews(), &lake)
