@@ -584,7 +584,9 @@ def capped_cgroup(name, cores):
         (folder / "cpu.cfs_period_us").write_text(str(period))
         (folder / "cpu.cfs_quota_us").write_text(str(int(cores * period)))
         return folder
-    if (CGROUP_V2 / "cgroup.controllers").exists() and "cpu" in (CGROUP_V2 / "cgroup.controllers").read_text():
+    if (CGROUP_V2 / "cgroup.controllers").exists() and "cpu" in (CGROUP_V2 / "cgroup.controllers").read_text().split():
+        # The cpu controller must be on for the root's children for cpu.max to exist.
+        (CGROUP_V2 / "cgroup.subtree_control").write_text("+cpu")
         folder = CGROUP_V2 / name
         folder.mkdir(exist_ok=True)
         (folder / "cpu.max").write_text(f"{int(cores * period)} {period}")
@@ -610,6 +612,15 @@ class CappedCluster:
         self.executors, self.cap, self.work = executors, cap, work
 
     def __enter__(self):
+        self.scheduler, self.cgroups, self.processes = None, [], []
+        try:
+            return self.start()
+        except BaseException:
+            # A start that failed (sys.exit included) leaves no process or cgroup behind.
+            self.__exit__()
+            raise
+
+    def start(self):
         self.port = free_ports(1 + 2 * self.executors)
         self.engine = f"df://127.0.0.1:{self.port}"
         self.log = open(self.work / f"scale-out-{self.executors}x.log", "w")
@@ -618,7 +629,6 @@ class CappedCluster:
             [UBM, "cluster", "scheduler", "--bind", f"127.0.0.1:{self.port}", "--state-dir", state],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_port(self.port, self.scheduler)
-        self.cgroups, self.processes = [], []
         for i in range(self.executors):
             cgroup = capped_cgroup(f"ubm-bench-{os.getpid()}-{i}", self.cap)
             self.cgroups.append(cgroup)
@@ -644,7 +654,7 @@ class CappedCluster:
         return used
 
     def __exit__(self, *_):
-        for process in [self.scheduler, *self.processes]:
+        for process in [p for p in [self.scheduler, *self.processes] if p is not None]:
             try:
                 os.killpg(process.pid, 9)
             except ProcessLookupError:
@@ -657,7 +667,8 @@ class CappedCluster:
                     break
                 except OSError:
                     time.sleep(0.1)
-        self.log.close()
+        if getattr(self, "log", None):
+            self.log.close()
 
 
 def wait_for_port(port, process):
@@ -680,12 +691,14 @@ def postgres_day(scale, work):
     name = f"ubm_bench_sf{scale}".replace(".", "_")
     data = work / f"pg-data-sf{scale}"
     url = f"{server}/{name}"
-    if not (data / "movie_review.csv").exists():
+    done = data / ".loaded"  # written once the database holds the whole day
+    if not done.exists():
         print(f"generating SF {scale} into {data} and Postgres database {name} …", file=sys.stderr)
         subprocess.run(["psql", f"{server}/postgres", "-qc", f"DROP DATABASE IF EXISTS {name}"], check=True)
         subprocess.run(["psql", f"{server}/postgres", "-qc", f"CREATE DATABASE {name}"], check=True)
         data.mkdir(parents=True, exist_ok=True)
         measured([UBM, "datagen", "--scale", scale, "--out", data, "--oltp", url])
+        done.write_text(url + "\n")
     return data, url
 
 

@@ -124,14 +124,16 @@ pub(crate) async fn ingest_while_classifying(
         Ok(staged) => staged,
         // A cancelled job, no executor, a failure a retry could fix: nothing else is tried.
         Err(e) if e.stops_the_run() || e.is_retryable() => return (ingest_report, classify_report, None),
-        Err(_) => {
-            tracing::warn!("classify could not read {source} where it is; it reads the raw copy instead");
+        Err(e) => {
+            tracing::warn!("classify of {source} where it is failed ({}); it reads the raw copy instead", e.describe());
             let (classify_report, counts) =
                 run_task("classify", policy, || classify_into(engine, &raw, ClassifyOutput::staged_reviews(lake, date, stamp))).await;
             return (ingest_report, classify_report, counts);
         }
     };
-    if source_version(source).await != before {
+    // A version that cannot be read either time is a change: the window is not known to be quiet.
+    let after = source_version(source).await;
+    if before.is_none() || after != before {
         let changed = PipelineError::Changed { url: source.to_string() };
         classify_report.fail(format!("{}: rerun the date", changed.describe()));
         return (ingest_report, classify_report, None);
