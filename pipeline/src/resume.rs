@@ -50,14 +50,9 @@ impl Kept {
             committed_by::<u64>(lake, Table::STAGE_PURCHASES, date, run_id),
             committed_by::<MetricResult>(lake, Table::METRIC, date, run_id),
         )?;
-        let commit_of = |part: &Option<KeptPartition<_>>| part.as_ref().map(|p: &KeptPartition<_>| p.commit.clone());
-        let raw = ingest.as_ref().map(|p| p.commit.clone());
-        let classify = classify.filter(|c| raw.as_ref().is_some_and(|raw| c.inputs == [raw.clone()]));
-        let staged = [extract.as_ref().map(|p| p.commit.clone()), commit_of(&classify)];
-        let metric = metric.filter(|m| match &staged {
-            [Some(purchases), Some(reviews)] => m.inputs == [purchases.clone(), reviews.clone()],
-            _ => false,
-        });
+        let classify = classify.filter(|c| c.read(&[commit_of(&ingest)]));
+        let staged = [commit_of(&extract), commit_of(&classify)];
+        let metric = metric.filter(|m| m.read(&staged));
         let mut kept = Kept {
             ingest: ingest.map(|p| p.result),
             classify: classify.map(|p| p.result),
@@ -79,6 +74,18 @@ impl Kept {
             ("metric", self.metric.is_some()),
         ];
         present.into_iter().filter(|(_, kept)| *kept).map(|(name, _)| name).collect()
+    }
+}
+
+/// The commit id of a kept partition, if there is one.
+fn commit_of<T>(part: &Option<KeptPartition<T>>) -> Option<&str> {
+    part.as_ref().map(|p| p.commit.as_str())
+}
+
+impl<T> KeptPartition<T> {
+    /// Whether its task read exactly these commits of its inputs (all of which still stand).
+    fn read(&self, inputs: &[Option<&str>]) -> bool {
+        inputs.iter().all(Option::is_some) && self.inputs.iter().map(String::as_str).eq(inputs.iter().flatten().copied())
     }
 }
 
