@@ -11,6 +11,8 @@ use ubm_cluster::tls::ClusterTls;
 use ubm_cluster::{EngineKind, SchedulerAddress};
 use ubm_deploy::emr::PollPolicy;
 use ubm_jobs::{RunDate, Semantics};
+use ubm_pipeline::audit::AuditPolicy;
+use ubm_pipeline::backfill::{Backfill, Redo};
 use ubm_pipeline::sample::ensure_sample;
 use ubm_pipeline::{Lake, Oltp, RetryPolicy, RunConfig, SecretUrl};
 
@@ -154,6 +156,24 @@ impl SchedulerArg {
     }
 }
 
+/// A duration as people write it: `90` or `90s` seconds, `15m` minutes, `4h` hours, `2d` days.
+pub fn parse_duration_seconds(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}`: give a number of seconds, or a number followed by s, m, h or d (90m, 4h)")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("`{text}`: give a number of seconds, or a number followed by s, m, h or d (90m, 4h)"))
+}
+
 pub fn parse_scheduler(text: &str) -> Result<SchedulerAddress, String> {
     text.parse().map_err(|e: ubm_cluster::ClusterError| e.to_string())
 }
@@ -228,13 +248,50 @@ pub struct RunData {
     /// Do not refresh the lake's HTML report (<lake>/_report/index.html) after the run.
     #[arg(long)]
     pub no_report: bool,
+    /// Change a check the day passes before it is published: NAME=SEVERITY[:BOUND], repeatable.
+    /// A failed `error` check holds the day (nothing published, exit code 1, the table kept in
+    /// held/ until `ubm publish` accepts it); `warn` publishes with the warning in the report;
+    /// `off` skips it. Checks and defaults: rejects=error:0.1 (share of unreadable review
+    /// records), reviews_change=warn:0.5 and purchases_change=warn:0.5 (change from the last
+    /// complete day), no_customer=warn:0.9 (share of reviews matching no customer),
+    /// purchases_zero=error, metric_rows_zero=error, reconcile=error (read = classified +
+    /// rejected).
+    #[arg(long = "check", value_name = "NAME=SEVERITY[:BOUND]")]
+    pub checks: Vec<String>,
+    /// Which dates of --from/--to run (Airflow's reprocess behavior): `failed`, every date that
+    /// is not complete (never run, failed, mixed, damaged or held); `none`, only dates never
+    /// run; `all`, the complete ones too. A date named with --date always runs.
+    #[arg(long, default_value = "failed", value_name = "failed|none|all", requires = "from")]
+    pub redo: Redo,
+    /// Go on with the other dates of --from/--to when one fails (by default no date starts
+    /// after a failure). The table at the end names every date's outcome.
+    #[arg(long, requires = "from")]
+    pub keep_going: bool,
+    /// Run up to N dates of --from/--to at once, each under its own lease (a date is never run
+    /// twice at the same time, by this command or another); on a cluster their jobs share the
+    /// executors, which a day of mostly fixed latency leaves idle.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64), requires = "from")]
+    pub parallel: u16,
+    /// Print which dates would run and which would be skipped, and why; run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 impl RunData {
+    /// How the dates run: a date named alone always runs; a range as --redo, --keep-going and
+    /// --parallel say.
+    pub fn backfill(&self) -> Backfill {
+        if self.dates.from.is_none() {
+            return Backfill::one_date();
+        }
+        Backfill { redo: self.redo, keep_going: self.keep_going, parallel: usize::from(self.parallel) }
+    }
+
     /// The dates and configuration the flags name; makes the sample data when a default
     /// needs it.
     pub async fn into_config(self) -> Result<(Vec<RunDate>, RunConfig)> {
         let dates = self.dates.or_today()?;
+        let audit = AuditPolicy::with(&self.checks)?;
         // Checked before anything else happens; their errors never show a password.
         let oltp = self.oltp.map(|url| Oltp::from_url("--oltp", url)).transpose()?;
         let warehouse = self.warehouse.map(|url| url.into_postgres("--warehouse")).transpose()?;
@@ -260,6 +317,7 @@ impl RunData {
             retry: self.retry.policy(),
             wait_for_lease: Duration::from_secs(self.wait_for_lease),
             run_id: None,
+            audit,
         };
         Ok((dates, config))
     }

@@ -37,6 +37,11 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: the first thing ubm does: no other thread exists yet (the runtime starts below).
+    if let Err(err) = unsafe { ubm_cluster::env_file::load_into_process() } {
+        eprintln!("error: {}={err}", ubm_cluster::env_file::ENV_FILE_VARIABLE);
+        return ExitCode::from(2);
+    }
     let args = Cli::parse();
     init_logging(args.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -3,37 +3,49 @@
 
 use std::process::ExitCode;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use anyhow::{Result, bail};
 use ubm_cluster::Engine;
 use ubm_jobs::RunDate;
-use ubm_pipeline::{RunConfig, dashboard, run_dates};
+use ubm_pipeline::backfill::skip_reason;
+use ubm_pipeline::{Backfill, DateOutcome, RunConfig, RunReport, dashboard, run_dates};
 
-/// Runs `dates` in order on `engine`, stopping at the first failed date, and prints the
-/// reports (a summary each, or all as JSON). Exits non-zero when a date failed.
-pub async fn run_and_print(engine: &Engine, config: &RunConfig, dates: &[RunDate], json: bool, refresh_report: bool) -> Result<ExitCode> {
+/// Runs `dates` on `engine` as `plan` says and prints the reports (a summary each, or all as
+/// JSON), and for several dates one line per date. Exits non-zero when a date failed, was held
+/// or could not run.
+pub async fn run_and_print(
+    engine: &Engine,
+    config: &RunConfig,
+    dates: &[RunDate],
+    plan: Backfill,
+    json: bool,
+    refresh_report: bool,
+) -> Result<ExitCode> {
     let backfill = dates.len() > 1;
-    let finished = std::cell::Cell::new(0);
-    let all_dates = run_dates(engine, config, dates, |report| {
-        finished.set(finished.get() + 1);
+    let finished = AtomicUsize::new(0);
+    let all_dates = run_dates(engine, config, dates, plan, |outcome, done, total| {
+        finished.store(done, Ordering::SeqCst);
         if backfill {
-            tracing::info!("{} {} ({} of {} dates)", report.run_date, report.status, finished.get(), dates.len());
+            let (word, why) = outcome.describe();
+            let why = if word == "succeeded" { String::new() } else { format!(": {why}") };
+            eprintln!("[{done}/{total}] {} {word}{why}", outcome.date());
         }
     });
     // Kept alive through the Ctrl-C branch, so that its jobs are cancelled while they are still
     // followed; dropping it then removes its unfinished staging. Committed partitions stay.
     tokio::pin!(all_dates);
-    let reports = tokio::select! {
+    let outcomes = tokio::select! {
         done = &mut all_dates => done?,
         signal = crate::signals::stop_requested() => {
             let signal = signal?;
             for job in engine.cancel_running_jobs().await {
                 eprintln!("cancelled job {job}");
             }
-            let done = finished.get();
-            let at = dates.get(done).map_or(String::new(), |d| format!(" while running {d}"));
+            let done = finished.load(Ordering::SeqCst);
             bail!(
-                "interrupted by {signal}{at} ({done} of {} dates done): every partition is either replaced whole or as \
-                 it was; rerun the date to finish it",
+                "interrupted by {signal} ({done} of {} dates done): every partition is either replaced whole or as \
+                 it was; rerun the dates to finish them (a backfill skips the complete ones)",
                 dates.len()
             );
         }
@@ -46,17 +58,48 @@ pub async fn run_and_print(engine: &Engine, config: &RunConfig, dates: &[RunDate
             Err(e) => tracing::warn!("could not refresh the lake's report (`ubm report` makes it): {}", e.describe()),
         }
     }
+    let failed = outcomes.iter().any(DateOutcome::is_failure);
+    // One date: an error that kept it from running is the command's error, as it always was.
+    let mut outcomes = outcomes;
+    if !backfill
+        && matches!(outcomes.first(), Some(DateOutcome::Error { .. }))
+        && let Some(DateOutcome::Error { error, .. }) = outcomes.pop()
+    {
+        return Err(error.into());
+    }
+    let reports: Vec<&RunReport> = outcomes.iter().filter_map(|o| if let DateOutcome::Ran(r) = o { Some(&**r) } else { None }).collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         for report in &reports {
             print!("{}", ubm_pipeline::summary::summary(report, config)?);
         }
+        if backfill {
+            print!("{}", ubm_pipeline::backfill::table(&outcomes));
+        }
     }
-    if let Some(failed) = reports.iter().find(|r| !r.succeeded())
-        && backfill
-    {
-        eprintln!("the backfill stopped at {}, which failed; later dates were not run", failed.run_date);
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// `--dry-run`: which dates would run and which would be skipped, and why.
+pub async fn print_plan(config: &RunConfig, dates: &[RunDate], plan: Backfill) -> Result<ExitCode> {
+    let mut to_run = 0;
+    println!("{:<10}  WOULD", "DATE");
+    for date in dates {
+        match skip_reason(config, *date, plan.redo).await? {
+            Some(why) => println!("{date}  skip: {why}"),
+            None => {
+                to_run += 1;
+                println!("{date}  run");
+            }
+        }
     }
-    Ok(if reports.iter().all(|r| r.succeeded()) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    println!(
+        "{to_run} of {} dates would run, {} at a time (--redo {}){}",
+        dates.len(),
+        plan.parallel,
+        plan.redo,
+        if plan.keep_going { ", going on past failures" } else { "" }
+    );
+    Ok(ExitCode::SUCCESS)
 }

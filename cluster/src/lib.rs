@@ -12,9 +12,11 @@
 //! - [`store`]: object stores for the locations users name, and the registry every node uses.
 //! - [`retry`]: whether a failed attempt is worth another, decided from the cause's type, also
 //!   for a task whose error crossed from an executor ([`TaskFailure`]).
+//! - [`env_file`]: the nodes' environment file, read by ubm itself (`UBM_ENV_FILE`).
 //! - [`error`]: what can go wrong ([`ClusterError`]).
 
 pub mod engine;
+pub mod env_file;
 pub mod error;
 pub mod exec;
 pub mod node;

@@ -57,7 +57,7 @@ mod tests {
 
     #[test]
     fn the_dag_adds_the_templated_step_and_watches_it() {
-        let plan = StepPlan::new(50050, "s3://vendor/{date}/movie_review.csv", "s3://lake/ubm", "correct", 3).expect("plan");
+        let plan = StepPlan::new(50050, "s3://vendor/{date}/movie_review.csv", "s3://lake/ubm", "correct", 3, 7200).expect("plan");
         let text = dag("j-ABC", &plan).expect("dag");
         assert!(text.contains(r#"CLUSTER_ID = "j-ABC""#));
         assert!(text.contains(r#""{{ ds }}""#), "{text}");

@@ -26,7 +26,7 @@ pub async fn down(state: DeployState, state_file: &Path, emr: &Emr, purge: bool)
         let bad = |source| DeployError::Cluster { doing: format!("opening the bucket {}", state.bucket), source: Box::new(source) };
         let url = ubm_cluster::store::location_url(&format!("s3://{}", state.bucket)).map_err(bad)?;
         let store = ubm_cluster::store::object_store_for(&url).map_err(bad)?;
-        let count = ArtifactStore::new(store, &state.bucket, &state.version).delete_all().await?;
+        let count = ArtifactStore::at(store, &state.artifacts)?.delete_all().await?;
         deleted = Some((count, state.artifacts.clone()));
     }
     let mut tls_removed = None;

@@ -6,9 +6,13 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_emr::Client;
 use aws_sdk_emr::config::Region;
+use aws_sdk_emr::error::ProvideErrorMetadata;
+use aws_sdk_emr::types::builders::JobFlowInstancesConfigBuilder;
 use aws_sdk_emr::types::{
-    ActionOnFailure, BootstrapActionConfig, ClusterState, HadoopJarStepConfig, InstanceGroupConfig, InstanceRoleType, JobFlowInstancesConfig,
-    MarketType, ScriptBootstrapActionConfig, StepConfig, StepState, Tag,
+    ActionOnFailure, AutoTerminationPolicy, BootstrapActionConfig, ClusterState, EbsBlockDeviceConfig, EbsConfiguration, HadoopJarStepConfig,
+    InstanceFleetConfig, InstanceFleetProvisioningSpecifications, InstanceFleetType, InstanceGroupConfig, InstanceRoleType, InstanceTypeConfig,
+    JobFlowInstancesConfig, MarketType, ScriptBootstrapActionConfig, SpotProvisioningAllocationStrategy, SpotProvisioningSpecification,
+    SpotProvisioningTimeoutAction, StepConfig, StepState, Tag, VolumeSpecification,
 };
 
 use crate::steps::StepDefinition;
@@ -32,6 +36,108 @@ pub struct ClusterSpec {
     pub service_role: String,
     pub instance_profile: String,
     pub tags: Vec<(String, String)>,
+    /// EMR's auto-termination: the cluster ends after this many idle seconds (60 to 604800);
+    /// `None` keeps it until `down`.
+    pub idle_timeout_seconds: Option<i64>,
+    /// Whether EMR replaces core nodes YARN calls unhealthy (see `ubm deploy up --help`).
+    pub replace_unhealthy_nodes: bool,
+    /// A gp3 EBS volume of this many GB on every node (`/mnt`, where shuffle files go).
+    pub ebs_gb: Option<i32>,
+    /// Instance types EMR may choose from for the core nodes (instance fleets); empty: every
+    /// node is `instance_type` (instance groups).
+    pub core_types: Vec<String>,
+    /// Core nodes on spot capacity (instance fleets), on demand when none is found in time.
+    pub spot: bool,
+}
+
+/// Minutes EMR looks for spot capacity at launch before it takes on-demand nodes instead.
+const SPOT_TIMEOUT_MINUTES: i32 = 10;
+
+impl ClusterSpec {
+    /// Instance fleets (several types, spot) rather than one instance group per role.
+    fn uses_fleets(&self) -> bool {
+        !self.core_types.is_empty() || self.spot
+    }
+
+    fn ebs(&self) -> Option<EbsConfiguration> {
+        self.ebs_gb.map(|gb| {
+            EbsConfiguration::builder()
+                .ebs_block_device_configs(
+                    EbsBlockDeviceConfig::builder()
+                        .volume_specification(VolumeSpecification::builder().volume_type("gp3").size_in_gb(gb).build())
+                        .volumes_per_instance(1)
+                        .build(),
+                )
+                .build()
+        })
+    }
+
+    /// One instance group per role, every node `instance_type`, on demand.
+    fn instance_groups(&self, instances: JobFlowInstancesConfigBuilder) -> JobFlowInstancesConfigBuilder {
+        let group = |role: InstanceRoleType, name: &str, count: i32| {
+            InstanceGroupConfig::builder()
+                .name(name)
+                .instance_role(role)
+                .market(MarketType::OnDemand)
+                .instance_type(&self.instance_type)
+                .instance_count(count)
+                .set_ebs_configuration(self.ebs())
+                .build()
+        };
+        instances.instance_groups(group(InstanceRoleType::Master, "ubm scheduler", 1)).instance_groups(group(
+            InstanceRoleType::Core,
+            "ubm executors",
+            self.core_nodes,
+        ))
+    }
+
+    /// A master fleet of one on-demand `instance_type` node, and a core fleet of `core_nodes`
+    /// nodes of any of `core_types` (or `instance_type`), on spot when asked, where EMR finds
+    /// capacity in the subnet's zone.
+    fn instance_fleets(&self, instances: JobFlowInstancesConfigBuilder) -> JobFlowInstancesConfigBuilder {
+        let typed = |instance_type: &str| InstanceTypeConfig::builder().instance_type(instance_type).set_ebs_configuration(self.ebs()).build();
+        let master = InstanceFleetConfig::builder()
+            .name("ubm scheduler")
+            .instance_fleet_type(InstanceFleetType::Master)
+            .target_on_demand_capacity(1)
+            .instance_type_configs(typed(&self.instance_type))
+            .build();
+        let core_types = if self.core_types.is_empty() { std::slice::from_ref(&self.instance_type) } else { &self.core_types[..] };
+        let mut core = InstanceFleetConfig::builder()
+            .name("ubm executors")
+            .instance_fleet_type(InstanceFleetType::Core)
+            .set_instance_type_configs(Some(core_types.iter().map(|t| typed(t)).collect()));
+        core = if self.spot {
+            let spot = SpotProvisioningSpecification::builder()
+                .timeout_duration_minutes(SPOT_TIMEOUT_MINUTES)
+                .timeout_action(SpotProvisioningTimeoutAction::SwitchToOnDemand)
+                .allocation_strategy(SpotProvisioningAllocationStrategy::PriceCapacityOptimized)
+                .build();
+            core.target_spot_capacity(self.core_nodes)
+                .launch_specifications(InstanceFleetProvisioningSpecifications::builder().spot_specification(spot).build())
+        } else {
+            core.target_on_demand_capacity(self.core_nodes)
+        };
+        instances.instance_fleets(master).instance_fleets(core.build())
+    }
+}
+
+/// Where EMR puts the bootstrap action's log of the node EMR's failure `reason` names
+/// ("On the master instance (i-0abc…), bootstrap action 1 returned a non-zero return code"),
+/// or of every node, under the cluster's log URI. EMR copies node logs there every 5 minutes.
+pub fn bootstrap_log_hint(log_uri: &str, cluster_id: &str, reason: Option<&str>) -> String {
+    let nodes = format!("{}/{cluster_id}/node", log_uri.trim_end_matches('/'));
+    let instance = reason.and_then(|reason| {
+        reason
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .find(|word| word.strip_prefix("i-").is_some_and(|hex| hex.len() >= 8 && hex.chars().all(|c| c.is_ascii_hexdigit())))
+    });
+    match instance {
+        Some(instance) => {
+            format!("the bootstrap log of {instance}: {nodes}/{instance}/bootstrap-actions/1/stderr.gz (EMR copies node logs there every 5 minutes)")
+        }
+        None => format!("each node's bootstrap log: {nodes}/INSTANCE/bootstrap-actions/1/stderr.gz (EMR copies node logs there every 5 minutes)"),
+    }
 }
 
 /// A cluster as `describe` sees it.
@@ -129,20 +235,12 @@ impl Emr {
 
     /// Creates the cluster and returns its id. The cluster stays up between steps.
     pub async fn create_cluster(&self, spec: &ClusterSpec) -> Result<String> {
-        let group = |role: InstanceRoleType, name: &str, count: i32| {
-            InstanceGroupConfig::builder()
-                .name(name)
-                .instance_role(role)
-                .market(MarketType::OnDemand)
-                .instance_type(&spec.instance_type)
-                .instance_count(count)
-                .build()
-        };
-        let instances = JobFlowInstancesConfig::builder()
-            .instance_groups(group(InstanceRoleType::Master, "ubm scheduler", 1))
-            .instance_groups(group(InstanceRoleType::Core, "ubm executors", spec.core_nodes))
+        let instances = JobFlowInstancesConfig::builder();
+        let instances = if spec.uses_fleets() { spec.instance_fleets(instances) } else { spec.instance_groups(instances) };
+        let instances = instances
             .keep_job_flow_alive_when_no_steps(true)
             .termination_protected(false)
+            .unhealthy_node_replacement(spec.replace_unhealthy_nodes)
             .set_ec2_subnet_id(spec.subnet.clone())
             .set_ec2_key_name(spec.key_name.clone())
             .build();
@@ -162,6 +260,7 @@ impl Emr {
             .bootstrap_actions(bootstrap)
             .service_role(&spec.service_role)
             .job_flow_role(&spec.instance_profile)
+            .set_auto_termination_policy(spec.idle_timeout_seconds.map(|seconds| AutoTerminationPolicy::builder().idle_timeout(seconds).build()))
             .visible_to_all_users(true);
         for (key, value) in &spec.tags {
             request = request.tags(Tag::builder().key(key).value(value).build());
@@ -201,7 +300,7 @@ impl Emr {
                 last_state = Some(view.state.clone());
             }
             if view.is_ended() {
-                return Err(DeployError::ClusterGone { cluster_id: view.id, state: view.state, reason: view.reason });
+                return Err(DeployError::ClusterGone { cluster_id: view.id, state: view.state, reason: view.reason, logs: None });
             }
             if view.is_ready() {
                 return Ok(view);
@@ -213,14 +312,16 @@ impl Emr {
     /// Adds the steps in order; returns their ids.
     pub async fn add_steps(&self, cluster_id: &str, steps: &[StepDefinition]) -> Result<Vec<String>> {
         let configs: Vec<StepConfig> = steps.iter().map(step_config).collect();
-        let added = self
-            .client
-            .add_job_flow_steps()
-            .job_flow_id(cluster_id)
-            .set_steps(Some(configs))
-            .send()
-            .await
-            .map_err(aws_error(format!("adding steps to cluster {cluster_id}")))?;
+        let added = self.client.add_job_flow_steps().job_flow_id(cluster_id).set_steps(Some(configs)).send().await.map_err(|e| {
+            // EMR's refusal for its limit of active steps is a ValidationException whose
+            // message says so (the SDK models no error of its own for it).
+            let limit = e.as_service_error().and_then(|s| s.message()).is_some_and(|m| m.contains("Maximum number of active steps"));
+            if limit {
+                DeployError::StepLimit { cluster_id: cluster_id.to_string() }
+            } else {
+                aws_error(format!("adding steps to cluster {cluster_id}"))(e)
+            }
+        })?;
         Ok(added.step_ids().to_vec())
     }
 
@@ -310,6 +411,15 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_bootstrap_points_at_the_nodes_log() {
+        let reason = "On the master instance (i-02093432d9c865f08), bootstrap action 1 returned a non-zero return code";
+        let hint = bootstrap_log_hint("s3://b/ubm/logs/", "j-ABC", Some(reason));
+        assert!(hint.contains("s3://b/ubm/logs/j-ABC/node/i-02093432d9c865f08/bootstrap-actions/1/stderr.gz"), "{hint}");
+        let hint = bootstrap_log_hint("s3://b/ubm/logs/", "j-ABC", Some("Terminated by user request"));
+        assert!(hint.contains("s3://b/ubm/logs/j-ABC/node/INSTANCE/bootstrap-actions/1/stderr.gz"), "{hint}");
+    }
 
     #[tokio::test]
     async fn poll_backs_off_and_gives_up_at_its_timeout() {

@@ -2,11 +2,13 @@
 //!
 //! The only crate of ubm that knows AWS APIs. It
 //! - uploads the `ubm` binary, the bootstrap script and an optional environment file to
-//!   `s3://BUCKET/ubm/VERSION/` ([`upload`]), through object_store like the rest of ubm;
+//!   a folder of the deployment's own, `s3://BUCKET/ubm/deployments/ID/` ([`upload`]), through
+//!   object_store like the rest of ubm;
 //! - creates the cluster with a bootstrap action that installs `ubm` and starts the scheduler on
 //!   the master node and an executor on every core node as services ([`emr`], [`bootstrap`]);
 //! - describes the daily run as EMR steps, `command-runner.jar` running `ubm submit`
-//!   ([`steps`]), adds them and follows each to its end ([`emr`]);
+//!   ([`steps`]), adds them within EMR's limit of active steps and follows each to its end
+//!   ([`run`], [`emr`]);
 //! - writes the same steps as an Airflow DAG for teams that keep Airflow ([`airflow`]);
 //! - remembers the cluster between commands in a small JSON file ([`state`]);
 //! - gives every cluster a CA of its own, whose node material goes to the nodes through the
@@ -17,6 +19,7 @@ pub mod artifacts;
 pub mod bootstrap;
 pub mod down;
 pub mod emr;
+pub mod run;
 pub mod state;
 pub mod steps;
 pub mod up;
@@ -53,15 +56,36 @@ pub enum DeployError {
     /// An upload to (or a clean-up of) the bucket failed.
     #[error("{doing} {url}")]
     Storage { doing: &'static str, url: String, source: object_store::Error },
+    /// EMR refused more steps: the cluster holds its limit of 256 active steps.
+    #[error("cluster {cluster_id} holds EMR's limit of 256 active steps (PENDING, RUNNING or CANCEL_PENDING)")]
+    StepLimit { cluster_id: String },
     /// Waiting took longer than the caller allowed.
     #[error("{0}")]
     Timeout(String),
     /// A step ended in FAILED, CANCELLED or INTERRUPTED; EMR's reason, message and log file.
     #[error("step {step_id} ({name}) ended {}{}", state.as_str(), failure_text(.reason, .message, .log_file))]
     StepFailed { step_id: String, name: String, state: StepState, reason: Option<String>, message: Option<String>, log_file: Option<String> },
+    /// A step did not complete, and the dates after it that were waiting for room on the
+    /// cluster were never added.
+    #[error("{failed}; not added: {} later step(s), {}", not_added.len(), not_added_range(.not_added))]
+    NotAdded { failed: Box<DeployError>, not_added: Vec<String> },
     /// The cluster ended (or is ending) when it was needed.
-    #[error("cluster {cluster_id} is {}{}", state.as_str(), .reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
-    ClusterGone { cluster_id: String, state: ClusterState, reason: Option<String> },
+    /// `logs` says where the failed node's bootstrap log is, when EMR's reason names a node.
+    #[error(
+        "cluster {cluster_id} is {}{}{}",
+        state.as_str(),
+        .reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default(),
+        .logs.as_ref().map(|l| format!("\n  {l}")).unwrap_or_default()
+    )]
+    ClusterGone { cluster_id: String, state: ClusterState, reason: Option<String>, logs: Option<String> },
+}
+
+fn not_added_range(names: &[String]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.clone(),
+        [first, .., last] => format!("{first} to {last}"),
+    }
 }
 
 fn failure_text(reason: &Option<String>, message: &Option<String>, log_file: &Option<String>) -> String {

@@ -15,7 +15,9 @@ pub struct DeployState {
     pub cluster_id: String,
     pub region: String,
     pub bucket: String,
-    /// Where `up` uploaded the binary and scripts: `s3://BUCKET/ubm/VERSION/`.
+    /// Where `up` uploaded the binary, scripts and node material: the deployment's own folder,
+    /// `s3://BUCKET/ubm/deployments/ID/` (`s3://BUCKET/ubm/VERSION/` in files of ubm 0.x
+    /// before it; `down --purge` deletes exactly this folder).
     pub artifacts: String,
     pub version: String,
     pub scheduler_port: u16,
@@ -32,7 +34,7 @@ pub struct DeployState {
 /// Where a deployment's TLS material is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeployTls {
-    /// `s3://BUCKET/ubm/VERSION/tls-STAMP/`: the node material (server-side encrypted).
+    /// `s3://BUCKET/ubm/deployments/ID/tls/`: the node material (server-side encrypted).
     pub node_material: String,
     /// The folder made next to the state file: `client/` for `ubm submit --tls`, `ca/` to sign
     /// more.

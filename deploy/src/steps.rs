@@ -6,6 +6,13 @@
 //! OLTP and warehouse URLs) never appear in step arguments, which anyone with read access to
 //! the cluster sees in the EMR console: `ubm-step`, which the bootstrap script installs, loads
 //! them from `/etc/ubm/env` (uploaded by `ubm deploy up --env-file`).
+//!
+//! A step's command is bounded: coreutils' `timeout` stops `ubm submit` with SIGTERM once the
+//! step has run `--step-timeout` (ubm then cancels its jobs and removes its staging), and kills
+//! it 60 s later if it has not ended. The bound is in the step itself, not in whoever watches
+//! it: at step concurrency 1 a step that hangs holds back every later step, the next day's
+//! too, whether it was added by `ubm deploy run`, by the Airflow DAG or by hand, and whether or
+//! not anyone is still watching. A step stopped so fails with exit code 124.
 
 use serde::Serialize;
 
@@ -27,7 +34,15 @@ pub struct StepPlan {
     semantics: String,
     /// Attempts per task inside one step.
     attempts: u32,
+    /// How long one step may run before it is stopped.
+    step_timeout_seconds: u64,
 }
+
+/// The exit code of a step stopped by its bound (coreutils `timeout`).
+pub const TIMED_OUT_EXIT_CODE: i32 = 124;
+
+/// What a step that has been asked to stop gets before it is killed.
+const KILL_AFTER: &str = "--kill-after=60";
 
 /// The attempts per task a step may ask for (what `ubm run --attempts` accepts).
 pub const ATTEMPTS: std::ops::RangeInclusive<u32> = 1..=20;
@@ -35,13 +50,28 @@ pub const ATTEMPTS: std::ops::RangeInclusive<u32> = 1..=20;
 impl StepPlan {
     /// A plan whose steps a node will accept: reviews and lake on S3 (every node must reach
     /// them) and attempts in [`ATTEMPTS`].
-    pub fn new(scheduler_port: u16, reviews: &str, lake: &str, semantics: &str, attempts: u32) -> crate::Result<StepPlan> {
+    pub fn new(scheduler_port: u16, reviews: &str, lake: &str, semantics: &str, attempts: u32, step_timeout_seconds: u64) -> crate::Result<StepPlan> {
         require_s3("--reviews", reviews)?;
         require_s3("--lake", lake)?;
         if !ATTEMPTS.contains(&attempts) {
             return Err(DeployError::Usage(format!("--attempts {attempts}: use {} to {}", ATTEMPTS.start(), ATTEMPTS.end())));
         }
-        Ok(StepPlan { scheduler_port, reviews: reviews.to_string(), lake: lake.to_string(), semantics: semantics.to_string(), attempts })
+        if step_timeout_seconds == 0 {
+            return Err(DeployError::Usage("--step-timeout 0: a step needs some time; give seconds, minutes (90m) or hours (4h)".to_string()));
+        }
+        Ok(StepPlan {
+            scheduler_port,
+            reviews: reviews.to_string(),
+            lake: lake.to_string(),
+            semantics: semantics.to_string(),
+            attempts,
+            step_timeout_seconds,
+        })
+    }
+
+    /// How long one step may run.
+    pub fn step_timeout_seconds(&self) -> u64 {
+        self.step_timeout_seconds
     }
 }
 
@@ -82,6 +112,9 @@ pub fn daily_steps(dates: &[String], plan: &StepPlan) -> Vec<StepDefinition> {
 
 fn step_for(date: &str, plan: &StepPlan) -> StepDefinition {
     let args = [
+        "timeout",
+        KILL_AFTER,
+        &plan.step_timeout_seconds.to_string(),
         STEP_COMMAND,
         "submit",
         "--scheduler",
@@ -109,14 +142,14 @@ mod tests {
     use super::*;
 
     fn plan() -> StepPlan {
-        StepPlan::new(50050, "s3://vendor/{date}/movie_review.csv", "s3://lake/ubm", "correct", 3).expect("valid")
+        StepPlan::new(50050, "s3://vendor/{date}/movie_review.csv", "s3://lake/ubm", "correct", 3, 7200).expect("valid")
     }
 
     #[test]
     fn a_plan_the_node_would_refuse_is_refused_here() {
-        let err = StepPlan::new(50050, "s3://v/r.csv", "s3://l", "correct", 0).expect_err("0 attempts").to_string();
+        let err = StepPlan::new(50050, "s3://v/r.csv", "s3://l", "correct", 0, 60).expect_err("0 attempts").to_string();
         assert!(err.contains("--attempts 0") && err.contains("1 to 20"), "{err}");
-        let err = StepPlan::new(50050, "/local/r.csv", "s3://l", "correct", 3).expect_err("local").to_string();
+        let err = StepPlan::new(50050, "/local/r.csv", "s3://l", "correct", 3, 60).expect_err("local").to_string();
         assert!(err.contains("--reviews") && err.contains("s3://"), "{err}");
     }
 
@@ -128,7 +161,10 @@ mod tests {
         assert_eq!(json[0]["ActionOnFailure"], "CANCEL_AND_WAIT");
         assert_eq!(json[0]["HadoopJarStep"]["Jar"], "command-runner.jar");
         let args: Vec<&str> = json[1]["HadoopJarStep"]["Args"].as_array().expect("args").iter().filter_map(|a| a.as_str()).collect();
-        assert_eq!(&args[..6], [STEP_COMMAND, "submit", "--scheduler", "df://localhost:50050", "--date", "2024-03-02"]);
+        assert_eq!(
+            &args[..9],
+            ["timeout", "--kill-after=60", "7200", STEP_COMMAND, "submit", "--scheduler", "df://localhost:50050", "--date", "2024-03-02"]
+        );
         assert!(args.contains(&"s3://vendor/{date}/movie_review.csv"), "{args:?}");
     }
 

@@ -6,7 +6,7 @@ use crate::artifacts::{LeanBinary, environment_file};
 use crate::emr::{ClusterSpec, ClusterView, Emr, PollPolicy};
 use crate::state::{DeployState, DeployTls};
 use crate::steps::require_s3;
-use crate::upload::ArtifactStore;
+use crate::upload::{ArtifactStore, new_deployment_prefix};
 use crate::{DeployError, Result};
 
 /// What `up` is asked for.
@@ -31,6 +31,15 @@ pub struct Deployment {
     /// Where the cluster's TLS material is made (`ubm cluster certs` layout): `node/` is
     /// uploaded for the nodes and then removed here; `client/` and `ca/` stay.
     pub tls_dir: PathBuf,
+    /// The names the node certificates carry beside localhost; empty for EMR's own private
+    /// host names (see [`default_tls_hosts`]).
+    pub tls_hosts: Vec<String>,
+}
+
+/// The nodes' names in a VPC with Amazon's DNS: `*.ec2.internal` in us-east-1,
+/// `*.REGION.compute.internal` elsewhere.
+pub fn default_tls_hosts(region: &str) -> Vec<String> {
+    vec!["*.ec2.internal".to_string(), format!("*.{region}.compute.internal")]
 }
 
 /// What `up` tells its caller as it goes; [`UpEvent::line`] gives the line to show.
@@ -70,10 +79,14 @@ impl UpEvent<'_> {
                 format!("  {name}: {} of {} MB", sent / 1_000_000, total / 1_000_000)
             }
             UpEvent::TlsUploaded { url } => format!("  node TLS material: {url} (server-side encrypted)"),
-            UpEvent::Creating(spec) => format!(
-                "creating EMR cluster `{}`: 1 master + {} core {} nodes, {}",
-                spec.name, spec.core_nodes, spec.instance_type, spec.release_label
-            ),
+            UpEvent::Creating(spec) => {
+                let core_types = if spec.core_types.is_empty() { spec.instance_type.clone() } else { spec.core_types.join(" or ") };
+                let market = if spec.spot { "spot" } else { "on-demand" };
+                format!(
+                    "creating EMR cluster `{}`: 1 master {} + {} core {core_types} nodes ({market}), {}",
+                    spec.name, spec.instance_type, spec.core_nodes, spec.release_label
+                )
+            }
             UpEvent::Created { cluster_id } => format!("cluster {cluster_id} created; waiting until it is ready"),
             UpEvent::ClusterState(view) => {
                 let reason = view.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
@@ -101,10 +114,11 @@ pub async fn up(deployment: Deployment, emr: &Emr, region: String, mut on_event:
     let bad_bucket = |source| DeployError::Cluster { doing: format!("--bucket {}", deployment.bucket), source: Box::new(source) };
     let bucket_url = ubm_cluster::store::location_url(&format!("s3://{}", deployment.bucket)).map_err(bad_bucket)?;
     let bucket_store = ubm_cluster::store::encrypted_object_store_for(&bucket_url).map_err(bad_bucket)?;
-    make_cluster_tls(&deployment.tls_dir, &region).await?;
+    let tls_hosts = if deployment.tls_hosts.is_empty() { default_tls_hosts(&region) } else { deployment.tls_hosts.clone() };
+    make_cluster_tls(&deployment.tls_dir, tls_hosts).await?;
     let env = environment_file(deployment.env_file.as_deref(), &region).await?;
     let version = env!("CARGO_PKG_VERSION");
-    let artifacts = ArtifactStore::new(bucket_store, &deployment.bucket, version);
+    let artifacts = ArtifactStore::new(bucket_store, &deployment.bucket, &new_deployment_prefix());
     on_event(UpEvent::Uploading { url: artifacts.url() });
     let binary = LeanBinary::of(&deployment.binary).await?;
     let uploaded = artifacts.upload_file("ubm", binary.path(), |sent, total| on_event(UpEvent::Uploaded { name: "ubm", sent, total })).await;
@@ -119,7 +133,7 @@ pub async fn up(deployment: Deployment, emr: &Emr, region: String, mut on_event:
         log_uri: format!("s3://{}/ubm/logs/", deployment.bucket),
         bootstrap_script: bootstrap_url,
         bootstrap_args: crate::bootstrap::bootstrap_args(&binary_url, Some(&env_url), deployment.scheduler_port, Some(&tls_url)),
-        tags: vec![("ubm-version".to_string(), version.to_string())],
+        tags: vec![("ubm-version".to_string(), version.to_string()), ("ubm-artifacts".to_string(), artifacts.url())],
         ..deployment.cluster
     };
     on_event(UpEvent::Creating(&spec));
@@ -138,15 +152,22 @@ pub async fn up(deployment: Deployment, emr: &Emr, region: String, mut on_event:
     };
     state.save(&deployment.state_file).await?;
     on_event(UpEvent::Created { cluster_id: &cluster_id });
-    emr.wait_ready(&cluster_id, deployment.poll, |view| on_event(UpEvent::ClusterState(view))).await
+    let ready = emr.wait_ready(&cluster_id, deployment.poll, |view| on_event(UpEvent::ClusterState(view))).await;
+    ready.map_err(|error| match error {
+        DeployError::ClusterGone { cluster_id, state, reason, logs: None } => {
+            let logs = Some(crate::emr::bootstrap_log_hint(&spec.log_uri, &cluster_id, reason.as_deref()));
+            DeployError::ClusterGone { cluster_id, state, reason, logs }
+        }
+        other => other,
+    })
 }
 
-/// Uploads `tls_dir/node/{ca,cert,key}.pem` under a folder of this deployment's own (two
-/// clusters of one version in one bucket never share keys), then removes the local copy of the
+/// Uploads `tls_dir/node/{ca,cert,key}.pem` under the deployment's folder (`tls/`), then
+/// removes the local copy of the
 /// node key: from now on it lives in the bucket and on the nodes only. Returns the folder's URL.
 async fn upload_node_material(artifacts: &ArtifactStore, tls_dir: &Path) -> Result<String> {
     let node = tls_dir.join("node");
-    let folder = format!("tls-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f"));
+    let folder = "tls";
     for name in ["ca.pem", "cert.pem", "key.pem"] {
         let path = node.join(name);
         let bytes = tokio::fs::read(&path).await.map_err(|source| DeployError::File {
@@ -164,11 +185,10 @@ async fn upload_node_material(artifacts: &ArtifactStore, tls_dir: &Path) -> Resu
     Ok(artifacts.url_of(&format!("{folder}/")))
 }
 
-/// A CA of the cluster's own and its key pairs, in `dir`. Node certificates name EMR's private
-/// host names (`*.ec2.internal` in us-east-1, `*.REGION.compute.internal` elsewhere) and
-/// localhost, where steps reach the scheduler. Material left by an `up` that failed before
-/// recording a cluster belongs to no cluster and is replaced.
-async fn make_cluster_tls(dir: &Path, region: &str) -> Result<()> {
+/// A CA of the cluster's own and its key pairs, in `dir`. Node certificates name `hosts` (the
+/// names nodes have in the VPC's DNS) and localhost, where steps reach the scheduler. Material
+/// left by an `up` that failed before recording a cluster belongs to no cluster and is replaced.
+async fn make_cluster_tls(dir: &Path, hosts: Vec<String>) -> Result<()> {
     if tokio::fs::try_exists(dir).await.unwrap_or(false) {
         tokio::fs::remove_dir_all(dir).await.map_err(|source| DeployError::File {
             doing: "removing the material of an `up` that did not finish",
@@ -176,7 +196,6 @@ async fn make_cluster_tls(dir: &Path, region: &str) -> Result<()> {
             source,
         })?;
     }
-    let hosts = vec!["*.ec2.internal".to_string(), format!("*.{region}.compute.internal")];
     ubm_cluster::tls::certs::make(&ubm_cluster::tls::certs::CertsRequest::new(dir.to_path_buf(), hosts)).map_err(|source| DeployError::Cluster {
         doing: format!("making the cluster's TLS material in {}", dir.display()),
         source: Box::new(source),

@@ -1,5 +1,11 @@
-//! What `ubm deploy up` puts in the bucket, under `ubm/VERSION/`: the binary, the bootstrap
-//! script and the environment file, and how `down --purge` removes them again.
+//! What `ubm deploy up` puts in the bucket, under a folder of the deployment's own
+//! (`ubm/deployments/ID/`): the binary, the bootstrap script, the environment file and the node
+//! TLS material, and how `down --purge` removes them again.
+//!
+//! Each deployment has its own folder, not one per ubm version: EMR reruns the bootstrap action
+//! on every node it adds or replaces, so a second `up` that overwrote a shared folder would hand
+//! the first cluster's new nodes another cluster's binary, secrets and keys, and a `down --purge`
+//! would delete files a running cluster still needs.
 
 use std::sync::Arc;
 
@@ -11,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{DeployError, Result};
 
-/// The bucket and the folder of one ubm version in it.
+/// The bucket and the folder of one deployment in it.
 #[derive(Clone)]
 pub struct ArtifactStore {
     store: Arc<dyn ObjectStore>,
@@ -22,13 +28,30 @@ pub struct ArtifactStore {
 /// Chunk size for reading the binary: a multipart part each.
 const CHUNK: usize = 8 * 1024 * 1024;
 
+/// A new deployment's folder: when it was made, and a random tail (two `up`s in one second
+/// still differ).
+pub fn new_deployment_prefix() -> String {
+    let tail = uuid::Uuid::new_v4().simple().to_string();
+    format!("ubm/deployments/{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"), &tail[..8])
+}
+
 impl ArtifactStore {
-    /// `store` serves `bucket`; artifacts go under `ubm/{version}/`.
-    pub fn new(store: Arc<dyn ObjectStore>, bucket: &str, version: &str) -> Self {
-        Self { store, bucket: bucket.to_string(), prefix: format!("ubm/{version}") }
+    /// `store` serves `bucket`; artifacts go under `prefix` (no slash at either end).
+    pub fn new(store: Arc<dyn ObjectStore>, bucket: &str, prefix: &str) -> Self {
+        Self { store, bucket: bucket.to_string(), prefix: prefix.trim_matches('/').to_string() }
     }
 
-    /// `s3://BUCKET/ubm/VERSION/`.
+    /// The store of the folder `url` (`s3://BUCKET/PREFIX/`, as [`ArtifactStore::url`] gives it).
+    pub fn at(store: Arc<dyn ObjectStore>, url: &str) -> Result<Self> {
+        let (bucket, prefix) = url
+            .strip_prefix("s3://")
+            .and_then(|rest| rest.split_once('/'))
+            .filter(|(bucket, prefix)| !bucket.is_empty() && !prefix.trim_matches('/').is_empty())
+            .ok_or_else(|| DeployError::Usage(format!("{url}: not the s3://BUCKET/FOLDER/ of a deployment's artifacts")))?;
+        Ok(Self::new(store, bucket, prefix))
+    }
+
+    /// `s3://BUCKET/PREFIX/`.
     pub fn url(&self) -> String {
         format!("s3://{}/{}/", self.bucket, self.prefix)
     }
@@ -76,10 +99,12 @@ impl ArtifactStore {
         Ok(url)
     }
 
-    /// Deletes everything under `ubm/VERSION/`; returns how many objects went.
+    /// Deletes everything under the folder (and nothing else); returns how many objects went.
     pub async fn delete_all(&self) -> Result<usize> {
         let failed = |source| DeployError::Storage { doing: "deleting", url: self.url(), source };
         let prefix = ObjectPath::from(self.prefix.as_str());
+        // object_store lists whole path segments under `prefix`: `ubm/deployments/A` never
+        // matches `ubm/deployments/AB/…`.
         let objects: Vec<_> = self.store.list(Some(&prefix)).try_collect().await.map_err(failed)?;
         for object in &objects {
             self.store.delete(&object.location).await.map_err(failed)?;

@@ -36,6 +36,9 @@ pub enum DayState {
     /// truncated file), or a record of the date (run report, `_SUCCESS`, lease) cannot be read:
     /// its numbers are not to be trusted until the date is run again.
     Damaged,
+    /// The last run's checks held its table (`crate::audit`): nothing of it is published; the
+    /// published table, if any, is the one before. `ubm publish` accepts it, a rerun replaces it.
+    Held,
 }
 
 impl std::fmt::Display for DayState {
@@ -46,6 +49,7 @@ impl std::fmt::Display for DayState {
             DayState::Failed => "failed",
             DayState::Mixed => "mixed",
             DayState::Damaged => "damaged",
+            DayState::Held => "held",
         })
     }
 }
@@ -94,6 +98,18 @@ impl std::fmt::Display for DayStatus {
         }
         if let Some(report) = &self.report {
             writeln!(f, "  report: run {} {} (started {})", report.run_id, report.status, report.started_at.format("%Y-%m-%d %H:%M:%S UTC"))?;
+            for check in report.failed_checks() {
+                writeln!(f, "  check {} failed ({}): {}", check.name, check.severity, check.detail)?;
+            }
+            if let Some(accepted) = &report.accepted {
+                writeln!(
+                    f,
+                    "  published by {} at {}, accepting {}",
+                    accepted.by,
+                    accepted.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    accepted.checks.join(", ")
+                )?;
+            }
         }
         for partition in &self.partitions {
             let by = match partition.run_id.as_deref() {
@@ -177,6 +193,10 @@ fn judge(report: Option<&RunReport>, partitions: &[PartitionState], live_run: Op
         RunStatus::Running if live_run == Some(report.run_id.as_str()) => (DayState::Running, format!("run {} is under way", report.run_id)),
         RunStatus::Running => (DayState::Mixed, format!("run {} stopped before it finished; rerun the date to make it whole", report.run_id)),
         RunStatus::Succeeded if all_by_report => (DayState::Complete, format!("every partition by run {}", report.run_id)),
+        RunStatus::Held => {
+            let why: Vec<String> = report.checks.iter().filter(|c| c.holds()).map(|c| format!("{} ({})", c.name, c.detail)).collect();
+            (DayState::Held, format!("held by its checks: {}; look, then `ubm publish --date {}` or rerun", why.join("; "), report.run_date))
+        }
         RunStatus::Failed if writers.len() <= 1 => {
             let why = report.tasks.iter().find_map(|t| t.error.clone().filter(|_| t.status == crate::TaskStatus::Failed));
             (DayState::Failed, why.unwrap_or_else(|| "the run failed".to_string()))

@@ -27,6 +27,9 @@ pub(crate) struct MetricOutput {
     pub rows: u64,
     pub invalid_cid: u64,
     pub no_customer: u64,
+    /// Where the table was committed: [`Table::METRIC`], or [`Table::HELD_METRIC`] when the
+    /// run's checks held it.
+    pub table: Table,
     pub partition: Url,
     /// The customers who spent most, for the summary: [`TOP_CUSTOMERS`] rows at most.
     pub top_customers: Vec<RecordBatch>,
@@ -43,8 +46,16 @@ async fn collect(engine: &Engine, plan: LogicalPlan, job: String) -> Result<Vec<
 
 /// metric: the day's staged purchases and reviews into the warehouse table of the lake. The
 /// tasks that compute the table write it ([`ubm_cluster::exec::parts`]); the staged files are then
-/// read back to check one row per customer before they are committed.
-pub(crate) async fn metric(engine: &Engine, lake: &Lake, date: RunDate, semantics: Semantics, stamp: &RunStamp) -> Result<MetricOutput> {
+/// read back to check one row per customer before they are committed, to the table `audit`
+/// picks from what was counted (the published table, or the held one: see `crate::audit`).
+pub(crate) async fn metric(
+    engine: &Engine,
+    lake: &Lake,
+    date: RunDate,
+    semantics: Semantics,
+    stamp: &RunStamp,
+    audit: impl Fn(&MetricResult) -> Table,
+) -> Result<MetricOutput> {
     // Only the files the commits listed: a stray copy in a partition is never read.
     let purchase_files = lake.readable_files(Table::STAGE_PURCHASES, date).await?;
     let purchases = engine.parquet_files(&purchase_files, &USER_PURCHASE, "the staged purchases").await?;
@@ -78,7 +89,16 @@ pub(crate) async fn metric(engine: &Engine, lake: &Lake, date: RunDate, semantic
     tracing::debug!(reviews = sum_of(&matches, REVIEWS)?, "matched reviews against customers");
     let counted = MetricResult { rows, invalid_cid: sum_of(&matches, INVALID_CID)?, no_customer: sum_of(&matches, NO_CUSTOMER)? };
     partition.record_result(&counted, &[Table::STAGE_PURCHASES, Table::STAGE_REVIEWS])?;
-    Ok(MetricOutput { rows, invalid_cid: counted.invalid_cid, no_customer: counted.no_customer, partition: partition.commit().await?, top_customers })
+    let table = audit(&counted);
+    partition.divert(table);
+    Ok(MetricOutput {
+        rows,
+        invalid_cid: counted.invalid_cid,
+        no_customer: counted.no_customer,
+        table,
+        partition: partition.commit().await?,
+        top_customers,
+    })
 }
 
 /// What metric committed with its partition (see `crate::resume`).
@@ -99,6 +119,7 @@ pub(crate) async fn kept_metric(engine: &Engine, lake: &Lake, date: RunDate, cou
         rows: counted.rows,
         invalid_cid: counted.invalid_cid,
         no_customer: counted.no_customer,
+        table: Table::METRIC,
         partition: lake.partition_url(Table::METRIC, date)?,
         top_customers,
     })

@@ -1,4 +1,5 @@
-//! One run of the daily pipeline for date D: ingest, extract, classify, metric, load.
+//! One run of the daily pipeline for date D: ingest, extract, classify, metric, load (several
+//! dates: [`crate::backfill`]).
 //!
 //! ingest → classify and extract run concurrently; metric needs both; load needs metric.
 //! In-process, a large local vendor file is classified while ingest copies it, and classify
@@ -16,13 +17,14 @@ use ubm_cluster::Engine;
 use ubm_jobs::{RunDate, Semantics};
 use url::Url;
 
+use crate::audit::{AuditPolicy, CheckOutcome, DayFacts, audit};
 use crate::classify::{ClassifyCounts, ClassifyOutput, classify_into};
 use crate::error::{PipelineError, Result};
 use crate::extract::extract;
 use crate::ingest::{ingest, ingest_while_classifying, raw_copy, reads_source_directly};
-use crate::lake::{CommitFence, Lake, RunStamp};
+use crate::lake::{CommitFence, Lake, RunStamp, Table};
 use crate::lease::Lease;
-use crate::metric::{kept_metric, metric};
+use crate::metric::{MetricResult, kept_metric, metric};
 use crate::oltp::Oltp;
 use crate::resume::Kept;
 use crate::run_report::{Counts, RunReport, RunStatus};
@@ -48,30 +50,13 @@ pub struct RunConfig {
     /// across restarts of its driver: a date that id already completed is not run again, and
     /// of a date it had begun, the tasks it committed are kept ([`crate::resume`]).
     pub run_id: Option<String>,
+    /// The checks the day passes before it is published ([`crate::audit`]).
+    pub audit: AuditPolicy,
 }
 
 /// The review file for `date`: `{date}` in the configured location is replaced.
 pub fn reviews_for(location: &str, date: RunDate) -> Result<Url> {
     Ok(ubm_cluster::store::location_url(&location.replace("{date}", &date.to_string()))?)
-}
-
-/// Runs `dates` in order, stopping after the first date that fails (later dates of a backfill
-/// would build on a broken day). `on_date` hears each date's report as soon as it is written.
-pub async fn run_dates(engine: &Engine, config: &RunConfig, dates: &[RunDate], mut on_date: impl FnMut(&RunReport)) -> Result<Vec<RunReport>> {
-    let mut reports = Vec::with_capacity(dates.len());
-    for date in dates {
-        let report = match completed_by_this_run(config, *date).await {
-            Some(report) => report,
-            None => run_date(engine, config, *date).await?,
-        };
-        on_date(&report);
-        let failed = !report.succeeded();
-        reports.push(report);
-        if failed {
-            break;
-        }
-    }
-    Ok(reports)
 }
 
 /// Runs every task of `date` and writes the run report into the lake. Fails at once, changing
@@ -130,6 +115,8 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
         counts_reconcile: true,
         metric_partition: None,
         published: published_before(lake, date).await,
+        checks: Vec::new(),
+        accepted: None,
         top_customers: Vec::new(),
     };
     retrying("writing the run report", policy, || write_report(lake, lease, &report)).await.0?;
@@ -168,18 +155,36 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
     let mut counts = Counts { purchase_rows_extracted: purchases.unwrap_or(0), ..review_counts(classified.as_ref()) };
     let mut top_customers = Vec::new();
     let mut metric_partition = None;
+    let mut held = false;
+    let mut checks = Vec::new();
     if classified.is_some() && purchases.is_some() {
+        let previous = last_complete_day(lake, date).await;
+        let purchases_source = match &config.oltp {
+            Oltp::Postgres(_) => format!("retail.user_purchase in {}", config.oltp),
+            Oltp::Sqlite(_) => format!("user_purchase in {}", config.oltp),
+        };
+        let audited = |m: &MetricResult| {
+            let counts = with_metric(&counts, m);
+            let previous = previous.as_ref().map(|(d, c)| (d.as_str(), c));
+            audit(&config.audit, DayFacts { counts: &counts, previous, purchases_source: &purchases_source })
+        };
+        let table_for = |m: &MetricResult| if audited(m).iter().any(CheckOutcome::holds) { Table::HELD_METRIC } else { Table::METRIC };
         let (mut task, metric) = match kept.metric {
             Some(counted) => run_task("metric", policy, || kept_metric(engine, lake, date, counted)).await,
-            None => run_task("metric", policy, || metric(engine, lake, date, config.semantics, stamp)).await,
+            None => run_task("metric", policy, || metric(engine, lake, date, config.semantics, stamp, table_for)).await,
         };
         task.kept = kept.metric.is_some();
         tasks.push(task);
         if let Some(m) = metric {
-            counts.metric_rows_written = m.rows;
-            counts.reviews_invalid_cid = m.invalid_cid;
-            counts.reviews_without_customer = m.no_customer;
-            metric_partition = Some(m.partition.to_string());
+            let counted = MetricResult { rows: m.rows, invalid_cid: m.invalid_cid, no_customer: m.no_customer };
+            checks = audited(&counted);
+            counts = with_metric(&counts, &counted);
+            held = m.table == Table::HELD_METRIC;
+            if held {
+                tracing::warn!("{date} is held by its checks: its table is in {} and nothing of it is published", m.partition);
+            } else {
+                metric_partition = Some(m.partition.to_string());
+            }
             top_customers = m.top_customers;
         }
     } else {
@@ -187,6 +192,7 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
     }
     tasks.push(match (&config.warehouse, metric_partition.is_some()) {
         (None, _) => TaskReport::skipped("load", "no --warehouse configured; the lake table is the output"),
+        (Some(_), false) if held => TaskReport::skipped("load", "the day is held by its checks (ubm publish loads it once accepted)"),
         (Some(_), false) => TaskReport::skipped("load", "metric failed"),
         (Some(url), true) => {
             let (task, rows) = run_task("load", policy, || crate::warehouse::load_metric(url, date, engine, lake)).await;
@@ -195,8 +201,13 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
         }
     });
 
-    let failed = tasks.iter().any(|t| t.status == TaskStatus::Failed) || metric_partition.is_none();
-    report.status = if failed { RunStatus::Failed } else { RunStatus::Succeeded };
+    let failed = tasks.iter().any(|t| t.status == TaskStatus::Failed) || (metric_partition.is_none() && !held);
+    report.status = match (failed, held) {
+        (true, _) => RunStatus::Failed,
+        (false, true) => RunStatus::Held,
+        (false, false) => RunStatus::Succeeded,
+    };
+    report.checks = checks;
     report.duration_ms = clock.elapsed().as_millis();
     report.counts_reconcile = counts.reconcile();
     report.tasks = tasks;
@@ -211,7 +222,7 @@ async fn run_leased(engine: &Engine, config: &RunConfig, date: RunDate, stamp: &
 }
 
 /// Writes `<lake>/_runs/D.json`, if this run still holds the date.
-async fn write_report(lake: &Lake, lease: &Lease, report: &RunReport) -> Result<()> {
+pub(crate) async fn write_report(lake: &Lake, lease: &Lease, report: &RunReport) -> Result<()> {
     let _permit = lease.enter().await?;
     let json = serde_json::to_vec_pretty(report).map_err(|source| PipelineError::Encoding { what: "the run report", source })?;
     lake.put(&format!("_runs/{}.json", report.run_date), json).await?;
@@ -220,7 +231,7 @@ async fn write_report(lake: &Lake, lease: &Lease, report: &RunReport) -> Result<
 
 /// The report of `date` when the run id of `config` completed it already (a cluster-mode run
 /// whose driver restarted after that date was done).
-async fn completed_by_this_run(config: &RunConfig, date: RunDate) -> Option<RunReport> {
+pub(crate) async fn completed_by_this_run(config: &RunConfig, date: RunDate) -> Option<RunReport> {
     let run_id = config.run_id.as_deref()?;
     let report = crate::day::read_json::<RunReport>(&config.lake, &format!("_runs/{date}.json")).await.ok()??;
     (report.run_id == run_id && report.succeeded()).then(|| {
@@ -239,6 +250,30 @@ async fn published_before(lake: &Lake, date: RunDate) -> Option<Box<RunReport>> 
             None
         }
     }
+}
+
+/// `counts` with what the metric counted.
+fn with_metric(counts: &Counts, metric: &MetricResult) -> Counts {
+    Counts {
+        metric_rows_written: metric.rows,
+        reviews_invalid_cid: metric.invalid_cid,
+        reviews_without_customer: metric.no_customer,
+        ..counts.clone()
+    }
+}
+
+/// The counts of the last date before `date` whose run succeeded, for the checks that compare
+/// a day with the one before; `None` when there is none (or the reports cannot be read).
+async fn last_complete_day(lake: &Lake, date: RunDate) -> Option<(String, Counts)> {
+    let dates = crate::day::dates(lake).await.ok()?;
+    for earlier in dates.iter().rev().filter(|d| **d < date) {
+        if let Ok(Some(report)) = crate::day::read_json::<RunReport>(lake, &format!("_runs/{earlier}.json")).await
+            && let Some(published) = report.into_published()
+        {
+            return Some((earlier.to_string(), published.counts));
+        }
+    }
+    None
 }
 
 /// The review counts of a classify that succeeded; zero when it did not.

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use datafusion::arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::CheckOutcome;
 use crate::task::TaskReport;
 
 /// How a run ended.
@@ -15,6 +16,10 @@ pub enum RunStatus {
     Running,
     Succeeded,
     Failed,
+    /// Every task ran, but a check of severity error failed: the day's table is kept apart
+    /// (`held/user_behavior_metric`), unpublished, until `ubm publish` accepts it or a rerun
+    /// replaces it (see `crate::audit`).
+    Held,
 }
 
 impl std::fmt::Display for RunStatus {
@@ -23,6 +28,7 @@ impl std::fmt::Display for RunStatus {
             RunStatus::Running => "running",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
+            RunStatus::Held => "held",
         })
     }
 }
@@ -83,15 +89,37 @@ pub struct RunReport {
     /// numbers stay beside it (the report page shows them, not the failed run's zeros).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published: Option<Box<RunReport>>,
+    /// The checks run on what the run staged, before publishing ([`crate::audit`]); empty in
+    /// reports written before runs audited.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckOutcome>,
+    /// Who published a held day after looking, when, and which failed checks they accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<Acceptance>,
     /// The day's customers who spent most (a few rows, for the summary; not serialized: the
     /// lake holds the table).
     #[serde(skip)]
     pub top_customers: Vec<RecordBatch>,
 }
 
+/// A held day published by a person: `ubm publish`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acceptance {
+    /// `--by`, or the user and host that ran `ubm publish`.
+    pub by: String,
+    pub at: DateTime<Utc>,
+    /// The failed checks of severity error that were accepted, by name.
+    pub checks: Vec<String>,
+}
+
 impl RunReport {
     pub fn succeeded(&self) -> bool {
         self.status == RunStatus::Succeeded
+    }
+
+    /// The checks that failed, of severity error (held the day) or warn.
+    pub fn failed_checks(&self) -> impl Iterator<Item = &CheckOutcome> {
+        self.checks.iter().filter(|c| !c.passed)
     }
 
     /// The report of the published day that a run starting after this one keeps: this one if

@@ -50,6 +50,22 @@ pub fn summary(report: &RunReport, config: &RunConfig) -> Result<String> {
     if let Some(partition) = &report.metric_partition {
         let _ = writeln!(out, "  table:     {} rows at {partition}", c.metric_rows_written);
     }
+    for check in report.failed_checks() {
+        let verdict = if check.holds() { "HELD" } else { "warning" };
+        let _ = writeln!(out, "  check:     {} failed ({verdict}): {}", check.name, check.detail);
+    }
+    if report.status == crate::RunStatus::Held {
+        let _ = writeln!(
+            out,
+            "  held:      nothing of {} is published; its table is in {}held/user_behavior_metric/insert_date={}/ \
+             — look, then `ubm publish --date {} --lake {}`, or rerun (--check NAME=warn to let it through)",
+            report.run_date,
+            config.lake.root(),
+            report.run_date,
+            report.run_date,
+            config.lake.root()
+        );
+    }
     if let (Some(rows), Some(w)) = (c.warehouse_rows_loaded, &config.warehouse) {
         let _ = writeln!(out, "  warehouse: {rows} rows loaded into public.user_behavior_metric at {w}");
     }

@@ -4,10 +4,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use ubm_cluster::SchedulerAddress;
+use ubm_cluster::node::busy::BusyMarker;
 use ubm_cluster::node::local::LocalCluster;
 use ubm_cluster::node::{ExecutorOptions, SchedulerOptions, run_executor, run_scheduler};
 use ubm_cluster::runs::service::{DriverCommand, RunService};
@@ -85,6 +87,12 @@ pub struct SchedulerArgs {
     /// (as systemd does) resumes every run that had not ended.
     #[arg(long, default_value = "ubm-runs", value_name = "DIR")]
     pub state_dir: PathBuf,
+    /// Touch this file every 15 s while a job is pending or running, or a cluster-mode run has
+    /// not ended. On EMR (the bootstrap sets it) this is /emr/metricscollector/isbusy, EMR's
+    /// documented marker for work outside YARN and steps, so that auto-termination
+    /// (`deploy up --idle-timeout`) does not end a cluster that a laptop is driving.
+    #[arg(long, value_name = "FILE")]
+    pub busy_file: Option<PathBuf>,
     #[command(flatten)]
     pub exposure: Exposure,
 }
@@ -198,6 +206,10 @@ async fn scheduler(args: SchedulerArgs) -> Result<ExitCode> {
         expire_dead_executor_interval_seconds: args.expire_dead_executor_interval_seconds,
         flight_proxy: !args.no_flight_proxy,
         extra_routes: Some(runs.routes()),
+        busy_marker: args.busy_file.map(|path| {
+            let runs = runs.clone();
+            BusyMarker { path, also_busy: Arc::new(move || runs.has_unfinished()) }
+        }),
     }));
     // "listening" is said once the port accepts connections, never before; runs resume then.
     tokio::select! {

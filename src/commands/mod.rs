@@ -6,6 +6,7 @@ pub mod classify;
 pub mod cluster;
 pub mod datagen;
 pub mod deploy;
+pub mod publish;
 pub mod report;
 pub mod run;
 pub mod status;
@@ -37,6 +38,9 @@ pub enum Command {
     /// showing each job's progress; --detach moves it to the background), or handed to a driver
     /// on the cluster (--deploy-mode cluster), which outlives this machine and scheduler restarts.
     Submit(submit::SubmitArgs),
+    /// Publish a day its checks held (see `ubm run --help`, --check), exactly as its run staged
+    /// it, once you have looked: the report records who accepted which failed checks, and when.
+    Publish(publish::PublishArgs),
     /// Show each date of a lake (--lake); or a scheduler's cluster-mode runs (--runs), one run
     /// (its id), the jobs it knows, one job's stages and tasks, or its executors (--executors).
     Status(status::StatusArgs),
@@ -58,6 +62,7 @@ pub async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Report(args) => report::report(args).await,
         Command::Cluster(command) => cluster::dispatch(command).await,
         Command::Submit(args) => submit::submit(args).await,
+        Command::Publish(args) => publish::publish(args).await,
         Command::Status(args) => status::status(args).await,
         Command::Cancel(args) => cancel::cancel(args).await,
         Command::Deploy(command) => deploy::dispatch(command).await,

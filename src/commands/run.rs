@@ -33,8 +33,12 @@ pub struct RunArgs {
 
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let (json, refresh_report) = (args.data.json, !args.data.no_report);
+    let (plan, dry_run) = (args.data.backfill(), args.data.dry_run);
     let executor_wait = Duration::from_secs(args.data.executor_wait);
     let (dates, mut config) = args.data.into_config().await?;
+    if dry_run {
+        return crate::runner::print_plan(&config, &dates, plan).await;
+    }
     config.run_id = args.run_id;
     let engine = Engine::start_sized(args.engine.kind()?, args.engine.partitions.get()).await?;
     let mut observers: Vec<Arc<dyn JobObserver>> = vec![Arc::new(LogJobs)];
@@ -42,5 +46,5 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         observers.push(Arc::new(ProgressFile::new(path, engine.partitions().clone())));
     }
     let engine = engine.with_job_observer(Arc::new(Observers(observers))).with_executor_wait(executor_wait);
-    run_and_print(&engine, &config, &dates, json, refresh_report).await
+    run_and_print(&engine, &config, &dates, plan, json, refresh_report).await
 }

@@ -30,9 +30,10 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub tls: crate::args::TlsArg,
     /// A lake (directory or s3://bucket/prefix): show each date as complete, running, failed,
-    /// mixed (partitions of different runs) or damaged (a committed file missing, cut short or
-    /// not listed by its commit, named; or a record that cannot be read). Exits 1 when a date
-    /// shown is failed, mixed or damaged.
+    /// mixed (partitions of different runs), damaged (a committed file missing, cut short or
+    /// not listed by its commit, named; or a record that cannot be read) or held (a check
+    /// failed: nothing published until `ubm publish`; the failed checks with their numbers).
+    /// Exits 1 when a date shown is failed, mixed, damaged or held.
     #[arg(long, value_name = "DIR|URL")]
     pub lake: Option<String>,
     /// With --lake: only this date, with each partition and the run that wrote it.
@@ -120,6 +121,6 @@ async fn lake_status(location: &str, date: Option<RunDate>, json: bool) -> Resul
     } else {
         print!("{}", ubm_pipeline::day::table(&days));
     }
-    let unhealthy = days.iter().any(|d| matches!(d.state, DayState::Failed | DayState::Mixed | DayState::Damaged));
+    let unhealthy = days.iter().any(|d| matches!(d.state, DayState::Failed | DayState::Mixed | DayState::Damaged | DayState::Held));
     Ok(if unhealthy { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

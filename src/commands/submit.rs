@@ -82,9 +82,13 @@ pub async fn submit(args: SubmitArgs) -> Result<ExitCode> {
     let engine = Engine::start_sized(EngineKind::Remote(args.scheduler.address()?), args.partitions.get()).await?;
     let engine = engine.with_executor_wait(Duration::from_secs(args.data.executor_wait));
     let (json, refresh_report) = (args.data.json, !args.data.no_report);
+    let (plan, dry_run) = (args.data.backfill(), args.data.dry_run);
     let (dates, config) = args.data.into_config().await?;
+    if dry_run {
+        return crate::runner::print_plan(&config, &dates, plan).await;
+    }
     let engine = engine.with_job_observer(Arc::new(ProgressPrinter::new(std::env::var_os(DETACHED).is_none())));
-    run_and_print(&engine, &config, &dates, json, refresh_report).await
+    run_and_print(&engine, &config, &dates, plan, json, refresh_report).await
 }
 
 /// Starts this same command without `--detach` in a new session (so closing the terminal does

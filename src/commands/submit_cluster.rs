@@ -60,6 +60,8 @@ fn request_of(data: &RunData, partitions: Option<u16>) -> Result<RunRequest> {
     };
     let dates = data.dates.or_today()?;
     let (Some(from), Some(to)) = (dates.first(), dates.last()) else { bail!("no date to run") };
+    // Checked here, where the user is, not by the driver on the cluster.
+    ubm_pipeline::audit::AuditPolicy::with(&data.checks)?;
     for (flag, location) in [("--reviews", reviews), ("--lake", lake)] {
         ubm_cluster::store::check_location(flag, location)?;
     }
@@ -86,6 +88,11 @@ fn request_of(data: &RunData, partitions: Option<u16>) -> Result<RunRequest> {
         executor_wait: data.executor_wait,
         partitions,
         no_report: data.no_report,
+        checks: data.checks.clone(),
+        // A date named alone always runs; a range does what --redo says.
+        redo: if data.dates.from.is_some() { data.redo.to_string() } else { "all".to_string() },
+        keep_going: data.keep_going,
+        parallel: data.parallel,
     })
 }
 

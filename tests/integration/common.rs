@@ -272,11 +272,17 @@ pub struct EmrHarness {
 impl EmrHarness {
     /// `None` (after saying why) when the peer venv is missing outside CI.
     pub fn start() -> Option<EmrHarness> {
+        EmrHarness::start_playing(env!("CARGO_BIN_EXE_ubm"))
+    }
+
+    /// The harness with `program` playing the node's `ubm-step` (`true`, for a test of how
+    /// steps are added rather than of what they do).
+    pub fn start_playing(program: &str) -> Option<EmrHarness> {
         let python = peer_python()?;
         // A free port can be taken by another test between the probe and the bind: the harness
         // then fails to start, and another port is tried.
         for _ in 0..5 {
-            if let Some(harness) = EmrHarness::start_on(&python, free_port()) {
+            if let Some(harness) = EmrHarness::start_on(&python, free_port(), program) {
                 return Some(harness);
             }
         }
@@ -284,17 +290,20 @@ impl EmrHarness {
     }
 
     /// The harness on `port`, once it says `ready` (so that the port is surely its own).
-    fn start_on(python: &Path, port: u16) -> Option<EmrHarness> {
+    fn start_on(python: &Path, port: u16, program: &str) -> Option<EmrHarness> {
         use std::io::BufRead;
         let log_dir = tempfile::tempdir().expect("tempdir");
         let pause_file = log_dir.path().join("pause");
         let mut child = Command::new(python)
             .arg(peer_script("emr_harness.py"))
-            .args(["--port", &port.to_string(), "--ubm", env!("CARGO_BIN_EXE_ubm")])
+            .args(["--port", &port.to_string(), "--ubm", program])
             .arg("--log-dir")
             .arg(log_dir.path())
             .arg("--pause-file")
             .arg(&pause_file)
+            // moto's recorder keeps what it records in this file (by default in the working
+            // directory, shared by every harness).
+            .env("MOTO_RECORDER_FILEPATH", log_dir.path().join("moto_recording"))
             .envs(Moto::env_for(&format!("http://127.0.0.1:{port}")))
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -314,6 +323,29 @@ impl EmrHarness {
     /// Runs a boto3 snippet against this server (see [`boto3_at`]).
     pub fn boto3(&self, code: &str) -> String {
         boto3_at(&self.endpoint, code)
+    }
+
+    /// Starts moto's recorder: every request from now on is kept (see [`EmrHarness::recorded`]).
+    pub fn start_recording(&self) {
+        self.boto3(&format!(
+            "import urllib.request\nurllib.request.urlopen(urllib.request.Request('{}/moto-api/recorder/start-recording', method='POST'))",
+            self.endpoint
+        ));
+    }
+
+    /// The requests moto's recorder kept, as JSON objects (method, url, headers, body), each
+    /// body as text (the recorder keeps some in base64).
+    pub fn recorded(&self) -> Vec<serde_json::Value> {
+        let lines = self.boto3(&format!(
+            "import base64, json, urllib.request\n\
+             for line in urllib.request.urlopen('{}/moto-api/recorder/download-recording').read().decode().splitlines():\n\
+             \x20   entry = json.loads(line)\n\
+             \x20   if entry.get('body_encoded'):\n\
+             \x20       entry['body'] = base64.b64decode(entry['body']).decode('utf-8', 'replace')\n\
+             \x20   print(json.dumps(entry))",
+            self.endpoint
+        ));
+        lines.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("a recorded request is JSON")).collect()
     }
 }
 

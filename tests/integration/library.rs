@@ -34,6 +34,7 @@ async fn day_through_the_library(kind: EngineKind) {
         retry: RetryPolicy::default(),
         wait_for_lease: std::time::Duration::ZERO,
         run_id: None,
+        audit: ubm_pipeline::audit::AuditPolicy::default(),
     };
     let engine = Engine::start(kind.clone()).await.expect("engine");
     let date: RunDate = "2011-12-31".parse().expect("date");

@@ -1,11 +1,14 @@
 //! ubm's integration tests, one binary (`cargo test --test integration`). They drive the real
 //! `ubm` binary, PySpark and DuckDB as peers, and Postgres; see tests/run.sh.
 
+mod audits;
+mod backfill;
 mod bad_input;
 mod cluster_mode;
 mod common;
 mod dashboard;
 mod deploy;
+mod emr_nodes;
 mod lake_checks;
 mod laptop;
 mod library;

@@ -10,6 +10,14 @@ UBM_TLS_DIR). A step then becomes COMPLETED or FAILED by its exit code, FAILED w
 (reason, message, log file) as EMR reports them, and ActionOnFailure=CANCEL_AND_WAIT cancels
 the steps after a failed one.
 
+Like EMR, it refuses an AddJobFlowSteps call that would leave more than 256 steps PENDING,
+RUNNING or CANCEL_PENDING on a cluster (moto does not), and it writes the most steps ever active
+at once to `max_active_steps` in the log folder. Each RunJobFlow request is kept as sent in
+`run_job_flow/N.json` there (moto drops what it does not model, auto-termination among it).
+
+The node's environment file reaches the step as on a node: saved to a file named by
+UBM_ENV_FILE, which ubm reads itself.
+
 While the file given with --pause-file exists, no new step is started (a slow cluster, for
 testing timeouts).
 
@@ -27,33 +35,79 @@ from datetime import datetime, timezone
 
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.emr import models as emr_models
+from moto.emr.exceptions import ValidationException
 from moto.s3.models import s3_backends
 from moto.server import ThreadedMotoServer
 
 STEP_COMMAND = "/usr/local/bin/ubm-step"
+ACTIVE_STEP_LIMIT = 256
+ACTIVE_STATES = ("PENDING", "RUNNING", "CANCEL_PENDING")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--ubm", required=True, help="the ubm binary that plays ubm-step")
+    parser.add_argument("--ubm", required=True, help="the program that plays ubm-step (the ubm binary)")
     parser.add_argument("--log-dir", required=True, help="where step logs go")
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--pause-file", help="no step starts while this file exists")
     args = parser.parse_args()
 
     report_failure_details()
+    limit_active_steps(os.path.join(args.log_dir, "max_active_steps"))
+    keep_cluster_requests(os.path.join(args.log_dir, "run_job_flow"))
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     server.start()
     print("ready", flush=True)
     handled = set()
     while True:
+        ran = False
         if not (args.pause_file and os.path.exists(args.pause_file)):
             backend = emr_models.emr_backends[DEFAULT_ACCOUNT_ID][args.region]
             for cluster in list(backend.clusters.values()):
-                run_pending_steps(cluster, handled, args)
-        time.sleep(0.1)
+                ran = run_pending_steps(cluster, handled, args) or ran
+        if not ran:
+            time.sleep(0.1)
+
+
+def keep_cluster_requests(folder):
+    """moto drops parts of RunJobFlow it does not model (AutoTerminationPolicy,
+    UnhealthyNodeReplacement): keep each request's JSON as sent, numbered, for the tests."""
+    from moto.emr.responses import ElasticMapReduceResponse
+
+    plain = ElasticMapReduceResponse.run_job_flow
+    os.makedirs(folder, exist_ok=True)
+
+    def run_job_flow(response):
+        body = response.body.decode("utf-8") if isinstance(response.body, bytes) else str(response.body)
+        with open(os.path.join(folder, f"{len(os.listdir(folder)) + 1}.json"), "w") as out:
+            out.write(body)
+        return plain(response)
+
+    ElasticMapReduceResponse.run_job_flow = run_job_flow
+
+
+def limit_active_steps(record_path):
+    """EMR's limit of active steps per cluster, which moto does not enforce: a call that would
+    exceed it is refused with EMR's error, and the most steps ever active is recorded."""
+    plain = emr_models.ElasticMapReduceBackend.add_job_flow_steps
+    most = [0]
+
+    def add_job_flow_steps(backend, job_flow_id, steps):
+        cluster = backend.clusters[job_flow_id]
+        active = sum(1 for step in cluster.steps if step.state in ACTIVE_STATES)
+        if active + len(steps) > ACTIVE_STEP_LIMIT:
+            raise ValidationException(
+                "Maximum number of active steps(State = 'Running', 'Pending' or 'Cancel_Pending') for cluster exceeded."
+            )
+        added = plain(backend, job_flow_id, steps)
+        most[0] = max(most[0], active + len(steps))
+        with open(record_path, "w") as out:
+            out.write(str(most[0]))
+        return added
+
+    emr_models.ElasticMapReduceBackend.add_job_flow_steps = add_job_flow_steps
 
 
 def report_failure_details():
@@ -81,7 +135,8 @@ def run_pending_steps(cluster, handled, args):
                 if later.state == "PENDING":
                     later.state = "CANCELLED"
                     handled.add(later.id)
-        return  # one step at a time, as EMR runs them
+        return True  # one step at a time, as EMR runs them
+    return False
 
 
 def run_step(cluster, step, args):
@@ -94,10 +149,12 @@ def run_step(cluster, step, args):
     if step.jar != "command-runner.jar" or not command:
         finish(step, 1, "only command-runner.jar steps are supported here", stderr_path)
         return
-    if command[0] == STEP_COMMAND:
-        command[0] = args.ubm
+    # The node's ubm-step, wherever it stands (a step runs it under `timeout`).
+    command = [args.ubm if word == STEP_COMMAND else word for word in command]
     env = dict(os.environ)
-    env.update(cluster_environment(cluster))
+    env_file = node_env_file(cluster, args)
+    if env_file:
+        env["UBM_ENV_FILE"] = env_file
     tls_dir = node_tls_material(cluster, args)
     if tls_dir:
         env["UBM_TLS_DIR"] = tls_dir
@@ -145,8 +202,9 @@ def node_tls_material(cluster, args):
     return None
 
 
-def cluster_environment(cluster):
-    """The KEY=VALUE lines of the environment file the bootstrap action installs on the nodes."""
+def node_env_file(cluster, args):
+    """The environment file the bootstrap action installs on the nodes (its second argument
+    names it in S3), saved where a step's ubm reads it, as on a node."""
     for action in cluster.bootstrap_actions:
         arguments = action.args
         if len(arguments) >= 2 and arguments[1].startswith("s3://"):
@@ -154,14 +212,15 @@ def cluster_environment(cluster):
             found = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].get_object(bucket, key)
             if found is None:
                 print(f"harness: {arguments[1]} is missing", file=sys.stderr)
-                return {}
-            variables = {}
-            for line in found.value.decode("utf-8").splitlines():
-                if line.strip() and not line.startswith("#") and "=" in line:
-                    name, value = line.split("=", 1)
-                    variables[name.strip()] = value
-            return variables
-    return {}
+                return None
+            folder = os.path.join(args.log_dir, cluster.id)
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            path = os.path.join(folder, "env")
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "wb") as out:
+                out.write(found.value)
+            return path
+    return None
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 //! codecs that ship its review scan, and object stores for `s3://` as well as local files.
 //! `ubm cluster scheduler` and `ubm cluster executor` run these.
 
+pub mod busy;
 pub mod local;
 
 use std::net::SocketAddr;
@@ -91,6 +92,8 @@ pub struct SchedulerOptions {
     pub flight_proxy: bool,
     /// More HTTP routes served on the scheduler's port (cluster deploy mode's `/ubm/runs`).
     pub extra_routes: Option<axum::Router>,
+    /// A file to touch while jobs run (EMR's busy marker for auto-termination).
+    pub busy_marker: Option<busy::BusyMarker>,
 }
 
 /// Runs a scheduler until the process is stopped.
@@ -120,7 +123,7 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<(), ClusterError
         config.scheduling_policy = TaskSchedulingPolicy::PullStaged;
     }
     let cluster = BallistaCluster::new_from_config(&config).await.map_err(ClusterError::node("setting up the scheduler"))?;
-    serve_scheduler(cluster, options.bind, Arc::new(config), options.tls.as_deref(), options.extra_routes).await
+    serve_scheduler(cluster, options.bind, Arc::new(config), options.tls.as_deref(), options.extra_routes, options.busy_marker).await
 }
 
 /// The scheduler's gRPC service, its REST API, the Flight proxy and `extra` routes on one
@@ -132,11 +135,16 @@ async fn serve_scheduler(
     config: Arc<SchedulerConfig>,
     tls: Option<&ClusterTls>,
     extra: Option<axum::Router>,
+    busy_marker: Option<busy::BusyMarker>,
 ) -> Result<(), ClusterError> {
     config.validate().map_err(ClusterError::node("checking the scheduler's settings"))?;
     let scheduler = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, config.clone())
         .await
         .map_err(ClusterError::node("setting up the scheduler"))?;
+    if let Some(marker) = busy_marker {
+        let jobs = scheduler.clone();
+        tokio::spawn(marker.keep_touching(move || jobs.pending_job_number() + jobs.running_job_number()));
+    }
     let grpc = SchedulerGrpcServer::new(scheduler.clone())
         .max_encoding_message_size(config.grpc_server_max_encoding_message_size as usize)
         .max_decoding_message_size(config.grpc_server_max_decoding_message_size as usize);
@@ -236,9 +244,24 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> 
         config.task_scheduling_policy = TaskSchedulingPolicy::PullStaged;
     }
     if let Some(tls) = &options.tls {
+        refused_for_its_certificate(&options.scheduler, tls).await?;
         with_tls(&mut config, tls)?;
     }
     start_executor_process(Arc::new(config)).await.map_err(ClusterError::node("running the executor"))
+}
+
+/// Fails when the scheduler and this executor refuse each other's certificates (a name the
+/// scheduler's certificate lacks, another cluster's CA, an expired key pair): Ballista would
+/// retry its connection for 30 s and say only "transport error", and no retry can fix it. A
+/// scheduler that is not up yet is no error here (Ballista waits for it).
+async fn refused_for_its_certificate(scheduler: &SchedulerAddress, tls: &Arc<ClusterTls>) -> Result<(), ClusterError> {
+    let api = crate::engine::scheduler_api::SchedulerApi::new(scheduler.clone().with_tls(Some(Arc::clone(tls))))?;
+    match api.check().await {
+        Err(ClusterError::TlsRefused { reason }) => Err(ClusterError::TlsRefused {
+            reason: format!("this executor cannot join: {reason} (on EMR: `ubm deploy up --tls-hosts` with the names of the VPC's DNS)"),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Refuses a port another process listens on, naming it (Ballista would log the failure and

@@ -50,6 +50,25 @@ pub struct RunRequest {
     pub partitions: Option<u16>,
     #[serde(default)]
     pub no_report: bool,
+    /// `--check NAME=SEVERITY[:BOUND]` settings (see `ubm run --help`).
+    #[serde(default)]
+    pub checks: Vec<String>,
+    /// Which dates run (`--redo`): `all` for a date named alone, which always runs.
+    #[serde(default = "redo_all")]
+    pub redo: String,
+    #[serde(default)]
+    pub keep_going: bool,
+    /// Dates run at once.
+    #[serde(default = "one")]
+    pub parallel: u16,
+}
+
+fn redo_all() -> String {
+    "all".to_string()
+}
+
+fn one() -> u16 {
+    1
 }
 
 impl fmt::Debug for RunRequest {

@@ -199,6 +199,11 @@ impl RunService {
         self.forget_secrets(id);
     }
 
+    /// Whether some run has not ended (a driver works, between jobs too).
+    pub fn has_unfinished(&self) -> bool {
+        self.records().iter().any(|r| !r.state.has_ended())
+    }
+
     /// Marks the service as stopping: drivers that end from now on are left to resume.
     pub fn stop(&self) -> usize {
         self.inner.stopping.store(true, Ordering::SeqCst);
@@ -352,6 +357,13 @@ impl RunService {
         // A restarted driver splits its plans as the first one did.
         if let Some(count) = request.partitions.map(usize::from).or(partitions) {
             command.args(["--partitions", &count.to_string()]);
+        }
+        for check in &request.checks {
+            command.args(["--check", check]);
+        }
+        command.args(["--redo", &request.redo, "--parallel", &request.parallel.max(1).to_string()]);
+        if request.keep_going {
+            command.arg("--keep-going");
         }
         if request.no_report {
             command.arg("--no-report");
@@ -544,6 +556,12 @@ fn check_request(request: &RunRequest) -> Result<(), RequestError> {
     }
     if !(1..=20).contains(&request.attempts) {
         return Err(RequestError::bad(format!("--attempts {}: use 1 to 20", request.attempts)));
+    }
+    if !matches!(request.redo.as_str(), "none" | "failed" | "all") {
+        return Err(RequestError::bad(format!("--redo {}: use none, failed or all", request.redo)));
+    }
+    if !(1..=64).contains(&request.parallel) {
+        return Err(RequestError::bad(format!("--parallel {}: use 1 to 64", request.parallel)));
     }
     Ok(())
 }

@@ -48,7 +48,8 @@ th, td { border-bottom:1px solid var(--line); padding:3px 10px 3px 0; text-align
 td.n, th.n { text-align:right; }
 details summary { cursor:pointer; color:var(--muted); }
 .badge { display:inline-block; border-radius:10px; padding:1px 9px; font-size:12px; font-weight:600; color:#fff; vertical-align:middle; }
-.complete { background:var(--accent2); } .failed, .mixed, .damaged { background:var(--bad); } .running { background:var(--warn); }
+.complete { background:var(--accent2); } .failed, .mixed, .damaged, .held { background:var(--bad); } .running { background:var(--warn); }
+ul.checks { margin:4px 0 10px; padding-left:18px; } ul.checks .error { color:var(--bad); } ul.checks .warn { color:var(--warn); }
 .note { color:var(--bad); }
 td.err { max-width:520px; color:var(--bad); word-break:break-word; }
 "#;
@@ -85,6 +86,35 @@ fn badge(state: DayState) -> String {
     format!("<span class=\"badge {state}\" data-state=\"{state}\">{state}</span>")
 }
 
+/// The checks the day's last run failed (`crate::audit`), with their numbers, and who accepted
+/// them if the day was published by hand.
+fn failed_checks(html: &mut String, day: &DayData) {
+    let Some(report) = &day.status.report else { return };
+    let failed: Vec<_> = report.failed_checks().collect();
+    if failed.is_empty() {
+        return;
+    }
+    html.push_str("<ul class=\"checks\">");
+    for check in failed {
+        let _ = write!(
+            html,
+            "<li class=\"{sev}\" data-check=\"{name}\" data-severity=\"{sev}\">check {name} failed ({sev}): {detail}</li>",
+            sev = check.severity,
+            name = escape(&check.name),
+            detail = escape(&check.detail)
+        );
+    }
+    if let Some(accepted) = &report.accepted {
+        let _ = write!(
+            html,
+            "<li data-accepted-by=\"{by}\">published by {by}, accepting {}</li>",
+            escape(&accepted.checks.join(", ")),
+            by = escape(&accepted.by)
+        );
+    }
+    html.push_str("</ul>");
+}
+
 fn figure(html: &mut String, name: &str, label: &str, value: &str, shown: &str) {
     let _ = write!(html, "<div><dt>{label}</dt><dd data-figure=\"{name}\" data-value=\"{}\">{}</dd></div>", escape(value), escape(shown));
 }
@@ -95,6 +125,7 @@ fn latest_day(html: &mut String, day: &DayData) {
     if day.is_unhealthy() {
         let _ = write!(html, "<p class=\"note\">{}</p>", escape(&day_error(day).unwrap_or_else(|| day.status.note.clone())));
     }
+    failed_checks(html, day);
     html.push_str("<dl class=\"figures\">");
     let none = || ("".to_string(), "–".to_string());
     let (v, s) = day.customers().map_or_else(none, |n| (n.to_string(), grouped(n.into())));

@@ -62,6 +62,9 @@ impl Table {
     pub const STAGE_REVIEWS: Table = Table("stage/movie_review");
     pub const METRIC: Table = Table("warehouse/user_behavior_metric");
     pub const REJECTS: Table = Table("rejects/movie_review");
+    /// The day's table when a check held it: committed like every partition, read by nobody
+    /// but `ubm publish` (and whoever inspects it).
+    pub const HELD_METRIC: Table = Table("held/user_behavior_metric");
 }
 
 /// Name of the marker written last into every partition.
@@ -163,6 +166,28 @@ impl Lake {
             self.store.delete(path).await.map_err(self.store_error("deleting", path))?;
         }
         Ok(dead.len())
+    }
+
+    /// Removes `table`'s partition of `date`, its `_SUCCESS` first (a reader never takes what
+    /// is left for a commit); returns how many objects went. Only the holder of the date's
+    /// lease calls this.
+    pub async fn remove_partition(&self, table: Table, date: RunDate) -> Result<usize> {
+        let dir = self.path_of(&self.partition_url(table, date)?)?;
+        let marker = dir.clone().join(SUCCESS);
+        match self.store.delete(&marker).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.store_error("deleting", &marker)(e)),
+        }
+        if let Some(local) = self.local_path(&dir) {
+            return tokio::task::spawn_blocking(move || local::remove_local_dir(&local))
+                .await
+                .map_err(|e| PipelineError::Stopped { what: "removing a partition", source: Some(e) })?;
+        }
+        let listed: Vec<Path> = self.store.list(Some(&dir)).map_ok(|m| m.location).try_collect().await.map_err(self.store_error("listing", &dir))?;
+        for path in &listed {
+            self.store.delete(path).await.map_err(self.store_error("deleting", path))?;
+        }
+        Ok(listed.len())
     }
 
     /// Notes the staging directory of the run `run_id` of `date` (on a local lake), so that

@@ -96,6 +96,12 @@ impl PartitionWrite {
         Ok(ParquetFile { writer, rows: 0, url })
     }
 
+    /// Commits to `table` instead of the table the write began for: a day's table that a
+    /// check held goes to [`Table::HELD_METRIC`].
+    pub fn divert(&mut self, table: Table) {
+        self.table = table;
+    }
+
     /// Where the files are staged until the commit (a directory URL): a reader may check them
     /// there before they are committed.
     pub fn staging_url(&self) -> &Url {
