@@ -571,6 +571,51 @@ def tls_cost(args):
     shutil.rmtree(material, ignore_errors=True)
 
 
+def backfill_parallel(args):
+    """A backfill of --dates dates on `ubm cluster local --executors 2`, with --parallel 1 and 4
+    alternating, each run on a fresh lake: how much running dates side by side saves when a
+    day is mostly fixed latency (small jobs, commits) that leaves the executors idle."""
+    work = Path(args.work)
+    data = generate(args.scale, work)
+    first = datetime.date.fromisoformat(DATE) - datetime.timedelta(days=args.dates - 1)
+    dates = [(first + datetime.timedelta(days=i)).isoformat() for i in range(args.dates)]
+    vendor = work / f"vendor-sf{args.scale}"
+    for date in dates:
+        (vendor / date).mkdir(parents=True, exist_ok=True)
+        if not (vendor / date / "movie_review.csv").exists():
+            shutil.copy(data / "movie_review.csv", vendor / date / "movie_review.csv")
+    samples = {1: [], 4: []}
+    with LocalCluster(2) as cluster:
+        for i in range(args.runs):
+            for parallel in samples:
+                lake = work / f"backfill-p{parallel}-lake-{i}"
+                shutil.rmtree(lake, ignore_errors=True)
+                wall, _, _ = measured([
+                    UBM, "submit", "--scheduler", f"df://127.0.0.1:{cluster.port}", "--from", dates[0], "--to", dates[-1],
+                    "--parallel", parallel, "--reviews", f"{vendor}/{{date}}/movie_review.csv",
+                    "--oltp", f"sqlite://{data}/oltp.sqlite", "--lake", lake, "--no-report",
+                ])
+                samples[parallel].append(wall)
+                shutil.rmtree(lake, ignore_errors=True)
+    medians = {p: statistics.median(w) for p, w in samples.items()}
+    speedup = medians[1] / medians[4]
+    info = machine()
+    lines = [
+        f"### A backfill of {args.dates} dates, SF {args.scale} a date, on `ubm cluster local --executors 2`, median of {args.runs} runs each, alternating",
+        "", f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; ubm {info['ubm_commit']}, {info['date']}.", "",
+        "| --parallel | backfill s | s a date |", "|---:|---:|---:|",
+    ]
+    for parallel, median in medians.items():
+        lines.append(f"| {parallel} | {median:.2f} | {median / args.dates:.2f} |")
+    lines += ["", f"--parallel 4 is {speedup:.2f}x as fast as --parallel 1 (target: at least 2)"]
+    text = "\n".join(lines) + "\n"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "backfill_parallel.json").write_text(json.dumps({"scale": args.scale, "dates": args.dates, "runs": args.runs, "machine": info,
+                                                              "samples": samples, "medians": medians, "speedup": speedup}, indent=2) + "\n")
+    (RESULTS / "backfill_parallel.md").write_text(text)
+    print(text)
+
+
 CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
 CGROUP_V2 = Path("/sys/fs/cgroup")
 
@@ -804,6 +849,9 @@ def main():
     parser.add_argument("--cap", type=float, default=0.15, help="--scale-out: each executor's share of a core")
     parser.add_argument("--scales", default=None,
                         help="the scale factors, smallest first (--scaling: 1,2,4,8,16; --cluster-scaling: 1,4,8; --scale-out: 2,4)")
+    parser.add_argument("--backfill-parallel", action="store_true",
+                        help="a backfill of --dates dates on a 2-executor local cluster, --parallel 1 vs 4, instead")
+    parser.add_argument("--dates", type=int, default=8, help="--backfill-parallel: the dates of the backfill")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "ubm-bench"), help="data and outputs")
     args = parser.parse_args()
     if not UBM.exists():
@@ -812,7 +860,9 @@ def main():
         sys.exit("--runs must be at least 1")
     if args.scales is None:
         args.scales = "1,4,8" if args.cluster_scaling else "2,4" if args.scale_out else "1,2,4,8,16"
-    if args.scale_out:
+    if args.backfill_parallel:
+        backfill_parallel(args)
+    elif args.scale_out:
         scale_out(args)
     elif args.tls_cost:
         tls_cost(args)
