@@ -79,6 +79,8 @@ external_host="${UBM_EXTERNAL_HOST:-$(hostname -f)}"
 $sudo mkdir -p "$install_dir" "$etc_dir" "$work_dir" "$log_dir"
 $sudo chown "$service_user" "$work_dir" "$log_dir"
 tmp=$(mktemp)
+# It holds the environment file and the node key for a moment: never left behind.
+trap 'rm -f "$tmp"' EXIT
 fetch "$binary_url" "$tmp"
 $sudo install -m 0755 "$tmp" "$install_dir/ubm"
 # A binary built for another system or CPU fails here, with the shell's reason, not later in
@@ -134,14 +136,12 @@ if [ "$is_master" = "true" ]; then
   command="$install_dir/ubm cluster scheduler --bind 0.0.0.0:$scheduler_port --external-host $external_host --state-dir $work_dir/runs $exposure"
   # EMR's marker for work outside YARN and steps (6.4.0 and later): the scheduler touches it
   # while jobs run, so that auto-termination does not end a cluster a laptop is driving.
+  # Made here if EMR's metrics collector has not made it yet (bootstrap actions run early).
   busy_file="${UBM_BUSY_FILE:-/emr/metricscollector/isbusy}"
-  if [ -d "$(dirname "$busy_file")" ]; then
-    $sudo touch "$busy_file"
-    $sudo chown "$service_user" "$busy_file"
-    command="$command --busy-file $busy_file"
-  else
-    echo "bootstrap: no $(dirname "$busy_file") on this node: an idle timeout cannot see ubm's jobs (EMR 6.4.0 or later has it)" >&2
-  fi
+  $sudo mkdir -p "$(dirname "$busy_file")"
+  $sudo touch "$busy_file"
+  $sudo chown "$service_user" "$busy_file"
+  command="$command --busy-file $busy_file"
 else
   if [ -z "$master" ]; then
     echo "bootstrap: no masterPrivateDnsName in $info_dir/job-flow.json" >&2

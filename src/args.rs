@@ -185,7 +185,7 @@ pub struct PollArgs {
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     pub poll_seconds: f64,
     /// Give up following after this long (what is followed goes on; `ubm deploy status` shows
-    /// it). Default: 1800 for `up`, 14400 for `run`.
+    /// it). Default: 1800 for `up`; for `run`, each step's --step-timeout plus 300.
     #[arg(long, value_name = "SECONDS")]
     pub timeout_seconds: Option<u64>,
 }

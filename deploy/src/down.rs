@@ -20,6 +20,16 @@ pub struct Down {
 /// Terminates the cluster `state` (read from `state_file`) records; with `purge`, deletes what
 /// `up` uploaded (the node material included); removes the local TLS material and the state file.
 pub async fn down(state: DeployState, state_file: &Path, emr: &Emr, purge: bool) -> Result<Down> {
+    if purge && !state.artifacts.contains("/ubm/deployments/") {
+        return Err(DeployError::Usage(format!(
+            "--purge: {} records the artifacts folder {}, which every deployment of ubm {} made before deployments had folders of \
+             their own shares; nothing was terminated. Run `ubm deploy down` without --purge, and delete that folder by hand once no \
+             cluster uses it",
+            state_file.display(),
+            state.artifacts,
+            state.version
+        )));
+    }
     emr.terminate(&state.cluster_id).await?;
     let mut deleted = None;
     if purge {

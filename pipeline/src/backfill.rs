@@ -128,6 +128,11 @@ pub async fn skip_reason(config: &RunConfig, date: RunDate, redo: Redo) -> Resul
         return Ok(None);
     }
     let status = day_status(&config.lake, date).await?;
+    // A cluster-mode driver started again runs what its run left unfinished, whatever --redo.
+    let ours = config.run_id.as_deref().is_some_and(|id| status.report.as_ref().is_some_and(|r| r.run_id == id));
+    if ours && status.state != DayState::Complete {
+        return Ok(None);
+    }
     Ok(match (status.report.is_some(), status.state, redo) {
         (false, _, _) => None,
         (true, DayState::Complete, _) => Some(format!("complete ({}; --redo all runs it again)", status.note)),

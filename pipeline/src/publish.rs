@@ -4,8 +4,10 @@
 //! The held table (`held/user_behavior_metric/insert_date=D/`, committed by the run like every
 //! partition) is copied into the published table by the commit protocol every partition uses,
 //! under the run's own id and the date's lease, so the day is then complete as if its checks
-//! had passed; nothing is recomputed. The warehouse load follows when a warehouse is given. The
-//! run report records who accepted which failed checks, and when.
+//! had passed; nothing is recomputed. The warehouse is loaded first, from the held table (a day
+//! whose run loads a warehouse is refused without one), so that a failed load publishes
+//! nothing. The run report records who accepted which failed checks, and when; the held copy
+//! is removed last.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,36 +77,60 @@ async fn publish_leased(engine: &Engine, request: &PublishRequest, mut report: R
     if current.run_id != report.run_id {
         return Err(PipelineError::BadInput { what: format!("{date}"), reason: format!("was run again ({}) while publish waited", current.run_id) });
     }
+    if report.warehouse.is_some() && request.warehouse.is_none() {
+        return Err(PipelineError::BadInput {
+            what: format!("ubm publish --date {date}"),
+            reason: format!(
+                "its run loads into a warehouse ({}): pass --warehouse (or UBM_WAREHOUSE) so that the warehouse gets the day the lake publishes",
+                report.warehouse.as_deref().unwrap_or_default()
+            ),
+        });
+    }
     let held = lake.committed(Table::HELD_METRIC, date).await?.filter(|held| held.marker.run_id == report.run_id).ok_or_else(|| {
         PipelineError::BadInput {
             what: format!("{date} in {}", lake.root()),
             reason: format!("the report says held, but no held table of run {} is there: rerun the date", report.run_id),
         }
     })?;
-    let (task, published) = run_task("publish", request.retry, || copy_into_metric(lake, date, stamp, held.marker.result.clone())).await;
     report.tasks.retain(|t| t.name != "publish" && t.name != "load");
+    // The warehouse first, from the held table: if it fails, nothing is published anywhere and
+    // the day stays held for another `ubm publish`. Loading replaces the date's rows, so a
+    // publish stopped after it and run again loads the same rows once more.
+    let load = match &request.warehouse {
+        None => TaskReport::skipped("load", "no --warehouse configured; the lake table is the output"),
+        Some(url) => {
+            let (task, rows) =
+                run_task("load", request.retry, || crate::warehouse::load_metric_from(url, date, engine, lake, Table::HELD_METRIC)).await;
+            report.counts.warehouse_rows_loaded = rows;
+            task
+        }
+    };
+    let loaded = load.status != crate::TaskStatus::Failed;
+    report.tasks.push(load);
+    if !loaded {
+        write_report(lake, lease, &report).await?;
+        return Err(PipelineError::Internal {
+            what: format!(
+                "loading the held table of {date} into the warehouse failed; nothing was published and the day stays held (see its report)"
+            ),
+        });
+    }
+    let (task, published) = run_task("publish", request.retry, || copy_into_metric(lake, date, stamp, held.marker.result.clone())).await;
     report.tasks.push(task);
     let Some(partition) = published else {
         write_report(lake, lease, &report).await?;
         return Err(PipelineError::Internal { what: format!("publishing the held table of {date} failed; the day stays held (see its report)") });
     };
-    if let Err(e) = lake.remove_partition(Table::HELD_METRIC, date).await {
-        tracing::warn!("{date} is published; its held copy could not be removed: {}", e.describe());
-    }
-    report.tasks.push(match &request.warehouse {
-        None => TaskReport::skipped("load", "no --warehouse configured; the lake table is the output"),
-        Some(url) => {
-            let (task, rows) = run_task("load", request.retry, || crate::warehouse::load_metric(url, date, engine, lake)).await;
-            report.counts.warehouse_rows_loaded = rows;
-            task
-        }
-    });
     let accepted: Vec<String> = report.checks.iter().filter(|c| c.holds()).map(|c| c.name.clone()).collect();
     report.accepted = Some(Acceptance { by: request.by.clone(), at: Utc::now(), checks: accepted });
     report.metric_partition = Some(partition);
-    report.status = if report.tasks.iter().any(|t| t.status == crate::TaskStatus::Failed) { RunStatus::Failed } else { RunStatus::Succeeded };
+    report.status = RunStatus::Succeeded;
     report.published = None;
     write_report(lake, lease, &report).await?;
+    // Last: until the report says published, the held copy is what a second publish reads.
+    if let Err(e) = lake.remove_partition(Table::HELD_METRIC, date).await {
+        tracing::warn!("{date} is published; its held copy could not be removed (the next run of the date removes it): {}", e.describe());
+    }
     Ok(report)
 }
 

@@ -21,8 +21,14 @@ pub const METRIC_DDL: &str = "CREATE TABLE IF NOT EXISTS public.user_behavior_me
 /// Replaces date `date`'s rows of `public.user_behavior_metric` with the lake's committed metric
 /// partition of `date`, streamed from its files; readers see the old day or the new day whole.
 pub async fn load_metric(url: &SecretUrl, date: ubm_jobs::RunDate, engine: &Engine, lake: &Lake) -> Result<u64> {
-    let partition = lake.partition_url(Table::METRIC, date)?;
-    let files = lake.readable_files(Table::METRIC, date).await?;
+    load_metric_from(url, date, engine, lake, Table::METRIC).await
+}
+
+/// [`load_metric`] from `table`'s partition (`ubm publish` loads the held table before it
+/// publishes it in the lake).
+pub async fn load_metric_from(url: &SecretUrl, date: ubm_jobs::RunDate, engine: &Engine, lake: &Lake, table: Table) -> Result<u64> {
+    let partition = lake.partition_url(table, date)?;
+    let files = lake.readable_files(table, date).await?;
     let metric = engine.parquet_files(&files, &*crate::metric::file_schema()?, "the metric partition").await?;
     let with_date = crate::metric::with_partition_column(metric, date)?;
     // Connect first: an unreachable warehouse fails before any job starts.

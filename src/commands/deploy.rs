@@ -326,7 +326,9 @@ async fn steps(args: StepsArgs) -> Result<ExitCode> {
 async fn run(args: RunArgs) -> Result<ExitCode> {
     let state = DeployState::load(&args.state.state).await?;
     let (dates, plan) = dated_plan(&args.steps, &state)?;
-    let policy = args.poll.policy(4 * 3600)?;
+    // Follow a step a little longer than its bound: a step stopped there is then reported with
+    // its exit code 124, not as a wait that gave up.
+    let policy = args.poll.policy(plan.step_timeout_seconds() + 300)?;
     let (emr, _) = Emr::connect(Some(state.region.as_str())).await?;
     let cluster = emr.describe_cluster(&state.cluster_id).await?;
     if !cluster.is_ready() {

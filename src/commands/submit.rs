@@ -67,6 +67,12 @@ pub enum DeployMode {
 }
 
 pub async fn submit(args: SubmitArgs) -> Result<ExitCode> {
+    if args.data.dry_run {
+        // What would run is read from the lake, here, whatever the deploy mode: nothing is sent.
+        let plan = args.data.backfill();
+        let (dates, config) = args.data.into_config().await?;
+        return crate::runner::print_plan(&config, &dates, plan).await;
+    }
     match (args.deploy_mode, args.detach, args.follow) {
         (DeployMode::Cluster, true, _) => bail!("--detach is for --deploy-mode client: in cluster mode the run never depended on this machine"),
         (DeployMode::Cluster, false, _) => {
@@ -82,11 +88,8 @@ pub async fn submit(args: SubmitArgs) -> Result<ExitCode> {
     let engine = Engine::start_sized(EngineKind::Remote(args.scheduler.address()?), args.partitions.get()).await?;
     let engine = engine.with_executor_wait(Duration::from_secs(args.data.executor_wait));
     let (json, refresh_report) = (args.data.json, !args.data.no_report);
-    let (plan, dry_run) = (args.data.backfill(), args.data.dry_run);
+    let plan = args.data.backfill();
     let (dates, config) = args.data.into_config().await?;
-    if dry_run {
-        return crate::runner::print_plan(&config, &dates, plan).await;
-    }
     let engine = engine.with_job_observer(Arc::new(ProgressPrinter::new(std::env::var_os(DETACHED).is_none())));
     run_and_print(&engine, &config, &dates, plan, json, refresh_report).await
 }
