@@ -17,32 +17,9 @@
 //! be changed with `--check NAME=SEVERITY[:BOUND]`: a flag, like every other setting of a run,
 //! rather than a file, so that what a run was told is in its command line and its report.
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{PipelineError, Result};
 use crate::run_report::Counts;
-
-/// What a failed check does to the day.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Not checked.
-    Off,
-    /// Published, with the warning in the report.
-    Warn,
-    /// Held: not published until accepted.
-    Error,
-}
-
-impl std::fmt::Display for Severity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(match self {
-            Severity::Off => "off",
-            Severity::Warn => "warn",
-            Severity::Error => "error",
-        })
-    }
-}
+pub use crate::run_report::{CheckOutcome, Severity};
 
 /// The checks, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,29 +104,6 @@ impl AuditPolicy {
             }
         }
         Ok(policy)
-    }
-}
-
-/// A check's outcome, as the run report keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckOutcome {
-    pub name: String,
-    pub severity: Severity,
-    pub passed: bool,
-    /// What was measured and against what, in words ("30.4% of 2,000 records rejected; bound
-    /// 10%").
-    pub detail: String,
-}
-
-impl CheckOutcome {
-    /// A failed check of severity error: the day is held.
-    pub fn holds(&self) -> bool {
-        !self.passed && self.severity == Severity::Error
-    }
-
-    /// A failed check of severity warn.
-    pub fn warns(&self) -> bool {
-        !self.passed && self.severity == Severity::Warn
     }
 }
 

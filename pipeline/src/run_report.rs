@@ -4,7 +4,6 @@ use chrono::{DateTime, Utc};
 use datafusion::arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-use crate::audit::CheckOutcome;
 use crate::task::TaskReport;
 
 /// How a run ended.
@@ -129,5 +128,50 @@ impl RunReport {
             RunStatus::Succeeded => Some(Box::new(RunReport { published: None, ..self })),
             _ => self.published,
         }
+    }
+}
+
+/// What a failed check does to the day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Not checked.
+    Off,
+    /// Published, with the warning in the report.
+    Warn,
+    /// Held: not published until accepted.
+    Error,
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            Severity::Off => "off",
+            Severity::Warn => "warn",
+            Severity::Error => "error",
+        })
+    }
+}
+
+/// A check's outcome, as the run report keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckOutcome {
+    pub name: String,
+    pub severity: Severity,
+    pub passed: bool,
+    /// What was measured and against what, in words ("30.4% of 2,000 records rejected; bound
+    /// 10%").
+    pub detail: String,
+}
+
+impl CheckOutcome {
+    /// A failed check of severity error: the day is held.
+    pub fn holds(&self) -> bool {
+        !self.passed && self.severity == Severity::Error
+    }
+
+    /// A failed check of severity warn.
+    pub fn warns(&self) -> bool {
+        !self.passed && self.severity == Severity::Warn
     }
 }
