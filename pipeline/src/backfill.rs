@@ -196,7 +196,8 @@ pub fn table(outcomes: &[DateOutcome]) -> String {
         let (word, why) = outcome.describe();
         text += &format!("{:<10}  {:<9}  {why}\n", outcome.date(), word);
     }
-    let count = |word: &str| outcomes.iter().filter(|o| o.describe().0 == word).count();
+    let words: Vec<String> = outcomes.iter().map(|o| o.describe().0).collect();
+    let count = |word: &str| words.iter().filter(|w| *w == word).count();
     text += &format!(
         "{} dates: {} succeeded, {} failed, {} held, {} skipped\n",
         outcomes.len(),

@@ -65,9 +65,8 @@ pub async fn publish(args: PublishArgs) -> Result<ExitCode> {
     Ok(if report.succeeded() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// USER@HOST of whoever runs the command.
+/// USER@HOST of whoever runs the command (the host as the date's lease names it).
 fn who_is_here() -> String {
     let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".to_string());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".to_string());
-    format!("{user}@{host}")
+    format!("{user}@{}", ubm_pipeline::lease::Host::current().name)
 }
