@@ -4,7 +4,9 @@
     benches/run.sh --scaling [--runs 3] [--scales 1,2,4,8,16]
     benches/run.sh --cluster-scaling [--runs 3] [--scales 1,4,8]
     benches/run.sh --tls-cost [--runs 7] [--scale 1]
-    benches/run.sh --scale-out [--runs 3] [--scales 2,4] [--executors 1,2,4,8] [--cap 0.15]
+    benches/run.sh --fixed-cost [--runs 7] [--scale 0.01]
+    benches/run.sh --from-postgres [--runs 7] [--scale 1]
+    benches/run.sh --scale-out [--runs 3] [--scales 2,4] [--executors 1,2,4,8] [--cap 0.1]
 
 For a scale factor it generates the data once (`ubm datagen`: review CSV with quoted line breaks,
 purchases CSV and the same purchases in an embedded SQLite database), then runs the contenders in
@@ -41,6 +43,16 @@ plaintext (tasks pushed to the executors, the default), plaintext with executors
 tasks (`--pull`), and mutual TLS (`ubm cluster certs`, `--tls`, which pulls). It reports the
 medians and the ratios: what TLS costs, and how much of it is the pull policy.
 
+--fixed-cost runs a day of almost nothing (SF 0.01, purchases in Postgres) on a plaintext and a
+mutual-TLS `ubm cluster local --executors 2`, alternating, and reports the medians against the
+goals (under 1 s plaintext, under 1.5 s TLS): what a day costs on a cluster whatever its size.
+
+--from-postgres times the purchase side on one machine, alternating: `ubm run` with its purchases
+in Postgres against DuckDB's whole job from the CSV files, and ubm's extract alone (a run of an
+empty review file) against `psql \\copy` of the same rows to /dev/null in binary, in one session
+and in as many sessions side by side as ubm has slices: the peer that bounds the extract is the
+database itself. It also reports each contender's CPU and the whole machine's meanwhile.
+
 --scale-out simulates small nodes on this machine: a scheduler and N executors (N = 1, 2, 4, 8,
 `--executors`), each executor in a cgroup of its own whose CPU is capped at `--cap` of a core
 (cgroup v1 `cpu.cfs_quota_us`, or v2 `cpu.max`; root) with one task slot, so that N executors
@@ -59,6 +71,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import socket
 import statistics
@@ -111,20 +124,22 @@ def generate(scale, work):
 class Ubm:
     """`ubm run`, in-process or on a local cluster (`engine`, with the client material of `tls`)."""
 
-    def __init__(self, name, data, work, engine="local", tls=None):
+    def __init__(self, name, data, work, engine="local", tls=None, oltp=None):
         self.name, self.data, self.work, self.engine, self.tls = name, data, work, engine, tls
+        self.oltp = oltp or f"sqlite://{data}/oltp.sqlite"
 
     def run(self, i):
         lake = self.work / f"{self.name}-lake-{i}"
         shutil.rmtree(lake, ignore_errors=True)
         wall, rss, stdout = measured([
             UBM, "run", "--date", DATE, "--reviews", self.data / "movie_review.csv",
-            "--oltp", f"sqlite://{self.data}/oltp.sqlite", "--lake", lake, "--engine", self.engine, "--json",
+            "--oltp", self.oltp, "--lake", lake, "--engine", self.engine, "--json",
             # The HTML report is not part of the job the peers do; `benches/report.sh` times it.
             "--no-report", *(["--tls", self.tls / "client"] if self.tls else []),
         ])
         report = json.loads(stdout)[0]
         tasks = {t["name"]: t["duration_ms"] / 1000 for t in report["tasks"]}
+        self.last_tasks = tasks
         outputs = {
             "classified": f"{lake}/stage/movie_review/insert_date={DATE}/*.parquet",
             "metric": f"{lake}/warehouse/user_behavior_metric/insert_date={DATE}/*.parquet",
@@ -571,6 +586,188 @@ def tls_cost(args):
     shutil.rmtree(material, ignore_errors=True)
 
 
+FIXED_COST_GOALS = {"plaintext": 1.0, "tls": 1.5}  # seconds, issue 23
+
+
+def fixed_cost(args):
+    """The fixed cost of a day on a cluster: SF 0.01 (a day of almost nothing) from Postgres on a
+    plaintext and a mutual-TLS `ubm cluster local --executors 2`, alternating run by run. What is
+    left is the cost of the day itself: start-up, the jobs' scheduling rounds, the commits."""
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    data, url = postgres_day(args.scale, work)
+    material = work / "tls-material"
+    shutil.rmtree(material, ignore_errors=True)
+    subprocess.run([UBM, "cluster", "certs", "--out", material], check=True, stdout=subprocess.DEVNULL)
+    walls = {name: [] for name in FIXED_COST_GOALS}
+    tasks = {name: [] for name in FIXED_COST_GOALS}
+    with LocalCluster(2) as plain, LocalCluster(2, tls=material) as secure:
+        contenders = {
+            "plaintext": Ubm("fixed-plaintext", data, work, engine=f"df://127.0.0.1:{plain.port}", oltp=url),
+            "tls": Ubm("fixed-tls", data, work, engine=f"df://127.0.0.1:{secure.port}", tls=material, oltp=url),
+        }
+        outputs = {}
+        for i in range(args.runs):
+            for name, ubm in contenders.items():
+                phases, _, outputs[name] = ubm.run(i)
+                walls[name].append(phases["end-to-end"])
+                tasks[name].append(ubm.last_tasks)
+        problems = check_same_answers({"ubm": outputs["plaintext"], "tls": outputs["tls"]})
+        if problems:
+            sys.exit("the clusters' answers differ: " + "; ".join(problems))
+    info = machine()
+    lines = [
+        f"### Fixed cost of a day: SF {args.scale} from Postgres on `ubm cluster local --executors 2`, `ubm run --engine df://`, "
+        f"median (min–max) of {args.runs} runs each, alternating",
+        "", f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; ubm {info['ubm_commit']}, {info['date']}.", "",
+        "| cluster | `ubm run` s | goal s | ingest s | extract s | classify s | metric s |", "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    medians = {}
+    for name, goal in FIXED_COST_GOALS.items():
+        medians[name] = statistics.median(walls[name])
+        task = {t: statistics.median(run.get(t, 0) for run in tasks[name]) for t in ("ingest", "extract", "classify", "metric")}
+        met = "met" if medians[name] < goal else "NOT met"
+        lines.append(f"| {name} | {medians[name]:.3f} ({min(walls[name]):.3f}–{max(walls[name]):.3f}) | < {goal} ({met}) | "
+                     + " | ".join(f"{task[t]:.3f}" for t in task) + " |")
+    lines += ["", "Task times overlap: ingest, classify and the extract run side by side; the metric follows them."]
+    text = "\n".join(lines) + "\n"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "fixed_cost.json").write_text(json.dumps({"scale": args.scale, "runs": args.runs, "machine": info, "walls": walls,
+                                                        "tasks": tasks, "medians": medians, "goals": FIXED_COST_GOALS}, indent=2) + "\n")
+    (RESULTS / "fixed_cost.md").write_text(text)
+    print(text)
+    shutil.rmtree(material, ignore_errors=True)
+
+
+def machine_cpu_seconds():
+    """CPU seconds the whole machine has spent so far, every process (from /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+class ChildCpu:
+    """The CPU seconds of the children waited for between two readings."""
+
+    def __init__(self):
+        self.before = resource.getrusage(resource.RUSAGE_CHILDREN)
+
+    def since(self):
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (after.ru_utime + after.ru_stime) - (self.before.ru_utime + self.before.ru_stime)
+
+
+# The rows ubm's extract reads, as its slices read them (cluster/src/exec/postgres.rs).
+EXTRACT_SELECT = ("SELECT invoice_number::varchar, stock_code::varchar, detail::varchar, quantity::int4, invoice_date::timestamp, "
+                  "unit_price::numeric, customer_id::int4, country::varchar FROM retail.user_purchase WHERE invoice_date < DATE '{before}'{where}")
+
+
+def psql_copies(url, before, slices):
+    """`psql \\copy (the extract's SELECT) to '/dev/null' (format binary)` in `slices` sessions side by side,
+    each a range of the table's blocks as ubm cuts them: (wall s, psql's CPU s, the machine's CPU s)."""
+    blocks = int(subprocess.run(["psql", url, "-Atc", "SELECT pg_relation_size('retail.user_purchase') / current_setting('block_size')::int"],
+                                check=True, capture_output=True, text=True).stdout.strip())
+    bounds = [blocks * i // slices for i in range(slices + 1)]
+    commands = []
+    for i in range(slices):
+        where = "" if slices == 1 else f" AND ctid >= '({bounds[i]},0)'::tid" + (f" AND ctid < '({bounds[i + 1]},0)'::tid" if i + 1 < slices else "")
+        sql = EXTRACT_SELECT.format(before=before, where=where)
+        commands.append(["psql", url, "-qc", f"\\copy ({sql}) to '/dev/null' (format binary)"])
+    cpu = ChildCpu()
+    machine_before = machine_cpu_seconds()
+    start = time.perf_counter()
+    processes = [subprocess.Popen(c) for c in commands]
+    if any(process.wait() != 0 for process in processes):
+        sys.exit("psql \\copy failed")
+    return time.perf_counter() - start, cpu.since(), machine_cpu_seconds() - machine_before
+
+
+def from_postgres(args):
+    """The purchase side on one machine: `ubm run` from Postgres against DuckDB's whole job from the
+    CSV files, and ubm's extract alone against `psql \\copy` of the same rows (one session, and as
+    many side by side as ubm has slices), alternating, in one sitting."""
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    data, url = postgres_day(args.scale, work)
+    python = sys.executable
+    duckdb_peer = Peer("duckdb", "duckdb_job.py", python, data, work)
+    no_reviews = work / "header_only.csv"
+    no_reviews.write_text("cid,review_str,id_review\n")
+    before = (datetime.date.fromisoformat(DATE) + datetime.timedelta(days=1)).isoformat()
+    slices = os.cpu_count()  # in-process, ubm cuts one slice per core
+    samples = {name: [] for name in ("ubm run", "duckdb job", "ubm extract", "psql copy", f"psql copy x{slices}")}
+    cpu = {name: [] for name in samples}
+    outputs = {}
+    for i in range(args.runs):
+        lake = work / f"from-postgres-lake-{i}"
+        shutil.rmtree(lake, ignore_errors=True)
+        child = ChildCpu()
+        wall, _, _ = measured([UBM, "run", "--date", DATE, "--reviews", data / "movie_review.csv", "--oltp", url, "--lake", lake,
+                               "--json", "--no-report"])
+        samples["ubm run"].append(wall)
+        cpu["ubm run"].append((child.since(), None))
+        outputs["ubm"] = {"classified": f"{lake}/stage/movie_review/insert_date={DATE}/*.parquet",
+                          "metric": f"{lake}/warehouse/user_behavior_metric/insert_date={DATE}/*.parquet"}
+        child = ChildCpu()
+        phases, _, outputs["duckdb"] = duckdb_peer.run(i)
+        samples["duckdb job"].append(phases["end-to-end"])
+        cpu["duckdb job"].append((child.since(), None))
+        alone = work / f"from-postgres-extract-{i}"
+        shutil.rmtree(alone, ignore_errors=True)
+        child = ChildCpu()
+        machine_before = machine_cpu_seconds()
+        measured([UBM, "run", "--date", DATE, "--reviews", no_reviews, "--oltp", url, "--lake", alone, "--no-report",
+                  "--check", "metric_rows_zero=off"])
+        machine_used = machine_cpu_seconds() - machine_before
+        report = json.loads((alone / "_runs" / f"{DATE}.json").read_text())
+        samples["ubm extract"].append(next(t for t in report["tasks"] if t["name"] == "extract")["duration_ms"] / 1000)
+        cpu["ubm extract"].append((child.since(), machine_used))
+        for name, count in (("psql copy", 1), (f"psql copy x{slices}", slices)):
+            wall, own, machine_used = psql_copies(url, before, count)
+            samples[name].append(wall)
+            cpu[name].append((own, machine_used))
+        if i + 1 < args.runs:  # the last run's tables are compared below
+            shutil.rmtree(lake, ignore_errors=True)
+        shutil.rmtree(alone, ignore_errors=True)
+    problems = check_same_answers(outputs)
+    if problems:
+        sys.exit("ubm's and DuckDB's tables differ: " + "; ".join(problems))
+    medians = {name: statistics.median(times) for name, times in samples.items()}
+    run_ratio = medians["ubm run"] / medians["duckdb job"]
+    extract_ratio = medians["ubm extract"] / medians["psql copy"]
+    info = machine()
+    rows = int(subprocess.run(["psql", url, "-Atc", f"SELECT count(*) FROM retail.user_purchase WHERE invoice_date < DATE '{before}'"],
+                              check=True, capture_output=True, text=True).stdout.strip())
+    lines = [
+        f"### The purchase side: SF {args.scale} from Postgres ({rows:,} purchase rows), median (min–max) of {args.runs} runs each, alternating",
+        "", f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; ubm {info['ubm_commit']}, {info['date']}.", "",
+        "| contender | s | CPU s of the process | CPU s of the machine meanwhile |", "|---|---:|---:|---:|",
+    ]
+    described = {
+        "ubm run": "`ubm run` from Postgres, whole day (in-process)",
+        "duckdb job": "DuckDB's whole job from the CSV files (`benches/peers/duckdb_job.py`)",
+        "ubm extract": "ubm's extract alone (541,909 rows -> staged Parquet; from the run report)" if args.scale == "1" else "ubm's extract alone (from the run report)",
+        "psql copy": "`psql \\copy (the extract's SELECT) to '/dev/null' (format binary)`, one session",
+        f"psql copy x{slices}": f"the same in {slices} sessions side by side, one per block range as ubm cuts its slices",
+    }
+    for name, times in samples.items():
+        own = statistics.median(c[0] for c in cpu[name])
+        machine_used = [c[1] for c in cpu[name] if c[1] is not None]
+        meanwhile = f"{statistics.median(machine_used):.2f}" if machine_used else ""
+        lines.append(f"| {described[name]} | {medians[name]:.3f} ({min(times):.3f}–{max(times):.3f}) | {own:.2f} | {meanwhile} |")
+    lines += ["", f"`ubm run` / DuckDB's job: {run_ratio:.2f} (goal: at most 1.00)",
+              f"ubm's extract / psql's one-session copy: {extract_ratio:.2f} (goal: at most 1.10)",
+              f"ubm's extract / psql's {slices} sessions: {medians['ubm extract'] / medians[f'psql copy x{slices}']:.2f}",
+              "", "The machine's CPU counts every process, Postgres's backends included: for psql it is mostly the server's work."]
+    text = "\n".join(lines) + "\n"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"from_postgres_sf{args.scale}.json").write_text(json.dumps({"scale": args.scale, "runs": args.runs, "rows": rows, "machine": info,
+                                                                     "samples": samples, "cpu": cpu, "medians": medians,
+                                                                     "run_over_duckdb": run_ratio, "extract_over_psql": extract_ratio}, indent=2) + "\n")
+    (RESULTS / f"from_postgres_sf{args.scale}.md").write_text(text)
+    print(text)
+
+
 def backfill_parallel(args):
     """A backfill of --dates dates on `ubm cluster local --executors 2`, with --parallel 1 and 4
     alternating, each run on a fresh lake: how much running dates side by side saves when a
@@ -759,16 +956,26 @@ def scale_out(args):
     cells, outputs = {}, {}
     for n in counts:
         with CappedCluster(n, args.cap, work) as cluster:
+            # One day first, not counted: the executors' first tasks pay for their processes'
+            # first use (thread pools, connections, the page cache), which a cluster that runs a
+            # day a day pays once, not every day.
+            data, url = days[scales[0]]
+            warm_up = work / f"scale-out-warm-up-{n}x"
+            shutil.rmtree(warm_up, ignore_errors=True)
+            measured([UBM, "run", "--date", DATE, "--reviews", data / "movie_review.csv", "--oltp", url, "--lake", warm_up,
+                      "--engine", cluster.engine, "--no-report"])
+            shutil.rmtree(warm_up, ignore_errors=True)
             for scale in scales:
                 data, url = days[scale]
-                times, tasks, cpu = [], [], []
+                times, tasks, cpu, machine_busy = [], [], [], []
                 for i in range(args.runs):
                     lake = work / f"scale-out-sf{scale}-{n}x-{i}"
                     shutil.rmtree(lake, ignore_errors=True)
-                    before = cluster.cpu()
+                    before, machine_before = cluster.cpu(), machine_cpu_seconds()
                     wall, _, stdout = measured([UBM, "run", "--date", DATE, "--reviews", data / "movie_review.csv", "--oltp", url,
                                                 "--lake", lake, "--engine", cluster.engine, "--json", "--no-report"])
                     after = cluster.cpu()
+                    machine_busy.append((machine_cpu_seconds() - machine_before) / (wall * os.cpu_count()))
                     report = json.loads(stdout)[0]
                     times.append(wall)
                     tasks.append({t["name"]: t["duration_ms"] / 1000 for t in report["tasks"]})
@@ -782,7 +989,13 @@ def scale_out(args):
                 share = {name: round(statistics.median(t.get(name, 0) for t in tasks) / median, 2)
                          for name in ("ingest", "extract", "classify", "metric")}
                 busiest = max(cpu[len(cpu) // 2].items(), key=lambda kv: kv[1])
+                # How busy the capped executors were: their CPU over what their caps allowed. Below
+                # 1 they waited, on work that was not theirs (the driver, the scheduler, Postgres)
+                # or on the machine itself when it had no core left (machine_busy near 1).
+                executor_cpu = statistics.median(sum(v for k, v in c.items() if k.startswith("executor")) for c in cpu)
+                utilization = executor_cpu / (n * args.cap * median)
                 cells[(scale, n)] = {"scale": scale, "executors": n, "time_s": round(median, 3), "shares": share,
+                                     "executor_utilization": round(utilization, 2), "machine_busy": round(statistics.median(machine_busy), 2),
                                      "partitions": partitions.get("count"), "busiest": busiest[0],
                                      "busiest_cpu_s": round(busiest[1], 2)}
                 print(f"SF {scale} on {n} capped executor(s): {cells[(scale, n)]}", file=sys.stderr)
@@ -808,6 +1021,7 @@ def scale_out(args):
             "added_s": round(added_n, 3), "fixed_cost_s": round(fixed, 3),
             "shares_large": b["shares"], "partitions": b["partitions"],
             "busiest_large": f"{b['busiest']} {b['busiest_cpu_s']} s",
+            "executor_utilization_large": b["executor_utilization"], "machine_busy_large": b["machine_busy"],
         })
     info = machine()
     lines = [
@@ -816,15 +1030,20 @@ def scale_out(args):
         f"Each executor is a cgroup capped at {args.cap} core: N executors are N small nodes with N x {args.cap} cores; the "
         "scheduler, the driver (`ubm run --engine df://`) and Postgres are not capped. Loopback only: no network between nodes, one disk.", "",
         f"| executors | SF {small} s | SF {large} s | speed-up (SF {large}) | parallel efficiency (SF {large}) | time SF {small}→{large} adds | "
-        f"marginal efficiency | fixed cost s | partitions | task shares of the SF {large} time | busiest process (SF {large}) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        f"marginal efficiency | fixed cost s | partitions | task shares of the SF {large} time | busiest process (SF {large}) | "
+        f"executors' CPU / their caps (SF {large}) | machine CPU busy (SF {large}) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|",
     ]
     for r in rows:
         shares = ", ".join(f"{k} {v}" for k, v in r["shares_large"].items())
         lines.append(f"| {r['executors']} | {r['small_s']} | {r['large_s']} | {r['speed_up_large']} | {r['parallel_efficiency_large']} | "
-                     f"{r['added_s']} | {r['marginal_efficiency']} | {r['fixed_cost_s']} | {r['partitions']} | {shares} | {r['busiest_large']} |")
+                     f"{r['added_s']} | {r['marginal_efficiency']} | {r['fixed_cost_s']} | {r['partitions']} | {shares} | {r['busiest_large']} | "
+                     f"{r['executor_utilization_large']} | {r['machine_busy_large']} |")
     lines += ["", "Marginal efficiency: (time growing the day adds on 1 executor) / (N x the time it adds on N). Fixed cost: the "
-              "time extrapolated linearly to an empty day. Task shares overlap (ingest and classify run beside the extract)."]
+              "time extrapolated linearly to an empty day. Task shares overlap (ingest and classify run beside the extract). "
+              "Executors' CPU / their caps: the executors' CPU seconds over N x cap x the time (1 = every executor busy all along). "
+              "Machine CPU busy: every process's CPU over the machine's cores x the time; near 1, the machine itself was full and "
+              "the capped executors waited for a core, which N real nodes would not."]
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "scale_out.json").write_text(json.dumps({"runs": args.runs, "cap": args.cap, "machine": info, "cells": list(cells.values()),
@@ -835,7 +1054,7 @@ def scale_out(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", default="1", help="scale factor (1 = 100,000 reviews; 0.1 for a quick run)")
+    parser.add_argument("--scale", default=None, help="scale factor (1 = 100,000 reviews; 0.1 for a quick run)")
     parser.add_argument("--runs", type=int, default=5, help="runs of each contender")
     parser.add_argument("--skip", default="", help="comma-separated contenders to leave out: cluster, spark, duckdb")
     parser.add_argument("--scaling", action="store_true", help="ubm in-process at each of --scales instead")
@@ -843,10 +1062,14 @@ def main():
                         help="ubm on `ubm cluster local` with 1, 2 and 3 executors at each of --scales instead")
     parser.add_argument("--tls-cost", action="store_true",
                         help="ubm on a plaintext and a mutual-TLS local cluster, alternating, at --scale instead")
+    parser.add_argument("--fixed-cost", action="store_true",
+                        help="a day of SF 0.01 (or --scale) from Postgres on a plaintext and a TLS 2-executor local cluster, instead")
+    parser.add_argument("--from-postgres", action="store_true",
+                        help="`ubm run` from Postgres vs DuckDB's whole job, and the extract alone vs psql \\copy, at --scale, instead")
     parser.add_argument("--scale-out", action="store_true",
                         help="ubm on N executors each capped at --cap of a core (cgroups; root), at two day sizes, instead")
     parser.add_argument("--executors", default="1,2,4,8", help="--scale-out: the executor counts, 1 first")
-    parser.add_argument("--cap", type=float, default=0.15, help="--scale-out: each executor's share of a core")
+    parser.add_argument("--cap", type=float, default=0.1, help="--scale-out: each executor's share of a core (0.1: 8 executors leave a 2-core machine room for Postgres and the driver)")
     parser.add_argument("--scales", default=None,
                         help="the scale factors, smallest first (--scaling: 1,2,4,8,16; --cluster-scaling: 1,4,8; --scale-out: 2,4)")
     parser.add_argument("--backfill-parallel", action="store_true",
@@ -858,12 +1081,18 @@ def main():
         sys.exit(f"{UBM} is missing: run benches/run.sh, which builds it")
     if args.runs < 1:
         sys.exit("--runs must be at least 1")
+    if args.scale is None:
+        args.scale = "0.01" if args.fixed_cost else "1"
     if args.scales is None:
         args.scales = "1,4,8" if args.cluster_scaling else "2,4" if args.scale_out else "1,2,4,8,16"
     if args.backfill_parallel:
         backfill_parallel(args)
     elif args.scale_out:
         scale_out(args)
+    elif args.from_postgres:
+        from_postgres(args)
+    elif args.fixed_cost:
+        fixed_cost(args)
     elif args.tls_cost:
         tls_cost(args)
     elif args.cluster_scaling:

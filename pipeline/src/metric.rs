@@ -44,6 +44,12 @@ async fn collect(engine: &Engine, plan: LogicalPlan, job: String) -> Result<Vec<
     stream.try_collect().await.map_err(PipelineError::query(job))
 }
 
+/// [`collect`] in this process ([`Engine::execute_here`]): for the staged metric's few rows.
+async fn collect_here(engine: &Engine, plan: LogicalPlan, doing: String) -> Result<Vec<RecordBatch>> {
+    let stream = engine.execute_here(plan).await?;
+    stream.try_collect().await.map_err(PipelineError::query(doing))
+}
+
 /// metric: the day's staged purchases and reviews into the warehouse table of the lake. The
 /// tasks that compute the table write it ([`ubm_cluster::exec::parts`]); the staged files are then
 /// read back to check one row per customer before they are committed, to the table `audit`
@@ -64,8 +70,16 @@ pub(crate) async fn metric(
     let plan = user_behavior_metric(purchases.clone(), classified.clone(), date, semantics)
         .and_then(without_partition_column)
         .map_err(PipelineError::query("planning the metric"))?;
+    let matches = review_matches(purchases, classified).map_err(PipelineError::query("planning the review matches"))?;
     let tasks = lake.task_output(date, stamp)?;
-    let reports = engine.write_parts(plan, PartsSpec::new(tasks.url(), PartsKind::Rows), &format!("ubm metric {date}")).await?;
+    // The match counts read the same inputs as the table: their job runs beside the table's,
+    // not after it, so that on a cluster it adds no scheduling rounds of its own to the day.
+    let (reports, matches) = tokio::try_join!(
+        async {
+            engine.write_parts(plan, PartsSpec::new(tasks.url(), PartsKind::Rows), &format!("ubm metric {date}")).await.map_err(PipelineError::from)
+        },
+        collect(engine, matches, format!("ubm review matches {date}")),
+    )?;
     let mut partition = lake.begin(Table::METRIC, date, stamp)?;
     let files: Vec<&str> = reports.iter().filter_map(|r| r.file.as_deref()).collect();
     if partition.adopt_parts(&tasks, &files, "part", ".parquet").await? == 0 {
@@ -73,14 +87,12 @@ pub(crate) async fn metric(
     }
     tasks.remove().await?;
     let rows: u64 = reports.iter().map(|r| r.rows).sum();
+    // The staged table (one row per customer) is read back here, in this process: as jobs on a
+    // cluster, these two reads cost more in scheduling than in reading.
     let staged = engine.parquet(partition.staging_url(), &*file_schema()?).await?;
-    let plan = review_matches(purchases, classified).map_err(PipelineError::query("planning the review matches"))?;
-    // Three small jobs that only read: side by side, so that on a cluster each costs no round
-    // of scheduling of its own.
-    let ((), top_customers, matches) = tokio::try_join!(
+    let ((), top_customers) = tokio::try_join!(
         check_one_row_per_customer(engine, staged.clone(), rows, date),
-        collect(engine, top_customers(staged, date)?, format!("ubm metric {date}: top customers")),
-        collect(engine, plan, format!("ubm review matches {date}")),
+        collect_here(engine, top_customers(staged, date)?, format!("reading the top customers of the staged metric of {date}")),
     )?;
     let match_rows: usize = matches.iter().map(RecordBatch::num_rows).sum();
     if match_rows != 1 {
@@ -114,7 +126,7 @@ pub(crate) struct MetricResult {
 pub(crate) async fn kept_metric(engine: &Engine, lake: &Lake, date: RunDate, counted: MetricResult) -> Result<MetricOutput> {
     let files = lake.readable_files(Table::METRIC, date).await?;
     let committed = engine.parquet_files(&files, &*file_schema()?, "the committed metric").await?;
-    let top_customers = collect(engine, top_customers(committed, date)?, format!("ubm metric {date}: top customers")).await?;
+    let top_customers = collect_here(engine, top_customers(committed, date)?, format!("reading the top customers of the metric of {date}")).await?;
     Ok(MetricOutput {
         rows: counted.rows,
         invalid_cid: counted.invalid_cid,
@@ -180,7 +192,7 @@ async fn check_one_row_per_customer(engine: &Engine, staged: LogicalPlan, report
         .aggregate(Vec::<Expr>::new(), vec![count(lit(1)).alias("rows"), count_distinct(col(col::CUSTOMERID)).alias("customers")])
         .and_then(|b| b.build())
         .map_err(PipelineError::query("planning the check of the staged metric"))?;
-    let batches = collect(engine, plan, format!("ubm metric {date}: check")).await?;
+    let batches = collect_here(engine, plan, format!("checking the staged metric of {date}")).await?;
     let (rows, customers) = (sum_of(&batches, "rows")?, sum_of(&batches, "customers")?);
     if rows != reported {
         return Err(PipelineError::Internal { what: format!("the metric's tasks reported {reported} rows, but their files hold {rows}") });

@@ -324,6 +324,16 @@ impl Engine {
         self.execute(plan, job_name).await?.try_collect().await.map_err(ClusterError::engine(doing))
     }
 
+    /// Runs `plan` in this process, whatever the engine's kind, and streams its result back: for
+    /// reading back a small result that this process can open itself (the staged metric, one
+    /// row per customer, which the warehouse load streams through this process anyway). On a
+    /// cluster such a plan would be a job of its own, whose scheduling rounds cost more than
+    /// reading a few thousand rows (`docs/performance.md`, "Scale-out").
+    pub async fn execute_here(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream, ClusterError> {
+        let state = crate::exec::parts::with_ubm_planner(self.ctx.state());
+        DataFrame::new(state, plan).execute_stream().await.map_err(ClusterError::engine("reading in this process"))
+    }
+
     /// Runs `plan` and streams its result back to the caller. On Ballista, `job_name` names the
     /// job (the scheduler's job list and `ubm status` show it) and the job is followed until
     /// the stream ends.
