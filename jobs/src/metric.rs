@@ -152,7 +152,22 @@ pub fn review_matches(purchases: LogicalPlan, classified: LogicalPlan) -> Result
         .build()
 }
 
-/// Output columns of [`review_matches`].
+/// The day's reviews and those whose `cid` is no customer id at all: the part of
+/// [`review_matches`] that needs no purchases. With [`Semantics::Correct`] the rest follows from
+/// the metric table itself, whose `review_count`s add up to the reviews that matched a customer
+/// (the pipeline derives `no_customer` so, and this one-column scan replaces a second join).
+///
+/// ```sql
+/// SELECT COUNT(*) AS reviews, SUM(CASE WHEN cid_as_integer(cid) IS NULL THEN 1 ELSE 0 END) AS invalid_cid
+/// FROM classified
+/// ```
+pub fn review_cids(classified: LogicalPlan) -> Result<LogicalPlan> {
+    LogicalPlanBuilder::from(classified)
+        .aggregate(Vec::<Expr>::new(), vec![count(lit(1)).alias(REVIEWS), sum(one_if(cid_as_integer(col(col::CID)).is_null())?).alias(INVALID_CID)])?
+        .build()
+}
+
+/// Output columns of [`review_matches`] ([`review_cids`] has the first two).
 pub const REVIEWS: &str = "reviews";
 pub const INVALID_CID: &str = "invalid_cid";
 pub const NO_CUSTOMER: &str = "no_customer";

@@ -7,13 +7,13 @@ use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int64Type, Schema};
 use datafusion::common::ScalarValue;
-use datafusion::functions_aggregate::expr_fn::{count, count_distinct};
+use datafusion::functions_aggregate::expr_fn::{count, count_distinct, sum};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::{col, lit};
 use futures::TryStreamExt;
 use ubm_cluster::Engine;
 use ubm_cluster::exec::parts::{PartsKind, PartsSpec};
-use ubm_jobs::metric::{INVALID_CID, NO_CUSTOMER, REVIEWS, review_matches};
+use ubm_jobs::metric::{INVALID_CID, NO_CUSTOMER, REVIEWS, review_cids, review_matches};
 use ubm_jobs::schema::{CLASSIFIED, USER_BEHAVIOR_METRIC, USER_PURCHASE, col};
 use ubm_jobs::{RunDate, Semantics, user_behavior_metric};
 use url::Url;
@@ -70,10 +70,17 @@ pub(crate) async fn metric(
     let plan = user_behavior_metric(purchases.clone(), classified.clone(), date, semantics)
         .and_then(without_partition_column)
         .map_err(PipelineError::query("planning the metric"))?;
-    let matches = review_matches(purchases, classified).map_err(PipelineError::query("planning the review matches"))?;
+    // With the correct semantics the table's own review counts give the matched reviews, so
+    // only the reviews' ids are scanned; the seed semantics multiply those counts, so there a
+    // join of its own counts the matches.
+    let matches = match semantics {
+        Semantics::Correct => review_cids(classified),
+        Semantics::Seed => review_matches(purchases, classified),
+    }
+    .map_err(PipelineError::query("planning the review matches"))?;
     let tasks = lake.task_output(date, stamp)?;
-    // The match counts read the same inputs as the table: their job runs beside the table's,
-    // not after it, so that on a cluster it adds no scheduling rounds of its own to the day.
+    // The match counts' job runs beside the table's, not after it, so that on a cluster it adds
+    // no scheduling rounds of its own to the day.
     let (reports, matches) = tokio::try_join!(
         async {
             engine.write_parts(plan, PartsSpec::new(tasks.url(), PartsKind::Rows), &format!("ubm metric {date}")).await.map_err(PipelineError::from)
@@ -90,7 +97,7 @@ pub(crate) async fn metric(
     // The staged table (one row per customer) is read back here, in this process: as jobs on a
     // cluster, these two reads cost more in scheduling than in reading.
     let staged = engine.parquet(partition.staging_url(), &*file_schema()?).await?;
-    let ((), top_customers) = tokio::try_join!(
+    let (matched, top_customers) = tokio::try_join!(
         check_one_row_per_customer(engine, staged.clone(), rows, date),
         collect_here(engine, top_customers(staged, date)?, format!("reading the top customers of the staged metric of {date}")),
     )?;
@@ -98,8 +105,19 @@ pub(crate) async fn metric(
     if match_rows != 1 {
         return Err(PipelineError::Internal { what: format!("the engine delivered {match_rows} rows for a one-row aggregate") });
     }
-    tracing::debug!(reviews = sum_of(&matches, REVIEWS)?, "matched reviews against customers");
-    let counted = MetricResult { rows, invalid_cid: sum_of(&matches, INVALID_CID)?, no_customer: sum_of(&matches, NO_CUSTOMER)? };
+    let (reviews, invalid_cid) = (sum_of(&matches, REVIEWS)?, sum_of(&matches, INVALID_CID)?);
+    let no_customer = match semantics {
+        Semantics::Correct => {
+            reviews.checked_sub(invalid_cid).and_then(|valid| valid.checked_sub(matched)).ok_or_else(|| PipelineError::Internal {
+                what: format!(
+                    "the metric counts {matched} matched reviews, more than the {reviews} reviews less {invalid_cid} without a customer id"
+                ),
+            })?
+        }
+        Semantics::Seed => sum_of(&matches, NO_CUSTOMER)?,
+    };
+    tracing::debug!(reviews, matched, "matched reviews against customers");
+    let counted = MetricResult { rows, invalid_cid, no_customer };
     partition.record_result(&counted, &[Table::STAGE_PURCHASES, Table::STAGE_REVIEWS])?;
     let table = audit(&counted);
     partition.divert(table);
@@ -186,10 +204,15 @@ pub(crate) fn with_partition_column(files: LogicalPlan, date: RunDate) -> Result
 }
 
 /// The metric has one row per customer, and the staged files hold the rows the tasks reported:
-/// read back before the commit, so a file written twice or lost is never published.
-async fn check_one_row_per_customer(engine: &Engine, staged: LogicalPlan, reported: u64, date: RunDate) -> Result<()> {
+/// read back before the commit, so a file written twice or lost is never published. Returns the
+/// sum of the rows' review counts (with the correct semantics, the reviews that matched a
+/// customer).
+async fn check_one_row_per_customer(engine: &Engine, staged: LogicalPlan, reported: u64, date: RunDate) -> Result<u64> {
     let plan = LogicalPlanBuilder::from(staged)
-        .aggregate(Vec::<Expr>::new(), vec![count(lit(1)).alias("rows"), count_distinct(col(col::CUSTOMERID)).alias("customers")])
+        .aggregate(
+            Vec::<Expr>::new(),
+            vec![count(lit(1)).alias("rows"), count_distinct(col(col::CUSTOMERID)).alias("customers"), sum(col(col::REVIEW_COUNT)).alias("reviews")],
+        )
         .and_then(|b| b.build())
         .map_err(PipelineError::query("planning the check of the staged metric"))?;
     let batches = collect_here(engine, plan, format!("checking the staged metric of {date}")).await?;
@@ -200,7 +223,7 @@ async fn check_one_row_per_customer(engine: &Engine, staged: LogicalPlan, report
     if customers != rows {
         return Err(PipelineError::Duplicate { what: format!("{} rows of the same customers", rows - customers) });
     }
-    Ok(())
+    sum_of(&batches, "reviews")
 }
 
 #[cfg(test)]
@@ -211,9 +234,12 @@ mod tests {
 
     use super::*;
 
+    /// Rows of the staged metric for customers `ids`, each with `ids[i] * 10` reviews.
     fn customers(engine: &Engine, ids: &[i32]) -> LogicalPlan {
-        let schema = Arc::new(Schema::new(vec![Field::new(col::CUSTOMERID, DataType::Int32, true)]));
-        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(ids.to_vec()))]).expect("batch");
+        let schema =
+            Arc::new(Schema::new(vec![Field::new(col::CUSTOMERID, DataType::Int32, true), Field::new(col::REVIEW_COUNT, DataType::Int32, true)]));
+        let reviews: Vec<i32> = ids.iter().map(|id| id * 10).collect();
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(ids.to_vec())), Arc::new(Int32Array::from(reviews))]).expect("batch");
         engine.context().read_batch(batch).expect("plan").into_unoptimized_plan()
     }
 
@@ -221,7 +247,8 @@ mod tests {
     async fn staged_metric_files_with_a_customer_twice_or_rows_unreported_are_refused() {
         let engine = Engine::start(EngineKind::Local).await.expect("engine");
         let date: RunDate = "2011-12-31".parse().expect("date");
-        check_one_row_per_customer(&engine, customers(&engine, &[1, 2, 3]), 3, date).await.expect("one row each");
+        let matched = check_one_row_per_customer(&engine, customers(&engine, &[1, 2, 3]), 3, date).await.expect("one row each");
+        assert_eq!(matched, 60, "the reviews of the table's rows add up");
         let err = check_one_row_per_customer(&engine, customers(&engine, &[1, 2, 2]), 3, date).await.expect_err("2 twice");
         assert!(err.to_string().contains("twice"), "{err}");
         let err = check_one_row_per_customer(&engine, customers(&engine, &[1, 2, 3]), 2, date).await.expect_err("a file nobody reported");

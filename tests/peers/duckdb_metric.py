@@ -5,7 +5,8 @@ Usage: duckdb_metric.py LAKE DATE correct|seed
 Reads the staged inputs of DATE from the lake with Hive partitioning (as Spectrum/Athena
 would), runs the contract's SQL text for the semantics, and prints a JSON document with
 DuckDB's rows and ubm's rows (the lake's warehouse partition, read by DuckDB), both sorted by
-customerid, every value as text.
+customerid, every value as text, and DuckDB's counts of the reviews whose cid is no integer and
+of those whose cid is no customer's ("matches").
 """
 import json
 import sys
@@ -65,7 +66,14 @@ def main(lake, date, semantics):
         f"'{lake}/warehouse/user_behavior_metric/*/*.parquet', hive_partitioning = true, "
         f"hive_types = {{'insert_date': DATE}}) WHERE insert_date = DATE '{date}'",
     )
-    print(json.dumps({"duckdb": rows(con, sql), "ubm": ours}))
+    # How the day's reviews matched customers, as the run report counts them: ids that are no
+    # integer, and integer ids of no customer with a purchase.
+    cids = f"SELECT {CID_AS_INTEGER.format(c='cid')} AS cid FROM classified WHERE insert_date = DATE '{date}'"
+    invalid, no_customer = con.execute(
+        "SELECT count(*) FILTER (WHERE cid IS NULL), count(*) FILTER (WHERE cid IS NOT NULL AND cid NOT IN "
+        f"(SELECT customer_id FROM purchases WHERE customer_id IS NOT NULL)) FROM ({cids})"
+    ).fetchone()
+    print(json.dumps({"duckdb": rows(con, sql), "ubm": ours, "matches": {"invalid_cid": invalid, "no_customer": no_customer}}))
 
 
 if __name__ == "__main__":
