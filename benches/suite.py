@@ -319,7 +319,8 @@ def summarize(samples, csv_mb):
 def machine():
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), "?")
     mem = next((l.split()[1] for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")), "0")
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    # `-dirty` when the tree differs from the commit: the numbers are then of uncommitted code.
+    commit = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
     return {
         "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(int(mem) / 1024 / 1024, 1),
         "os": platform.platform(), "ubm_commit": commit, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -608,7 +609,9 @@ def fixed_cost(args):
         }
         outputs = {}
         for i in range(args.runs):
-            for name, ubm in contenders.items():
+            # Each goes first every other round: neither always meets the moment after the other.
+            order = list(contenders.items()) if i % 2 == 0 else list(reversed(contenders.items()))
+            for name, ubm in order:
                 phases, _, outputs[name] = ubm.run(i)
                 walls[name].append(phases["end-to-end"])
                 tasks[name].append(ubm.last_tasks)
@@ -694,7 +697,7 @@ def from_postgres(args):
     no_reviews = work / "header_only.csv"
     no_reviews.write_text("cid,review_str,id_review\n")
     before = (datetime.date.fromisoformat(DATE) + datetime.timedelta(days=1)).isoformat()
-    slices = os.cpu_count()  # in-process, ubm cuts one slice per core
+    slices = len(os.sched_getaffinity(0))  # in-process, ubm cuts one slice per core it may use
     samples = {name: [] for name in ("ubm run", "duckdb job", "ubm extract", "psql copy", f"psql copy x{slices}")}
     cpu = {name: [] for name in samples}
     outputs = {}
@@ -746,7 +749,7 @@ def from_postgres(args):
     described = {
         "ubm run": "`ubm run` from Postgres, whole day (in-process)",
         "duckdb job": "DuckDB's whole job from the CSV files (`benches/peers/duckdb_job.py`)",
-        "ubm extract": "ubm's extract alone (541,909 rows -> staged Parquet; from the run report)" if args.scale == "1" else "ubm's extract alone (from the run report)",
+        "ubm extract": "ubm's extract alone (-> staged Parquet; its time from the run report, CPU of the whole run of an empty review file)",
         "psql copy": "`psql \\copy (the extract's SELECT) to '/dev/null' (format binary)`, one session",
         f"psql copy x{slices}": f"the same in {slices} sessions side by side, one per block range as ubm cuts its slices",
     }
@@ -1055,7 +1058,9 @@ def scale_out(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", default=None, help="scale factor (1 = 100,000 reviews; 0.1 for a quick run)")
-    parser.add_argument("--runs", type=int, default=5, help="runs of each contender")
+    parser.add_argument("--runs", type=int, default=None,
+                        help="runs of each contender (default: 3 for --scaling, --cluster-scaling, --scale-out and "
+                             "--backfill-parallel, 7 for --tls-cost, --fixed-cost and --from-postgres, else 5)")
     parser.add_argument("--skip", default="", help="comma-separated contenders to leave out: cluster, spark, duckdb")
     parser.add_argument("--scaling", action="store_true", help="ubm in-process at each of --scales instead")
     parser.add_argument("--cluster-scaling", action="store_true",
@@ -1079,6 +1084,9 @@ def main():
     args = parser.parse_args()
     if not UBM.exists():
         sys.exit(f"{UBM} is missing: run benches/run.sh, which builds it")
+    if args.runs is None:
+        few = args.scaling or args.cluster_scaling or args.scale_out or args.backfill_parallel
+        args.runs = 3 if few else 7 if (args.tls_cost or args.fixed_cost or args.from_postgres) else 5
     if args.runs < 1:
         sys.exit("--runs must be at least 1")
     if args.scale is None:

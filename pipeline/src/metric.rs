@@ -80,13 +80,15 @@ pub(crate) async fn metric(
     .map_err(PipelineError::query("planning the review matches"))?;
     let tasks = lake.task_output(date, stamp)?;
     // The match counts' job runs beside the table's, not after it, so that on a cluster it adds
-    // no scheduling rounds of its own to the day.
-    let (reports, matches) = tokio::try_join!(
-        async {
-            engine.write_parts(plan, PartsSpec::new(tasks.url(), PartsKind::Rows), &format!("ubm metric {date}")).await.map_err(PipelineError::from)
-        },
+    // no scheduling rounds of its own to the day. Both are waited for even when one fails: a job
+    // dropped half-way would go on running on the cluster, and the table's tasks would go on
+    // writing into the task directory that its failure removes.
+    let job = format!("ubm metric {date}");
+    let (reports, matches) = tokio::join!(
+        engine.write_parts(plan, PartsSpec::new(tasks.url(), PartsKind::Rows), &job),
         collect(engine, matches, format!("ubm review matches {date}")),
-    )?;
+    );
+    let (reports, matches) = (reports?, matches?);
     let mut partition = lake.begin(Table::METRIC, date, stamp)?;
     let files: Vec<&str> = reports.iter().filter_map(|r| r.file.as_deref()).collect();
     if partition.adopt_parts(&tasks, &files, "part", ".parquet").await? == 0 {
@@ -116,7 +118,7 @@ pub(crate) async fn metric(
         }
         Semantics::Seed => sum_of(&matches, NO_CUSTOMER)?,
     };
-    tracing::debug!(reviews, matched, "matched reviews against customers");
+    tracing::debug!(reviews, invalid_cid, no_customer, "matched reviews against customers");
     let counted = MetricResult { rows, invalid_cid, no_customer };
     partition.record_result(&counted, &[Table::STAGE_PURCHASES, Table::STAGE_REVIEWS])?;
     let table = audit(&counted);
@@ -140,7 +142,7 @@ pub(crate) struct MetricResult {
 }
 
 /// The output of a metric this run committed before its driver stopped: the counts from its
-/// marker, the top customers read back from the committed files (one small job).
+/// marker, the top customers read back from the committed files (in this process).
 pub(crate) async fn kept_metric(engine: &Engine, lake: &Lake, date: RunDate, counted: MetricResult) -> Result<MetricOutput> {
     let files = lake.readable_files(Table::METRIC, date).await?;
     let committed = engine.parquet_files(&files, &*file_schema()?, "the committed metric").await?;

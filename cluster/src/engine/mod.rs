@@ -326,9 +326,10 @@ impl Engine {
 
     /// Runs `plan` in this process, whatever the engine's kind, and streams its result back: for
     /// reading back a small result that this process can open itself (the staged metric, one
-    /// row per customer, which the warehouse load streams through this process anyway). On a
+    /// row per customer, which a load into the warehouse streams through this process too). On a
     /// cluster such a plan would be a job of its own, whose scheduling rounds cost more than
-    /// reading a few thousand rows (`docs/performance.md`, "Scale-out").
+    /// reading a few thousand rows (`docs/performance.md`, "Scale-out"). Only the planner differs
+    /// from the cluster's session: Ballista sends work to its scheduler through its planner alone.
     pub async fn execute_here(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream, ClusterError> {
         let state = crate::exec::parts::with_ubm_planner(self.ctx.state());
         DataFrame::new(state, plan).execute_stream().await.map_err(ClusterError::engine("reading in this process"))
