@@ -7,13 +7,16 @@ use crate::common::{Sample, peer_python, peer_script, text, ubm_ok};
 
 const DATE: &str = "2011-12-31";
 
+/// A table's rows, every value as text.
+type Rows = Vec<Vec<String>>;
+
 /// DuckDB's rows and ubm's, and DuckDB's counts of the reviews of no integer id and of no
 /// customer.
-fn duckdb_vs_ubm(python: &std::path::Path, lake: &str, semantics: &str) -> (Vec<Vec<String>>, Vec<Vec<String>>, (u64, u64)) {
+fn duckdb_vs_ubm(python: &std::path::Path, lake: &str, semantics: &str) -> (Rows, Rows, (u64, u64)) {
     let out = Command::new(python).arg(peer_script("duckdb_metric.py")).args([lake, DATE, semantics]).output().expect("python runs");
     assert!(out.status.success(), "DuckDB peer failed:\n{}", text(&out.stderr));
     let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let rows = |key: &str| -> Vec<Vec<String>> {
+    let rows = |key: &str| -> Rows {
         value[key]
             .as_array()
             .expect("rows")
