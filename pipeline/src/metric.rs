@@ -100,7 +100,7 @@ pub(crate) async fn metric(
     // cluster, these two reads cost more in scheduling than in reading.
     let staged = engine.parquet(partition.staging_url(), &*file_schema()?).await?;
     let (matched, top_customers) = tokio::try_join!(
-        check_one_row_per_customer(engine, staged.clone(), rows, date),
+        check_staged_metric(engine, staged.clone(), rows, date),
         collect_here(engine, top_customers(staged, date)?, format!("reading the top customers of the staged metric of {date}")),
     )?;
     let match_rows: usize = matches.iter().map(RecordBatch::num_rows).sum();
@@ -205,11 +205,11 @@ pub(crate) fn with_partition_column(files: LogicalPlan, date: RunDate) -> Result
         .map_err(PipelineError::query("putting the date back into the metric's rows"))
 }
 
-/// The metric has one row per customer, and the staged files hold the rows the tasks reported:
-/// read back before the commit, so a file written twice or lost is never published. Returns the
-/// sum of the rows' review counts (with the correct semantics, the reviews that matched a
-/// customer).
-async fn check_one_row_per_customer(engine: &Engine, staged: LogicalPlan, reported: u64, date: RunDate) -> Result<u64> {
+/// Checks the staged metric before its commit: one row per customer, and the rows the tasks
+/// reported, so a file written twice or lost is never published. Returns the sum of the rows'
+/// review counts (with the correct semantics, the reviews that matched a customer), read in the
+/// same pass.
+async fn check_staged_metric(engine: &Engine, staged: LogicalPlan, reported: u64, date: RunDate) -> Result<u64> {
     let plan = LogicalPlanBuilder::from(staged)
         .aggregate(
             Vec::<Expr>::new(),
@@ -249,11 +249,11 @@ mod tests {
     async fn staged_metric_files_with_a_customer_twice_or_rows_unreported_are_refused() {
         let engine = Engine::start(EngineKind::Local).await.expect("engine");
         let date: RunDate = "2011-12-31".parse().expect("date");
-        let matched = check_one_row_per_customer(&engine, customers(&engine, &[1, 2, 3]), 3, date).await.expect("one row each");
+        let matched = check_staged_metric(&engine, customers(&engine, &[1, 2, 3]), 3, date).await.expect("one row each");
         assert_eq!(matched, 60, "the reviews of the table's rows add up");
-        let err = check_one_row_per_customer(&engine, customers(&engine, &[1, 2, 2]), 3, date).await.expect_err("2 twice");
+        let err = check_staged_metric(&engine, customers(&engine, &[1, 2, 2]), 3, date).await.expect_err("2 twice");
         assert!(err.to_string().contains("twice"), "{err}");
-        let err = check_one_row_per_customer(&engine, customers(&engine, &[1, 2, 3]), 2, date).await.expect_err("a file nobody reported");
+        let err = check_staged_metric(&engine, customers(&engine, &[1, 2, 3]), 2, date).await.expect_err("a file nobody reported");
         assert!(err.to_string().contains("reported 2 rows"), "{err}");
     }
 }
