@@ -40,11 +40,10 @@ pub enum PipelineError {
     /// A file changed while it was read: another attempt reads it whole again.
     #[error("{url} changed while it was read; nothing of the task was committed")]
     Changed { url: String },
-    /// The engine delivered a row twice (a task read more than its share). Another attempt
-    /// may not; the numbers are never written either way.
-    #[error(
-        "the engine delivered {what} twice; refusing to write doubled numbers (a task read more than its share of the input: please report this)"
-    )]
+    /// The engine delivered a row or a task's report twice (a task read more than its share, or
+    /// a stage's results were delivered twice). Another attempt may not; the numbers are never
+    /// written either way.
+    #[error("the engine delivered {what} twice; refusing to write doubled numbers (please report this)")]
     Duplicate { what: String },
     /// Another run holds the date's lease. Never retried by the task loop: `--wait-for-lease`
     /// is how to wait for it.

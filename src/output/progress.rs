@@ -84,7 +84,8 @@ impl JobObserver for ProgressPrinter {
     }
 }
 
-/// For `ubm run` on Ballista: each job's id and end as log lines.
+/// For `ubm run` on Ballista: each job's id and end as log lines (no progress: nothing would
+/// show it, so the scheduler is not asked for it).
 pub struct LogJobs;
 
 impl JobObserver for LogJobs {
@@ -92,6 +93,9 @@ impl JobObserver for LogJobs {
         tracing::info!("job {job_id} submitted: {job_name}");
     }
     fn progress(&self, _: &JobProgress) {}
+    fn wants_progress(&self) -> bool {
+        false
+    }
     fn ended(&self, job_id: &str, job_name: &str, error: Option<&str>) {
         match error {
             None => tracing::debug!("job {job_id} completed: {job_name}"),
@@ -170,6 +174,9 @@ impl JobObserver for Observers {
     }
     fn progress(&self, progress: &JobProgress) {
         self.0.iter().for_each(|o| o.progress(progress));
+    }
+    fn wants_progress(&self) -> bool {
+        self.0.iter().any(|o| o.wants_progress())
     }
     fn ended(&self, job_id: &str, job_name: &str, error: Option<&str>) {
         self.0.iter().for_each(|o| o.ended(job_id, job_name, error));

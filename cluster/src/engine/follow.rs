@@ -23,12 +23,23 @@ use datafusion_proto::protobuf::LogicalPlanNode;
 use futures::{Stream, StreamExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::engine::scheduler_api::{CancelOutcome, JobProgress, SchedulerApi};
 use crate::{ClusterError, TaskFailure};
 
-/// How often a running job's progress is read from the scheduler.
-const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a running job's watcher wakes: to read progress when due, and to see whether the
+/// scheduler still has executors. Also the shortest wait between two reads of progress.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+/// What reading a job's progress may cost the submitter, on average. Ballista's answer carries
+/// every started stage's plan (with its file lists), so on a large job one answer is tens of
+/// kilobytes: read at a fixed pace, the progress of a long run would outweigh everything else
+/// the submitter receives. Reads are spaced by their size: a small job's every 0.5 s, a large
+/// one's less often, never more than [`PROGRESS_LONGEST_WAIT`] apart (so an answer over 80 KB
+/// costs more than this rate; each job followed is read on its own).
+const PROGRESS_BYTES_PER_SECOND: f64 = 16.0 * 1024.0;
+/// The longest wait between two reads of a job's progress, however large the answer.
+const PROGRESS_LONGEST_WAIT: Duration = Duration::from_secs(5);
 /// How often the watcher looks for the job id while the job is being submitted.
 const SUBMISSION_POLL: Duration = Duration::from_millis(20);
 /// How long [`JobTracker::settle`] waits for one job's last report.
@@ -45,6 +56,11 @@ pub trait JobObserver: Send + Sync {
     fn submitted(&self, job_id: &str, job_name: &str);
     /// The job's state changed (only on a cluster, whose scheduler has a REST API).
     fn progress(&self, progress: &JobProgress);
+    /// Whether [`Self::progress`] is worth the scheduler's answers: an observer that drops it
+    /// says no, and a running job's progress is then never read.
+    fn wants_progress(&self) -> bool {
+        true
+    }
     /// The job's results have all arrived (`error` is `None`) or the job failed.
     fn ended(&self, job_id: &str, job_name: &str, error: Option<&str>);
 }
@@ -187,21 +203,41 @@ impl FollowedJob {
         }
     }
 
-    /// Reads the job's progress and reports it when it changed; does nothing once the job
-    /// reached a final state, or without a REST API.
-    async fn report_progress(&self, job_id: &str, last: &mut Option<JobProgress>) {
-        let (Some(api), Some(observer)) = (&self.tracker.api, &self.tracker.observer) else { return };
-        if last.as_ref().is_some_and(|p| p.state.is_terminal()) {
-            return;
+    /// Reads the running job's progress from its stages and reports it when it changed; returns
+    /// when to read it next (sooner for a small answer than a large one). Does nothing without
+    /// a REST API or an observer that wants progress.
+    async fn report_running(&self, job_id: &str, last: &mut Option<JobProgress>) -> Instant {
+        let now = Instant::now();
+        let (Some(api), Some(observer)) = (&self.tracker.api, self.tracker.observer.as_ref().filter(|o| o.wants_progress())) else {
+            return now + PROGRESS_LONGEST_WAIT;
+        };
+        match api.stage_progress(job_id, &self.name).await {
+            Ok((progress, bytes)) => {
+                // None: the scheduler is still planning the job (or has forgotten it).
+                if let Some(progress) = progress.filter(|p| last.as_ref() != Some(p)) {
+                    observer.progress(&progress);
+                    *last = Some(progress);
+                }
+                now + progress_wait(bytes)
+            }
+            // The result stream notices a dead scheduler too, and fails the job there.
+            Err(e) => {
+                tracing::debug!("reading the progress of job {job_id}: {e}");
+                now + WATCH_INTERVAL
+            }
         }
+    }
+
+    /// Reads the ended job's progress (its state word and times with its stages) and reports it.
+    async fn report_end(&self, job_id: &str, last: &mut Option<JobProgress>) {
+        let (Some(api), Some(observer)) = (&self.tracker.api, &self.tracker.observer) else { return };
         match api.progress(job_id).await {
             Ok(Some(progress)) if last.as_ref() != Some(&progress) => {
                 observer.progress(&progress);
                 *last = Some(progress);
             }
             Ok(_) => {}
-            // The result stream notices a dead scheduler too, and fails the job there.
-            Err(e) => tracing::debug!("reading the progress of job {job_id}: {e}"),
+            Err(e) => tracing::debug!("reading the end of job {job_id}: {e}"),
         }
     }
 
@@ -286,20 +322,30 @@ async fn watch(job: Arc<FollowedJob>, mut ended: oneshot::Receiver<Option<String
     job.announce(&job_id);
     let mut last = None;
     let mut sightings = ExecutorSightings::default();
+    let mut next_read = Instant::now();
     while outcome.is_none() {
-        job.report_progress(&job_id, &mut last).await;
+        if Instant::now() >= next_read {
+            next_read = job.report_running(&job_id, &mut last).await;
+        }
         if job.starved(&job_id, last.as_ref(), &mut sightings).await {
             job.give_up(&job_id).await;
         }
         tokio::select! {
             result = &mut ended => outcome = Some(result),
-            _ = tokio::time::sleep(PROGRESS_INTERVAL) => {}
+            _ = tokio::time::sleep(WATCH_INTERVAL) => {}
         }
     }
     if let Some(Ok(error)) = outcome {
-        job.report_progress(&job_id, &mut last).await;
+        job.report_end(&job_id, &mut last).await;
         job.finish(&job_id, error.as_deref());
     }
+}
+
+/// How long to wait before reading again a progress whose answer took `bytes`: long enough
+/// that reads average [`PROGRESS_BYTES_PER_SECOND`], between [`WATCH_INTERVAL`] and
+/// [`PROGRESS_LONGEST_WAIT`].
+fn progress_wait(bytes: usize) -> Duration {
+    Duration::from_secs_f64(bytes as f64 / PROGRESS_BYTES_PER_SECOND).clamp(WATCH_INTERVAL, PROGRESS_LONGEST_WAIT)
 }
 
 struct FollowedStream {
@@ -422,6 +468,19 @@ fn other_address(message: &str, scheduler: &str) -> Option<String> {
         let address = address.trim_end_matches(':'); // "…at http://h:p: reason"
         (address.contains(':') && address != scheduler).then(|| address.to_string())
     })
+}
+
+#[cfg(test)]
+mod pace_tests {
+    use super::*;
+
+    #[test]
+    fn large_progress_answers_are_read_less_often() {
+        assert_eq!(progress_wait(0), WATCH_INTERVAL, "a job not planned yet");
+        assert_eq!(progress_wait(4 * 1024), WATCH_INTERVAL, "a small job is followed closely");
+        assert_eq!(progress_wait(48 * 1024), Duration::from_secs(3), "48 KB at 16 KB/s");
+        assert_eq!(progress_wait(10 << 20), PROGRESS_LONGEST_WAIT, "progress never goes quiet for long");
+    }
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ pub struct Engine {
 }
 
 /// How many partitions an engine's plans are split into (DataFusion's `target_partitions`):
-/// the extract's slices, the review scan's ranges and the metric's shuffle follow it.
+/// the extract's slices, the review scan's ranges and the metric's scans follow it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Partitions {
     pub count: usize,

@@ -66,7 +66,8 @@ pub struct JobProgress {
     /// Tasks finished and known so far, over the stages the scheduler has planned.
     pub tasks_done: usize,
     pub tasks: usize,
-    /// Milliseconds since the epoch; 0 when not yet started / not yet ended.
+    /// Milliseconds since the epoch; 0 when not yet started / not yet ended, or not read (a
+    /// running job's progress read from its stages alone).
     pub started_ms: u64,
     pub ended_ms: u64,
 }
@@ -175,6 +176,16 @@ impl SchedulerApi {
         Ok(Some(progress_of(job, stages.as_ref())))
     }
 
+    /// A running job's progress read from its stages alone, and the bytes the answer took: one
+    /// request, without the job's own answer, which renders its whole plan three times. A
+    /// follower reads this often; the job's state word and times come from [`Self::progress`].
+    /// `None` while the scheduler is still planning the job (it has no stages yet) or when it
+    /// does not know the job.
+    pub async fn stage_progress(&self, job_id: &str, job_name: &str) -> Result<(Option<JobProgress>, usize), ClusterError> {
+        let (stages, bytes) = self.get_sized::<QueryStagesResponse>(&format!("api/job/{job_id}/stages")).await?;
+        Ok((stages.map(|stages| progress_of_stages(job_id, job_name, &stages)), bytes))
+    }
+
     /// The stages of a job, with their tasks; `None` when the scheduler does not know the job.
     pub async fn stages(&self, job_id: &str) -> Result<Option<QueryStagesResponse>, ClusterError> {
         self.get(&format!("api/job/{job_id}/stages")).await
@@ -209,10 +220,15 @@ impl SchedulerApi {
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, ClusterError> {
+        Ok(self.get_sized(path).await?.0)
+    }
+
+    /// [`Self::get`], and the size of the answer's body in bytes (0 for a 404).
+    async fn get_sized<T: DeserializeOwned>(&self, path: &str) -> Result<(Option<T>, usize), ClusterError> {
         let response = self.http.get(self.url(path)?).send().await.map_err(|e| self.unreachable(e))?;
         let status = response.status();
         if status.as_u16() == 404 {
-            return Ok(None);
+            return Ok((None, 0));
         }
         if response.headers().contains_key(crate::tls::TLS_REQUIRED_HEADER) {
             return Err(ClusterError::TlsRequired { scheduler: self.scheduler.to_string() });
@@ -221,9 +237,10 @@ impl SchedulerApi {
         if !status.is_success() {
             return Err(self.error(Some(status.as_u16()), format!("GET /{path} answered HTTP {status}: {}", String::from_utf8_lossy(&body))));
         }
-        serde_json::from_slice(&body).map(Some).map_err(|e| {
+        let value = serde_json::from_slice(&body).map_err(|e| {
             self.error(Some(status.as_u16()), format!("GET /{path} answered what ubm cannot read ({e}); is this a Ballista 55 scheduler?"))
-        })
+        })?;
+        Ok((Some(value), body.len()))
     }
 
     pub(crate) fn url(&self, path: &str) -> Result<Url, ClusterError> {
@@ -291,13 +308,34 @@ pub fn tasks_done(stage: &QueryStageSummary) -> usize {
     stage.tasks.iter().flatten().filter(|task| matches!(task.status, TaskStatus::Successful)).count()
 }
 
+/// The tasks done and the tasks known over `stages`.
+fn task_counts(stages: Option<&QueryStagesResponse>) -> (usize, usize) {
+    let stages = stages.map(|s| s.stages.as_slice()).unwrap_or_default();
+    (stages.iter().map(tasks_done).sum(), stages.iter().map(|stage| stage.tasks.len()).sum())
+}
+
+/// Folds a planned job's stages alone into the numbers of a progress line: a job with stages
+/// is running (Ballista plans a queued job before it has any); its state word, detail and times
+/// are left for the job's own answer.
+fn progress_of_stages(job_id: &str, job_name: &str, stages: &QueryStagesResponse) -> JobProgress {
+    let (tasks_done, tasks) = task_counts(Some(stages));
+    JobProgress {
+        job_id: job_id.to_string(),
+        job_name: job_name.to_string(),
+        state: JobState::Running,
+        detail: String::new(),
+        stages_done: stages.stages.iter().filter(|stage| stage.stage_status == "Successful").count(),
+        stages: stages.stages.len(),
+        tasks_done,
+        tasks,
+        started_ms: 0,
+        ended_ms: 0,
+    }
+}
+
 /// Folds the job and its stages into the numbers of a progress line.
 fn progress_of(job: JobResponse, stages: Option<&QueryStagesResponse>) -> JobProgress {
-    let (mut done, mut tasks) = (0, 0);
-    for stage in stages.map(|s| s.stages.as_slice()).unwrap_or_default() {
-        tasks += stage.tasks.len();
-        done += tasks_done(stage);
-    }
+    let (done, tasks) = task_counts(stages);
     JobProgress {
         state: JobState::parse(&job.status),
         job_id: job.job_id,
@@ -322,5 +360,35 @@ mod tests {
         assert!(JobState::parse("Failed").is_terminal());
         assert!(!JobState::parse("Running").is_terminal());
         assert_eq!(JobState::parse("Paused"), JobState::Other);
+    }
+
+    /// A stage as Ballista's REST API sends it, with a task per entry of `tasks`.
+    fn stage(id: u32, status: &str, tasks: &[&str]) -> serde_json::Value {
+        let tasks: Vec<_> = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, task)| {
+                serde_json::json!({"id": i, "status": task, "partition_id": [i], "scheduled_time": 0, "launch_time": 0,
+                    "start_exec_time": 0, "end_exec_time": 0, "exec_duration": 0, "finish_time": 0, "input_rows": 0, "output_rows": 0})
+            })
+            .collect();
+        serde_json::json!({"stage_id": id.to_string(), "stage_status": status, "input_rows": 0, "output_rows": 0,
+            "elapsed_compute": null, "stage_plan": "a plan", "tasks": tasks})
+    }
+
+    #[test]
+    fn stages_alone_say_how_far_a_job_is() {
+        let read = |stages: Vec<serde_json::Value>| -> QueryStagesResponse {
+            serde_json::from_value(serde_json::json!({ "stages": stages })).expect("Ballista's shape")
+        };
+        let planned = read(vec![stage(1, "Resolved", &[]), stage(2, "Unresolved", &[])]);
+        let starting = progress_of_stages("j", "metric", &planned);
+        assert_eq!((starting.state, starting.stages_done, starting.stages, starting.tasks), (JobState::Running, 0, 2, 0));
+
+        let halfway = read(vec![stage(1, "Successful", &["Successful", "Successful"]), stage(2, "Running", &["Running", "Successful", "Running"])]);
+        let running = progress_of_stages("j", "metric", &halfway);
+        assert_eq!(running.state, JobState::Running);
+        assert_eq!((running.stages_done, running.stages, running.tasks_done, running.tasks), (1, 2, 3, 5));
+        assert_eq!((running.job_id.as_str(), running.job_name.as_str()), ("j", "metric"));
     }
 }

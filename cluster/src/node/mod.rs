@@ -49,6 +49,16 @@ pub fn for_ballista(mut config: SessionConfig) -> SessionConfig {
     // groups it was planned with, never take over a sibling partition's (DataFusion's advice for
     // Ballista).
     config.options_mut().execution.enable_file_stream_work_stealing = false;
+    // Ballista's own default, which its scheduler forces on clients' sessions but an in-process
+    // (standalone) scheduler does not: a round-robin repartition stays inside a Ballista stage,
+    // whose every task then drains all of its outputs, so a stage could deliver a task's
+    // results twice (the lake's commit refuses a file reported twice, `PipelineError::Duplicate`).
+    config.options_mut().optimizer.enable_round_robin_repartition = false;
+    // The day's aggregations have few groups (a customer each): after each task's partial
+    // aggregate there are a few thousand rows. Hash-repartitioning those across the cluster costs
+    // a stage of its own and N x N shuffle fetches; one task finishing them costs one fetch per
+    // partial (`docs/performance.md`, "Scale-out"). Bound: that task reads N x customers rows.
+    config.options_mut().optimizer.repartition_aggregations = false;
     // One task per partition, as Spark runs one task per split. Ballista otherwise packs as many
     // partitions into one task as the executor has free cores: a review file's ranges would then
     // be one task on one executor, and a lost executor would cost every range it held.

@@ -418,6 +418,8 @@ mod tests {
         }
         assert!(tasks.file("../x").is_err() && tasks.file("a/b").is_err(), "only plain names are adopted");
         let mut partition = lake.begin(Table::METRIC, date(), &stamp).expect("begin");
+        let twice = partition.adopt_parts(&tasks, &["part-a.parquet", "part-b.parquet", "part-a.parquet"], "part", ".parquet").await;
+        assert!(matches!(twice, Err(PipelineError::Duplicate { .. })), "a file reported twice is refused: {twice:?}");
         assert_eq!(partition.adopt_parts(&tasks, &["part-b.parquet", "part-a.parquet"], "part", ".parquet").await.expect("adopt"), 2);
         assert_eq!(tasks.remove().await.expect("remove"), 1, "the unreported file is removed");
         partition.commit().await.expect("commit");

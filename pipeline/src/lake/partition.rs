@@ -111,7 +111,12 @@ impl PartitionWrite {
     /// Moves the task files `names` (in `tasks`) into the partition as `{stem}-00000{ext}`,
     /// `{stem}-00001{ext}`, … in the order given: the names the contract gives part files.
     /// Returns how many.
+    /// A file reported twice means a task's results were delivered twice: nothing is moved.
     pub async fn adopt_parts(&mut self, tasks: &TaskOutput, names: &[&str], stem: &str, ext: &str) -> Result<usize> {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = names.iter().find(|name| !seen.insert(**name)) {
+            return Err(PipelineError::Duplicate { what: format!("the report of the task file {twice}") });
+        }
         for (i, name) in names.iter().enumerate() {
             let from = self.lake.path_of(&tasks.file(name)?)?;
             let to = self.staged(&format!("{stem}-{i:05}{ext}"))?;
