@@ -83,6 +83,8 @@ from pathlib import Path
 
 import duckdb
 
+import timeline as scheduler_timeline
+
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 UBM = TARGET / "release" / "ubm"
@@ -974,6 +976,7 @@ def scale_out(args):
                 for i in range(args.runs):
                     lake = work / f"scale-out-sf{scale}-{n}x-{i}"
                     shutil.rmtree(lake, ignore_errors=True)
+                    started_ms = int(time.time() * 1000)
                     before, machine_before = cluster.cpu(), machine_cpu_seconds()
                     wall, _, stdout = measured([UBM, "run", "--date", DATE, "--reviews", data / "movie_review.csv", "--oltp", url,
                                                 "--lake", lake, "--engine", cluster.engine, "--json", "--no-report"])
@@ -988,6 +991,15 @@ def scale_out(args):
                         "metric": f"{lake}/warehouse/user_behavior_metric/insert_date={DATE}/*.parquet",
                     }
                     partitions = report.get("partitions") or {}
+                if args.timeline:
+                    # The last run's jobs, stage by stage, as the scheduler timed them; a scheduler
+                    # that cannot say costs the timeline, never the benchmark's results.
+                    try:
+                        text = scheduler_timeline.render(scheduler_timeline.timeline(cluster.engine, started_ms))
+                    except (OSError, ValueError) as e:
+                        text = f"no timeline: the scheduler did not say ({e})\n"
+                    (work / f"scale-out-timeline-sf{scale}-{n}x.txt").write_text(text)
+                    print(f"SF {scale} on {n} capped executor(s), the last run's jobs:\n{text}", file=sys.stderr)
                 median = statistics.median(times)
                 share = {name: round(statistics.median(t.get(name, 0) for t in tasks) / median, 2)
                          for name in ("ingest", "extract", "classify", "metric")}
@@ -1074,6 +1086,8 @@ def main():
     parser.add_argument("--scale-out", action="store_true",
                         help="ubm on N executors each capped at --cap of a core (cgroups; root), at two day sizes, instead")
     parser.add_argument("--executors", default="1,2,4,8", help="--scale-out: the executor counts, 1 first")
+    parser.add_argument("--timeline", action="store_true",
+                        help="--scale-out: also print each cell's last run stage by stage, as the scheduler timed it (benches/timeline.py)")
     parser.add_argument("--cap", type=float, default=0.1, help="--scale-out: each executor's share of a core (0.1: 8 executors leave a 2-core machine room for Postgres and the driver)")
     parser.add_argument("--scales", default=None,
                         help="the scale factors, smallest first (--scaling: 1,2,4,8,16; --cluster-scaling: 1,4,8; --scale-out: 2,4)")
