@@ -996,8 +996,8 @@ def scale_out(args):
                     # that cannot say costs the timeline, never the benchmark's results.
                     try:
                         text = scheduler_timeline.render(scheduler_timeline.timeline(cluster.engine, started_ms))
-                    except (OSError, ValueError) as e:
-                        text = f"no timeline: the scheduler did not say ({e})\n"
+                    except (OSError, ValueError, KeyError, TypeError) as e:
+                        text = f"no timeline: the scheduler did not say, or said what timeline.py cannot read ({e!r})\n"
                     (work / f"scale-out-timeline-sf{scale}-{n}x.txt").write_text(text)
                     print(f"SF {scale} on {n} capped executor(s), the last run's jobs:\n{text}", file=sys.stderr)
                 median = statistics.median(times)

@@ -25,12 +25,12 @@ UBM = Path(os.environ.get("CARGO_TARGET_DIR", Path(__file__).resolve().parent.pa
 
 def status(scheduler, *job):
     """`ubm status [JOB] --scheduler SCHEDULER --json`, parsed; `None` for a job the scheduler
-    has forgotten. Any other refusal (a scheduler lost mid-read) is an error, not a job without
-    stages."""
+    has forgotten. A failed job is shown too (ubm prints it and exits 1); any other refusal (a
+    scheduler lost mid-read) is an error, not a job without stages."""
     if not UBM.exists():
         raise OSError(f"{UBM} is not built: `cargo build --release`, with CARGO_TARGET_DIR as the build used")
     done = subprocess.run([UBM, "status", *job, "--scheduler", scheduler, "--json"], capture_output=True, text=True)
-    if done.returncode != 0:
+    if done.returncode != 0 and not done.stdout.strip():
         if job and "no job `" in done.stderr:
             return None
         raise OSError(f"ubm status --scheduler {scheduler}: {done.stderr.strip()}")

@@ -112,8 +112,8 @@ pub struct EngineArgs {
 /// How many partitions plans are split into.
 #[derive(Debug, Args)]
 pub struct PartitionsArg {
-    /// Split every stage into N partitions (the extract's slices, the review scan's ranges, the
-    /// metric's shuffle). Default: as many as there are places to run them: this machine's cores
+    /// Split the plans' scans into N partitions (the extract's slices, the review scan's ranges,
+    /// the metric's scans). Default: as many as there are places to run them: this machine's cores
     /// in-process, the task slots of the cluster's executors on a cluster (asked of the scheduler
     /// when the run starts). The run report records what was used.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=4096))]

@@ -112,7 +112,10 @@ fn count_review_parts(reports: &mut [PartReport]) -> Result<ClassifyCounts> {
         }
         if let Some((first, last)) = report.lines {
             if last_line.is_some_and(|previous| first <= previous) {
-                return Err(PipelineError::Duplicate { what: format!("the record on line {first}") });
+                return Err(PipelineError::Duplicate {
+                    what: format!("the record on line {first}"),
+                    cause: "a task read more than its share of the input",
+                });
             }
             last_line = Some(last);
         }

@@ -43,8 +43,8 @@ pub enum PipelineError {
     /// The engine delivered a row or a task's report twice (a task read more than its share, or
     /// a stage's results were delivered twice). Another attempt may not; the numbers are never
     /// written either way.
-    #[error("the engine delivered {what} twice; refusing to write doubled numbers (please report this)")]
-    Duplicate { what: String },
+    #[error("the engine delivered {what} twice ({cause}); refusing to write doubled numbers (please report this)")]
+    Duplicate { what: String, cause: &'static str },
     /// Another run holds the date's lease. Never retried by the task loop: `--wait-for-lease`
     /// is how to wait for it.
     #[error("{date} is being run by {holder}; wait for it with --wait-for-lease SECONDS, or run the date later")]

@@ -223,7 +223,10 @@ async fn check_staged_metric(engine: &Engine, staged: LogicalPlan, reported: u64
         return Err(PipelineError::Internal { what: format!("the metric's tasks reported {reported} rows, but their files hold {rows}") });
     }
     if customers != rows {
-        return Err(PipelineError::Duplicate { what: format!("{} rows of the same customers", rows - customers) });
+        return Err(PipelineError::Duplicate {
+            what: format!("{} rows of the same customers", rows - customers),
+            cause: "a customer was aggregated in two tasks",
+        });
     }
     sum_of(&batches, "reviews")
 }

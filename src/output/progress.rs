@@ -182,3 +182,19 @@ impl JobObserver for Observers {
         self.0.iter().for_each(|o| o.ended(job_id, job_name, error));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ubm run` on a cluster logs its jobs and nothing else: the scheduler is not asked for
+    /// progress. The cluster-mode driver writes it for `ubm status RUN`: it is.
+    #[test]
+    fn only_an_observer_that_shows_progress_has_it_read() {
+        let dir = tempfile::tempdir().expect("a folder");
+        let file = ProgressFile::new(dir.path().join("progress.json"), Partitions { count: 2, from: "cluster".to_string() });
+        assert!(!Observers(vec![std::sync::Arc::new(LogJobs)]).wants_progress(), "ubm run in a terminal or a log");
+        assert!(Observers(vec![std::sync::Arc::new(LogJobs), std::sync::Arc::new(file)]).wants_progress(), "the cluster-mode driver");
+        assert!(ProgressPrinter::new(false).wants_progress(), "ubm submit");
+    }
+}

@@ -167,7 +167,7 @@ fn a_laptop_hands_the_run_to_the_cluster_and_may_go_away() {
     let (lake, trace) = (sample.lake("lake"), sample.lake("submit.strace"));
     let started = std::time::Instant::now();
     let out = Command::new("strace")
-        .args(["-f", "-qq", "-yy", "-e", "trace=read,readv,recvfrom,recvmsg", "-o", &trace])
+        .args(crate::object_store::strace_socket_reads(Path::new(&trace)))
         .arg(env!("CARGO_BIN_EXE_ubm"))
         .args(submit(&lake).get_args())
         .output()

@@ -92,16 +92,32 @@ fn a_run_reads_and_writes_s3() {
     assert_eq!(&on_cluster[0]["counts"], counts, "the cluster reads S3 like the client");
 }
 
-/// What the process traced into `trace` (strace `-yy` output) received from sockets.
+/// strace's arguments that trace every thread's socket reads into files `trace.TID`, one a
+/// thread (`-ff`: a read that one thread's output would otherwise split into `<unfinished ...>`
+/// and `<... resumed>` lines, the second without its socket, is then whole on one line).
+pub fn strace_socket_reads(trace: &std::path::Path) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = ["-ff", "-qq", "-yy", "-e", "trace=read,readv,recvfrom,recvmsg", "-o"].map(Into::into).to_vec();
+    args.push(trace.into());
+    args
+}
+
+/// What the process traced by [`strace_socket_reads`] into `trace` received from sockets.
 pub fn socket_bytes_received(trace: &std::path::Path) -> u64 {
     socket_bytes_by_peer(trace).values().sum()
 }
 
-/// What the process traced into `trace` received, by the address it came from (`host:port` of
-/// a TCP peer, `unix` for local sockets, `other` for a socket strace could not name): a failing
-/// bound then names who sent the bytes.
+/// What the process traced into `trace.TID` received, by the address it came from (`host:port`
+/// of a TCP peer, `unix` for local sockets, `other` for a socket strace could not name): a
+/// failing bound then names who sent the bytes.
 pub fn socket_bytes_by_peer(trace: &std::path::Path) -> std::collections::BTreeMap<String, u64> {
-    let text = String::from_utf8_lossy(&std::fs::read(trace).expect("strace output")).into_owned();
+    let prefix = format!("{}.", trace.file_name().expect("a trace file name").to_string_lossy());
+    let folder = trace.parent().expect("the trace's folder");
+    let mut text = String::new();
+    for entry in std::fs::read_dir(folder).expect("the trace's folder").flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            text.push_str(&String::from_utf8_lossy(&std::fs::read(entry.path()).expect("strace output")));
+        }
+    }
     let mut by_peer = std::collections::BTreeMap::new();
     for line in text.lines().filter(|line| line.contains("<TCP") || line.contains("<UDP") || line.contains("<UNIX")) {
         let Some(bytes) = line.rsplit('=').next().and_then(|n| n.trim().split(' ').next()?.parse::<u64>().ok()) else { continue };
@@ -141,8 +157,7 @@ fn a_cluster_run_from_postgres_and_s3_passes_no_rows_through_the_submitter() {
     let cluster = crate::common::Cluster::builder(2).env(moto.env()).start();
     let trace = dir.path().join("submit.strace");
     let output = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-yy", "-e", "trace=read,readv,recvfrom,recvmsg", "-o"])
-        .arg(&trace)
+        .args(strace_socket_reads(&trace))
         .arg(env!("CARGO_BIN_EXE_ubm"))
         .args([
             "submit",

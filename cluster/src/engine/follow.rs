@@ -203,12 +203,17 @@ impl FollowedJob {
         }
     }
 
+    /// The observer to report progress to, if there is one that wants it.
+    fn progress_observer(&self) -> Option<&Arc<dyn JobObserver>> {
+        self.tracker.observer.as_ref().filter(|observer| observer.wants_progress())
+    }
+
     /// Reads the running job's progress from its stages and reports it when it changed; returns
     /// when to read it next (sooner for a small answer than a large one). Does nothing without
     /// a REST API or an observer that wants progress.
     async fn report_running(&self, job_id: &str, last: &mut Option<JobProgress>) -> Instant {
         let now = Instant::now();
-        let (Some(api), Some(observer)) = (&self.tracker.api, self.tracker.observer.as_ref().filter(|o| o.wants_progress())) else {
+        let (Some(api), Some(observer)) = (&self.tracker.api, self.progress_observer()) else {
             return now + PROGRESS_LONGEST_WAIT;
         };
         match api.stage_progress(job_id, &self.name).await {
@@ -228,9 +233,10 @@ impl FollowedJob {
         }
     }
 
-    /// Reads the ended job's progress (its state word and times with its stages) and reports it.
+    /// Reads the ended job's progress (its state word and times with its stages) and reports it;
+    /// does nothing without a REST API or an observer that wants progress.
     async fn report_end(&self, job_id: &str, last: &mut Option<JobProgress>) {
-        let (Some(api), Some(observer)) = (&self.tracker.api, &self.tracker.observer) else { return };
+        let (Some(api), Some(observer)) = (&self.tracker.api, self.progress_observer()) else { return };
         match api.progress(job_id).await {
             Ok(Some(progress)) if last.as_ref() != Some(&progress) => {
                 observer.progress(&progress);

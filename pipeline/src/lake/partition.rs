@@ -115,7 +115,10 @@ impl PartitionWrite {
     pub async fn adopt_parts(&mut self, tasks: &TaskOutput, names: &[&str], stem: &str, ext: &str) -> Result<usize> {
         let mut seen = std::collections::HashSet::new();
         if let Some(twice) = names.iter().find(|name| !seen.insert(**name)) {
-            return Err(PipelineError::Duplicate { what: format!("the report of the task file {twice}") });
+            return Err(PipelineError::Duplicate {
+                what: format!("the report of the task file {twice}"),
+                cause: "a stage delivered its results twice",
+            });
         }
         for (i, name) in names.iter().enumerate() {
             let from = self.lake.path_of(&tasks.file(name)?)?;
