@@ -219,9 +219,8 @@ impl FollowedJob {
         match api.stage_progress(job_id, &self.name).await {
             Ok((progress, bytes)) => {
                 // None: the scheduler is still planning the job (or has forgotten it).
-                if let Some(progress) = progress.filter(|p| last.as_ref() != Some(p)) {
-                    observer.progress(&progress);
-                    *last = Some(progress);
+                if let Some(progress) = progress {
+                    report_if_changed(observer.as_ref(), progress, last);
                 }
                 now + progress_wait(bytes)
             }
@@ -238,11 +237,8 @@ impl FollowedJob {
     async fn report_end(&self, job_id: &str, last: &mut Option<JobProgress>) {
         let (Some(api), Some(observer)) = (&self.tracker.api, self.progress_observer()) else { return };
         match api.progress(job_id).await {
-            Ok(Some(progress)) if last.as_ref() != Some(&progress) => {
-                observer.progress(&progress);
-                *last = Some(progress);
-            }
-            Ok(_) => {}
+            Ok(Some(progress)) => report_if_changed(observer.as_ref(), progress, last),
+            Ok(None) => {}
             Err(e) => tracing::debug!("reading the end of job {job_id}: {e}"),
         }
     }
@@ -344,6 +340,14 @@ async fn watch(job: Arc<FollowedJob>, mut ended: oneshot::Receiver<Option<String
     if let Some(Ok(error)) = outcome {
         job.report_end(&job_id, &mut last).await;
         job.finish(&job_id, error.as_deref());
+    }
+}
+
+/// Reports `progress` to `observer` and keeps it as the `last` reported, unless it is that.
+fn report_if_changed(observer: &dyn JobObserver, progress: JobProgress, last: &mut Option<JobProgress>) {
+    if last.as_ref() != Some(&progress) {
+        observer.progress(&progress);
+        *last = Some(progress);
     }
 }
 
